@@ -1,0 +1,30 @@
+/**
+ * Why a connection ended: one vocabulary for events, metrics and logs. Names
+ * follow Kestrel's `error.type` values where one exists, so dashboards built
+ * for ASP.NET read the same.
+ */
+export const CLOSE_REASONS = [
+  'tls_handshake_timeout',
+  'tls_handshake_failed',
+  'request_headers_timeout',
+  'keep_alive_timeout',
+  'min_request_body_data_rate',
+  'min_response_data_rate',
+  'request_timeout',
+  'ping_timeout',
+  'max_connection_age',
+  'max_requests_per_connection',
+  'max_concurrent_connections_exceeded',
+  'max_connections_per_ip_exceeded',
+  'max_concurrent_handshakes_exceeded',
+  'app_shutdown',
+  'app_shutdown_timeout',
+  'shed_under_pressure',
+  'invalid_request',
+  'client_closed',
+  'connection_reset',
+  'server_closed',
+  'error',
+] as const
+
+export type CloseReason = (typeof CLOSE_REASONS)[number]

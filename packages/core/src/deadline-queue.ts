@@ -1,0 +1,106 @@
+/**
+ * The sweeper's one ordered collection: a binary min-heap of connections keyed
+ * by their next deadline. A sweep pops only what has expired, so it costs
+ * O(expired · log n) and O(1) when nothing is due, however many connections
+ * are tracked. Each entry stores its own heap position so moving a deadline
+ * (every request does) is O(log n) with no search and no allocation.
+ *
+ * A heap rather than one FIFO list per deadline: per-route overrides give
+ * deadlines of different lengths in one phase, which breaks FIFO order.
+ */
+export interface Scheduled {
+  /** When this entry is due, in clock ms; Infinity when it has no deadline. */
+  deadlineAt: number
+  /** Position in the heap, -1 when not queued. Owned by the queue. */
+  queueIndex: number
+}
+
+export class DeadlineQueue<T extends Scheduled> {
+  readonly #heap: T[] = []
+
+  get size(): number {
+    return this.#heap.length
+  }
+
+  /** The entry due first, without removing it. */
+  peek(): T | undefined {
+    return this.#heap[0]
+  }
+
+  /** Queues `entry` at `deadlineAt`, moves it if queued, or removes it if `deadlineAt` is Infinity. */
+  schedule(entry: T, deadlineAt: number): void {
+    entry.deadlineAt = deadlineAt
+    if (deadlineAt === Number.POSITIVE_INFINITY) {
+      this.remove(entry)
+      return
+    }
+    if (entry.queueIndex < 0) {
+      entry.queueIndex = this.#heap.length
+      this.#heap.push(entry)
+      this.#up(entry.queueIndex)
+    } else {
+      this.#up(entry.queueIndex)
+      this.#down(entry.queueIndex)
+    }
+  }
+
+  remove(entry: T): void {
+    const i = entry.queueIndex
+    if (i < 0) return
+    entry.queueIndex = -1
+    const last = this.#heap.pop() as T
+    if (i === this.#heap.length) return
+    this.#heap[i] = last
+    last.queueIndex = i
+    this.#up(i)
+    this.#down(last.queueIndex)
+  }
+
+  /** Removes and returns the first entry due at or before `now`, if any. */
+  popExpired(now: number): T | undefined {
+    const top = this.#heap[0]
+    if (top === undefined || top.deadlineAt > now) return undefined
+    this.remove(top)
+    return top
+  }
+
+  clear(): void {
+    for (const entry of this.#heap) entry.queueIndex = -1
+    this.#heap.length = 0
+  }
+
+  #up(i: number): void {
+    const heap = this.#heap
+    const entry = heap[i] as T
+    while (i > 0) {
+      const parentIndex = (i - 1) >> 1
+      const parent = heap[parentIndex] as T
+      if (parent.deadlineAt <= entry.deadlineAt) break
+      heap[i] = parent
+      parent.queueIndex = i
+      i = parentIndex
+    }
+    heap[i] = entry
+    entry.queueIndex = i
+  }
+
+  #down(i: number): void {
+    const heap = this.#heap
+    const n = heap.length
+    const entry = heap[i] as T
+    for (;;) {
+      const left = 2 * i + 1
+      if (left >= n) break
+      const right = left + 1
+      let child = left
+      if (right < n && (heap[right] as T).deadlineAt < (heap[left] as T).deadlineAt) child = right
+      const smaller = heap[child] as T
+      if (smaller.deadlineAt >= entry.deadlineAt) break
+      heap[i] = smaller
+      smaller.queueIndex = i
+      i = child
+    }
+    heap[i] = entry
+    entry.queueIndex = i
+  }
+}

@@ -1,0 +1,259 @@
+import http from 'node:http'
+import https from 'node:https'
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
+import type { CloseReason } from './close-reasons.js'
+import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
+import type { ConnectionRecord, TlsInfo } from './record.js'
+import type { ConnectionTracker } from './tracker.js'
+
+/** Marks a socket (raw and TLS) with its record, and a server with its tracker. */
+export const kRecord = Symbol('connguard.record')
+const kTracker = Symbol('connguard.tracker')
+
+/**
+ * Index of the message-begin callback on Node's HTTP parser (`kOnMessageBegin`
+ * in src/node_http_parser.cc, 0 since Node 12; `_http_common.js` resets it per
+ * connection). The server leaves it unset; the C++ parser calls it with the
+ * parser as `this` when a request's first byte is parsed. That is how the
+ * tracker learns that a keep-alive connection started a request, in O(1) per
+ * request and without a per-chunk listener. If a Node version stops calling
+ * it, the tracker notices at the next request head and falls back to polling.
+ */
+const kOnMessageBegin = 0
+
+/** Node's own reply to a request that timed out before its response began. */
+const REQUEST_TIMEOUT_RESPONSE = Buffer.from('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n', 'latin1')
+
+export interface ServerBinding {
+  readonly tracker: ConnectionTracker
+  /** Closes the connection for `reason` (the record already carries it). */
+  cut(rec: ConnectionRecord, reason: CloseReason): void
+  /** Removes what was added to a live connection, leaving it open. */
+  release(rec: ConnectionRecord): void
+  /** Removes every listener added to the server and restores its timers. */
+  detach(): void
+}
+
+type Marked = { [kRecord]?: ConnectionRecord }
+type ParserLike = { socket: Socket | null; [kOnMessageBegin]?: unknown }
+type TrackedServer = (http.Server | https.Server) & { [kTracker]?: ConnectionTracker }
+
+export function bindServer(tracker: ConnectionTracker, server: object): ServerBinding {
+  const secure = server instanceof https.Server
+  if (!secure && !(server instanceof http.Server)) {
+    const name = (server as { constructor?: { name?: string } })?.constructor?.name ?? typeof server
+    throw new UnsupportedServerError(
+      /Http2/.test(name)
+        ? `${name}: HTTP/2 servers are not supported yet`
+        : `expected an http.Server or https.Server, got ${name}`,
+    )
+  }
+  const owner = (server as TrackedServer)[kTracker]
+  if (owner !== undefined && owner !== tracker) throw new AlreadyAttachedError()
+  return new Http1Binding(tracker, server as TrackedServer, secure)
+}
+
+// Socket listeners are shared functions (`this` is the socket): no closure per connection.
+function onRawClose(this: Socket & Marked): void {
+  const rec = this[kRecord]
+  if (rec !== undefined) rec.binding?.tracker._closed(rec)
+}
+function onSocketError(this: Socket & Marked, err: Error): void {
+  const rec = this[kRecord]
+  if (rec !== undefined && rec.error === null) rec.error = err
+}
+function onSocketEnd(this: Socket & Marked): void {
+  const rec = this[kRecord]
+  if (rec !== undefined) rec.peerEnded = true
+}
+function onMessageBegin(this: ParserLike): void {
+  const rec = (this.socket as (Socket & Marked) | null)?.[kRecord]
+  if (rec !== undefined) rec.binding?.tracker._requestBegin(rec)
+}
+
+function onRequestStart(message: HttpServerMessage): void {
+  const rec = (message.socket as Socket & Marked)[kRecord]
+  if (rec !== undefined) rec.binding?.tracker._requestHead(rec, message.request.httpVersion)
+}
+function onResponseFinish(message: HttpServerMessage): void {
+  const rec = (message.socket as Socket & Marked)[kRecord]
+  if (rec === undefined) return
+  const res = message.response as http.ServerResponse & { _last?: boolean }
+  // `_last` is Node's "close after this response"; `shouldKeepAlive` false
+  // means the client asked for it (Connection: close, HTTP/1.0).
+  const last = res._last === true ? (res.shouldKeepAlive ? 'server' : 'client') : null
+  rec.binding?.tracker._responseEnd(rec, last)
+}
+
+class Http1Binding implements ServerBinding {
+  readonly tracker: ConnectionTracker
+  readonly #server: TrackedServer
+  readonly #secure: boolean
+  readonly #saved: { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; handshake: unknown }
+  readonly #handshakeKey: symbol | undefined
+  readonly #onConnection = (socket: Socket) => this.#accept(socket)
+  readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
+  readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
+  readonly #onUpgrade = (req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
+  readonly #onNewListener = (event: string | symbol, listener: unknown) => this.#listenerAdded(event, listener)
+  readonly #onRemoveListener = (event: string | symbol) => this.#listenerRemoved(event)
+
+  constructor(tracker: ConnectionTracker, server: TrackedServer, secure: boolean) {
+    this.tracker = tracker
+    this.#server = server
+    this.#secure = secure
+    // tls.Server keeps its handshake timeout under a private symbol; the
+    // TLSSocket of each connection reads it at accept.
+    this.#handshakeKey = Object.getOwnPropertySymbols(server).find((s) => s.description === 'handshake-timeout')
+    this.#saved = {
+      headersTimeout: server.headersTimeout,
+      requestTimeout: server.requestTimeout,
+      keepAliveTimeout: server.keepAliveTimeout,
+      handshake: this.#handshakeKey === undefined ? undefined : (server as unknown as Record<symbol, unknown>)[this.#handshakeKey],
+    }
+    this.#alignTimers()
+    server[kTracker] = tracker
+    server.on('connection', this.#onConnection)
+    if (secure) {
+      server.on('secureConnection', this.#onSecure)
+      server.on('tlsClientError', this.#onTlsClientError)
+    }
+    for (const event of ['upgrade', 'connect'] as const) {
+      if (server.listenerCount(event) > 0) server.prependListener(event, this.#onUpgrade)
+    }
+    server.on('newListener', this.#onNewListener)
+    server.on('removeListener', this.#onRemoveListener)
+    subscribeHttp(onRequestStart, onResponseFinish)
+  }
+
+  /**
+   * The guard's deadlines are the ones in force. Node's header and request
+   * timers (checked every 30 s, and `requestTimeout` cuts healthy uploads) and
+   * its TLS handshake timer are switched off; `keepAliveTimeout` is set to the
+   * guard's so the `Keep-Alive: timeout=` header matches the enforced idle
+   * deadline (Node's own idle timer then fires a second after ours, never first).
+   */
+  #alignTimers(): void {
+    const server = this.#server
+    const o = this.tracker.options
+    server.headersTimeout = 0
+    server.requestTimeout = 0
+    server.keepAliveTimeout = o.keepAliveTimeout
+    if (this.#handshakeKey !== undefined) (server as unknown as Record<symbol, unknown>)[this.#handshakeKey] = 0
+  }
+
+  detach(): void {
+    const server = this.#server
+    server.removeListener('connection', this.#onConnection)
+    server.removeListener('secureConnection', this.#onSecure)
+    server.removeListener('tlsClientError', this.#onTlsClientError)
+    server.removeListener('newListener', this.#onNewListener)
+    server.removeListener('removeListener', this.#onRemoveListener)
+    server.removeListener('upgrade', this.#onUpgrade)
+    server.removeListener('connect', this.#onUpgrade)
+    if (server[kTracker] === this.tracker) delete server[kTracker]
+    // Restore what we changed, unless someone changed it since.
+    const saved = this.#saved
+    if (server.headersTimeout === 0) server.headersTimeout = saved.headersTimeout
+    if (server.requestTimeout === 0) server.requestTimeout = saved.requestTimeout
+    if (server.keepAliveTimeout === this.tracker.options.keepAliveTimeout) server.keepAliveTimeout = saved.keepAliveTimeout
+    const key = this.#handshakeKey
+    if (key !== undefined && (server as unknown as Record<symbol, unknown>)[key] === 0) {
+      ;(server as unknown as Record<symbol, unknown>)[key] = saved.handshake
+    }
+    unsubscribeHttp()
+  }
+
+  #accept(raw: Socket & Marked): void {
+    if (raw[kRecord] !== undefined) return
+    const rec = this.tracker._open(raw, this.#secure, this)
+    raw[kRecord] = rec
+    raw.on('close', onRawClose)
+    if (!this.#secure) {
+      raw.on('error', onSocketError)
+      raw.on('end', onSocketEnd)
+      hookParser(raw)
+    }
+  }
+
+  #secureConnection(socket: TLSSocket & Marked): void {
+    const raw = (socket as unknown as { _parent?: Socket & Marked })._parent
+    const rec = raw?.[kRecord]
+    if (rec === undefined || rec.state === 'closed') return
+    socket[kRecord] = rec
+    socket.on('error', onSocketError)
+    socket.on('end', onSocketEnd)
+    hookParser(socket)
+    const cipher = socket.getCipher() as { name?: string } | undefined
+    const info: TlsInfo = {
+      protocol: socket.getProtocol(),
+      cipher: cipher?.name ?? null,
+      alpnProtocol: socket.alpnProtocol ?? false,
+      servername: (socket as unknown as { servername?: string | false }).servername || null,
+      resumed: socket.isSessionReused(),
+    }
+    this.tracker._established(rec, socket, info)
+  }
+
+  #tlsClientError(err: Error, socket: TLSSocket): void {
+    const raw = (socket as unknown as { _parent?: Socket & Marked })._parent
+    const rec = raw?.[kRecord]
+    if (rec !== undefined && rec.error === null) rec.error = err
+  }
+
+  #upgrade(socket: Socket & Marked): void {
+    const rec = socket[kRecord]
+    if (rec !== undefined) this.tracker._upgraded(rec)
+  }
+
+  cut(rec: ConnectionRecord, reason: CloseReason): void {
+    const socket = rec.httpSocket
+    if (socket === null) {
+      rec.rawSocket?.destroy()
+      return
+    }
+    if ((reason === 'request_headers_timeout' || reason === 'request_timeout') && socket.writable) {
+      const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage
+      // As Node: answer 408 only where no response byte has gone out yet.
+      if (res == null || !res.headersSent) socket.write(REQUEST_TIMEOUT_RESPONSE)
+    }
+    socket.destroy()
+  }
+
+  release(rec: ConnectionRecord): void {
+    for (const socket of [rec.rawSocket, rec.httpSocket] as ((Socket & Marked) | null)[]) {
+      if (socket === null) continue
+      socket.removeListener('close', onRawClose)
+      socket.removeListener('error', onSocketError)
+      socket.removeListener('end', onSocketEnd)
+      const parser = (socket as unknown as { parser?: ParserLike | null }).parser
+      if (parser != null && parser[kOnMessageBegin] === onMessageBegin) parser[kOnMessageBegin] = null
+      delete socket[kRecord]
+    }
+    rec.binding = null
+  }
+
+  /** Keeps our upgrade/connect listener present exactly while the application has one. */
+  #listenerAdded(event: string | symbol, listener: unknown): void {
+    if ((event !== 'upgrade' && event !== 'connect') || listener === this.#onUpgrade) return
+    const server = this.#server
+    if (!server.listeners(event).includes(this.#onUpgrade)) {
+      // Runs before the application's listener is added, so ours comes first.
+      server.prependListener(event, this.#onUpgrade)
+    }
+  }
+
+  #listenerRemoved(event: string | symbol): void {
+    if (event !== 'upgrade' && event !== 'connect') return
+    const server = this.#server
+    const listeners = server.listeners(event)
+    if (listeners.length === 1 && listeners[0] === this.#onUpgrade) server.removeListener(event, this.#onUpgrade)
+  }
+}
+
+function hookParser(socket: Socket): void {
+  const parser = (socket as unknown as { parser?: ParserLike | null }).parser
+  if (parser != null && parser[kOnMessageBegin] == null) parser[kOnMessageBegin] = onMessageBegin
+}

@@ -1,0 +1,187 @@
+import type { Socket } from 'node:net'
+import type { TLSSocket } from 'node:tls'
+import type { CloseReason } from './close-reasons.js'
+import type { Scheduled } from './deadline-queue.js'
+import type { ServerBinding } from './http1.js'
+import type { ConnectionState, LiveState } from './states.js'
+
+/** What TLS negotiated, read once when the handshake completes. */
+export interface TlsInfo {
+  /** `TLSv1.3`, `TLSv1.2`, … */
+  readonly protocol: string | null
+  /** OpenSSL cipher name. */
+  readonly cipher: string | null
+  /** The ALPN protocol chosen (`http/1.1`, `h2`), or false when none was negotiated. */
+  readonly alpnProtocol: string | false | null
+  /** SNI host name the client asked for, if any. */
+  readonly servername: string | null
+  /** True when the session was resumed (no full handshake). */
+  readonly resumed: boolean
+}
+
+/** Milliseconds spent in each live state; the current state counts up to now. */
+export interface StateDurations {
+  new: number
+  handshaking: number
+  idle: number
+  active: number
+  upgraded: number
+}
+
+/** Which deadline a connection is waiting on; see `ConnectionRecord.deadline`. */
+export type DeadlineKind =
+  | 'tls_handshake_timeout'
+  | 'request_headers_timeout'
+  | 'keep_alive_timeout'
+  | 'request_timeout'
+
+let nextId = 1
+
+/**
+ * One connection, from accept to close. The tracker creates it, moves it
+ * through states and fills it in; users read it (events, `connections()`).
+ * Every field is set in the constructor so all records share one shape.
+ * Times are epoch milliseconds; durations are milliseconds.
+ */
+export class ConnectionRecord implements Scheduled {
+  /** Unique within the process, increasing. */
+  readonly id: number
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+  readonly localAddress: string | undefined
+  readonly localPort: number | undefined
+  /** True for TLS connections. */
+  readonly secure: boolean
+  /** Negotiated TLS parameters; null until the handshake completes, and for plain connections. */
+  tls: TlsInfo | null = null
+  /** HTTP version of the last request head (`'1.1'`, `'1.0'`); null before the first. */
+  httpVersion: string | null = null
+  state: ConnectionState = 'new'
+  /** When the connection was accepted. */
+  readonly openedAt: number
+  /** Accept → TLS established; null for plain connections and unfinished handshakes. */
+  handshakeDuration: number | null = null
+  /** Established → first byte of the first request; null if none came. */
+  timeToFirstRequest: number | null = null
+  /** Request heads received. */
+  requests = 0
+  /** Time spent in each state. */
+  readonly stateDurations: StateDurations = { new: 0, handshaking: 0, idle: 0, active: 0, upgraded: 0 }
+  closedAt: number | null = null
+  /** Accept → close; null while open. */
+  duration: number | null = null
+  /** The state the connection was in when it closed. */
+  stateAtClose: LiveState | null = null
+  /** Why it ended; exactly one per connection, null while open. */
+  closeReason: CloseReason | null = null
+  /** The `code` of the error behind the close, when there was one (`ECONNRESET`, `HPE_INVALID_METHOD`, …). */
+  errorCode: string | null = null
+
+  /** @internal The accepted TCP socket; for TLS, the TLSSocket's parent. Counts wire bytes. */
+  rawSocket: Socket | null
+  /** @internal The socket HTTP runs on: the raw socket, or the TLSSocket once established. */
+  httpSocket: Socket | TLSSocket | null = null
+  /** @internal How to cut and release this connection (its server's binding). */
+  binding: ServerBinding | null = null
+  /** @internal Clock ms at accept. */
+  openedAtClock: number
+  /** @internal Clock ms when the current state began. */
+  stateSince: number
+  /** @internal Clock ms when TLS completed (or accept, for plain); -1 before. */
+  establishedAtClock = -1
+  /** @internal Due time of the earliest deadline, clock ms (Scheduled). */
+  deadlineAt = Number.POSITIVE_INFINITY
+  /** @internal Heap position (Scheduled). */
+  queueIndex = -1
+  /** @internal Due time of the phase deadline (handshake, headers, keep-alive). */
+  phaseDeadlineAt = Number.POSITIVE_INFINITY
+  /** @internal The reason the phase deadline closes with. */
+  phaseReason: DeadlineKind | null = null
+  /** @internal Due time of the absolute request deadline. */
+  requestDeadlineAt = Number.POSITIVE_INFINITY
+  /** @internal Clock ms of the current request's first byte. */
+  requestStartedAt = -1
+  /** @internal Requests begun (first byte seen) and not yet answered. */
+  inFlight = 0
+  /** @internal A request's head is being received. */
+  readingHead = false
+  /** @internal The parser hook saw the current request begin (checks the hook works). */
+  sawMessageBegin = false
+  /** @internal Reason decided by us before we destroy the socket; wins over what follows. */
+  pendingReason: CloseReason | null = null
+  /** @internal First error seen on the connection. */
+  error: Error | null = null
+  /** @internal The peer sent FIN. */
+  peerEnded = false
+  /** @internal The last response ended the connection: 'client' asked for it, or the 'server' did. */
+  closeIntent: 'client' | 'server' | null = null
+  /** @internal bytesRead of the HTTP socket when it last became idle (fallback detection). */
+  bytesReadAtIdle = 0
+  /** @internal Wire bytes, frozen at close. */
+  finalBytesRead = 0
+  /** @internal Wire bytes, frozen at close. */
+  finalBytesWritten = 0
+
+  /** @internal */
+  constructor(rawSocket: Socket, secure: boolean, nowClock: number, nowEpoch: number) {
+    this.id = nextId++
+    this.rawSocket = rawSocket
+    this.secure = secure
+    this.remoteAddress = rawSocket.remoteAddress
+    this.remotePort = rawSocket.remotePort
+    this.localAddress = rawSocket.localAddress
+    this.localPort = rawSocket.localPort
+    this.openedAt = nowEpoch
+    this.openedAtClock = nowClock
+    this.stateSince = nowClock
+  }
+
+  /** Bytes received on the wire (ciphertext for TLS, handshake included). */
+  get bytesRead(): number {
+    const raw = this.rawSocket
+    return raw === null ? this.finalBytesRead : raw.bytesRead
+  }
+
+  /** Bytes handed to the socket for sending, on the wire (ciphertext for TLS). */
+  get bytesWritten(): number {
+    const raw = this.rawSocket
+    return raw === null ? this.finalBytesWritten : (raw.bytesWritten ?? 0)
+  }
+
+  /** Which deadline the connection waits on now, and when it is due (epoch ms); null when none. */
+  get deadline(): { kind: DeadlineKind; at: number } | null {
+    if (this.deadlineAt === Number.POSITIVE_INFINITY) return null
+    const kind: DeadlineKind =
+      this.requestDeadlineAt <= this.phaseDeadlineAt
+        ? 'request_timeout'
+        : (this.phaseReason as DeadlineKind)
+    return { kind, at: this.openedAt + (this.deadlineAt - this.openedAtClock) }
+  }
+
+  /** A plain snapshot of the public fields, for logs and JSON. */
+  toJSON(): Record<string, unknown> {
+    return {
+      id: this.id,
+      remoteAddress: this.remoteAddress,
+      remotePort: this.remotePort,
+      localAddress: this.localAddress,
+      localPort: this.localPort,
+      secure: this.secure,
+      tls: this.tls,
+      httpVersion: this.httpVersion,
+      state: this.state,
+      openedAt: this.openedAt,
+      handshakeDuration: this.handshakeDuration,
+      timeToFirstRequest: this.timeToFirstRequest,
+      requests: this.requests,
+      bytesRead: this.bytesRead,
+      bytesWritten: this.bytesWritten,
+      stateDurations: { ...this.stateDurations },
+      closedAt: this.closedAt,
+      duration: this.duration,
+      stateAtClose: this.stateAtClose,
+      closeReason: this.closeReason,
+      errorCode: this.errorCode,
+    }
+  }
+}

@@ -1,0 +1,393 @@
+import { EventEmitter } from 'node:events'
+import type { IncomingMessage } from 'node:http'
+import type { Socket } from 'node:net'
+import { closeChannel, openChannel, transitionChannel } from './channels.js'
+import { classifyClose } from './classify.js'
+import type { CloseReason } from './close-reasons.js'
+import { DeadlineQueue } from './deadline-queue.js'
+import { TrackerClosedError } from './errors.js'
+import { type ServerBinding, bindServer, kRecord } from './http1.js'
+import {
+  type ConnectionTrackerOptions,
+  type RequestOverrides,
+  type ResolvedOptions,
+  type ResolvedRequestOverrides,
+  resolveOptions,
+  resolveRequestOverrides,
+} from './options.js'
+import { type DeadlineKind, ConnectionRecord, type TlsInfo } from './record.js'
+import type { ConnectionState, LiveState } from './states.js'
+
+const INFINITY = Number.POSITIVE_INFINITY
+
+/** Live connections by state, and closes by reason since the tracker was created. */
+export interface Snapshot {
+  /** Live connections. */
+  total: number
+  new: number
+  handshaking: number
+  idle: number
+  active: number
+  upgraded: number
+  /** Closed connections counted by close reason (only reasons seen appear). */
+  closedByReason: Partial<Record<CloseReason, number>>
+}
+
+export interface ConnectionTrackerEvents {
+  open: [record: ConnectionRecord]
+  transition: [record: ConnectionRecord, from: ConnectionState, to: ConnectionState]
+  close: [record: ConnectionRecord]
+}
+
+/**
+ * Tracks every connection of the servers it is attached to through its
+ * states, enforces the phase deadlines with one sweeper, and reports each
+ * connection's record on open, transition and close.
+ */
+export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
+  /** The options as resolved at construction. */
+  readonly options: ResolvedOptions
+  readonly #clock: ResolvedOptions['clock']
+  /** Clock ms → epoch ms. */
+  readonly #epochOffset: number
+  readonly #records = new Set<ConnectionRecord>()
+  readonly #queue = new DeadlineQueue<ConnectionRecord>()
+  /** TLS connections accepted with no byte yet: polled so `handshaking` shows when bytes flow. */
+  readonly #awaitingBytes = new Set<ConnectionRecord>()
+  readonly #bindings = new Map<object, ServerBinding>()
+  readonly #counts: Record<LiveState, number> = { new: 0, handshaking: 0, idle: 0, active: 0, upgraded: 0 }
+  readonly #closedByReason: Partial<Record<CloseReason, number>> = {}
+  #sweeper: NodeJS.Timeout | null = null
+  #closed = false
+  /** Set when Node's parser did not report a request's first byte: fall back to polling idle connections. */
+  #pollIdle = false
+
+  constructor(options?: ConnectionTrackerOptions) {
+    super()
+    this.options = resolveOptions(options)
+    this.#clock = this.options.clock
+    this.#epochOffset = Date.now() - this.#clock.now()
+  }
+
+  get closed(): boolean {
+    return this.#closed
+  }
+
+  /**
+   * Guards `server` (an `http.Server` or `https.Server`, listening or not)
+   * from its next accepted connection on. Returns the tracker.
+   */
+  attach(server: object): this {
+    if (this.#closed) throw new TrackerClosedError()
+    if (this.#bindings.has(server)) return this
+    const binding = bindServer(this, server)
+    this.#bindings.set(server, binding)
+    if (this.#sweeper === null) {
+      this.#sweeper = setInterval(() => this.sweep(), this.options.sweepInterval)
+      this.#sweeper.unref()
+    }
+    return this
+  }
+
+  /** Counts of live connections by state, and of closed ones by reason. */
+  snapshot(): Snapshot {
+    const c = this.#counts
+    return {
+      total: this.#records.size,
+      new: c.new,
+      handshaking: c.handshaking,
+      idle: c.idle,
+      active: c.active,
+      upgraded: c.upgraded,
+      closedByReason: { ...this.#closedByReason },
+    }
+  }
+
+  /** The live connections' records. */
+  connections(): IterableIterator<ConnectionRecord> {
+    return this.#records.values()
+  }
+
+  /** The record of the connection a socket or request belongs to, while it is tracked. */
+  recordOf(target: Socket | IncomingMessage): ConnectionRecord | undefined {
+    const socket = (target as IncomingMessage).socket ?? target
+    const rec = (socket as unknown as { [kRecord]?: ConnectionRecord })[kRecord]
+    return rec !== undefined && rec.state !== 'closed' && this.#records.has(rec) ? rec : undefined
+  }
+
+  /**
+   * Changes the deadlines of the request in progress on `req`'s connection,
+   * from inside a handler. Validates `overrides` on every call: routes should
+   * resolve theirs once and use the adapters instead.
+   */
+  overrideRequest(req: IncomingMessage, overrides: RequestOverrides): void {
+    this._applyOverrides(req, resolveRequestOverrides(overrides, 'request override'))
+  }
+
+  /** @internal Applies pre-validated overrides to the request in progress. */
+  _applyOverrides(req: IncomingMessage, overrides: ResolvedRequestOverrides): void {
+    const rec = this.recordOf(req)
+    if (rec === undefined || rec.state !== 'active') return
+    if (overrides.requestTimeout !== undefined) {
+      rec.requestDeadlineAt =
+        overrides.requestTimeout === 0 ? INFINITY : rec.requestStartedAt + overrides.requestTimeout
+      this.#reschedule(rec)
+    }
+  }
+
+  /**
+   * Enforces every deadline due at `now` (the clock's time by default) and
+   * returns how many connections it cut. The sweeper calls this every
+   * `sweepInterval`; tests with an injected clock call it directly.
+   */
+  sweep(now: number = this.#clock.now()): number {
+    if (this.#awaitingBytes.size > 0) this.#pollHandshakes(now)
+    if (this.#pollIdle) this.#pollRequests(now)
+    let cut = 0
+    for (let rec = this.#queue.popExpired(now); rec !== undefined; rec = this.#queue.popExpired(now)) {
+      const kind: DeadlineKind =
+        rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
+      // A request whose first byte arrived since the last look is not idle.
+      if (kind === 'keep_alive_timeout' && rec.httpSocket !== null && rec.httpSocket.bytesRead !== rec.bytesReadAtIdle) {
+        this._requestBegin(rec, now)
+        continue
+      }
+      this.#cut(rec, kind)
+      cut++
+    }
+    return cut
+  }
+
+  /**
+   * Stops guarding: detaches from every server (restoring the timers it
+   * changed), stops the sweeper and forgets live connections without closing
+   * them. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#sweeper !== null) clearInterval(this.#sweeper)
+    this.#sweeper = null
+    for (const binding of this.#bindings.values()) binding.detach()
+    this.#bindings.clear()
+    for (const rec of this.#records) rec.binding?.release(rec)
+    this.#records.clear()
+    this.#queue.clear()
+    this.#awaitingBytes.clear()
+    for (const state of Object.keys(this.#counts) as LiveState[]) this.#counts[state] = 0
+  }
+
+  // ---- lifecycle, called by the server bindings --------------------------------
+
+  /** @internal A connection was accepted. */
+  _open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
+    const now = this.#clock.now()
+    const rec = new ConnectionRecord(rawSocket, secure, now, this.#epochOffset + now)
+    rec.binding = binding
+    this.#records.add(rec)
+    this.#counts.new++
+    const o = this.options
+    if (secure) {
+      this.#setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
+      this.#awaitingBytes.add(rec)
+    } else {
+      rec.establishedAtClock = now
+      rec.httpSocket = rawSocket
+      this.#setPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
+    }
+    this.#emit('open', rec, openChannel)
+    return rec
+  }
+
+  /** @internal The TLS handshake completed. */
+  _established(rec: ConnectionRecord, httpSocket: Socket, tls: TlsInfo): void {
+    if (rec.state === 'closed') return
+    const now = this.#clock.now()
+    this.#awaitingBytes.delete(rec)
+    rec.establishedAtClock = now
+    rec.handshakeDuration = now - rec.openedAtClock
+    rec.httpSocket = httpSocket
+    rec.tls = tls
+    this.#setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+    this.#transition(rec, 'idle', now)
+  }
+
+  /** @internal The first byte of a request arrived. */
+  _requestBegin(rec: ConnectionRecord, now: number = this.#clock.now()): void {
+    if (rec.state === 'closed' || rec.state === 'upgraded') return
+    rec.sawMessageBegin = true
+    rec.inFlight++
+    rec.readingHead = true
+    if (rec.inFlight === 1) rec.requestStartedAt = now
+    if (rec.timeToFirstRequest === null) {
+      // The first request's head deadline runs from establishment, already set.
+      rec.timeToFirstRequest = now - rec.establishedAtClock
+      if (rec.phaseReason !== 'request_headers_timeout') {
+        this.#setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, rec.establishedAtClock)
+      }
+    } else {
+      this.#setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+    }
+    if (rec.inFlight === 1) {
+      const t = this.options.requestTimeout
+      rec.requestDeadlineAt = t === 0 ? INFINITY : now + t
+    }
+    this.#reschedule(rec)
+    this.#transition(rec, 'active', now)
+  }
+
+  /** @internal A request head was parsed. */
+  _requestHead(rec: ConnectionRecord, httpVersion: string): void {
+    if (rec.state === 'closed') return
+    if (!rec.sawMessageBegin) {
+      // Node's parser did not report the first byte: count the request from
+      // now and poll idle connections from here on (see ARCHITECTURE.md).
+      this.#pollIdle = true
+      this._requestBegin(rec)
+    }
+    rec.sawMessageBegin = false
+    rec.readingHead = false
+    rec.requests++
+    rec.httpVersion = httpVersion
+    this.#setPhase(rec, null, 0, 0)
+    this.#reschedule(rec)
+  }
+
+  /** @internal A response finished; `last` says who ends the connection after it, if anyone. */
+  _responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
+    if (rec.state === 'closed') return
+    const now = this.#clock.now()
+    if (rec.inFlight > 0) rec.inFlight--
+    if (last !== null) rec.closeIntent = last
+    if (rec.inFlight > 0) {
+      // Pipelined: the next request's absolute limit runs from now.
+      const t = this.options.requestTimeout
+      rec.requestStartedAt = now
+      rec.requestDeadlineAt = t === 0 ? INFINITY : now + t
+      this.#reschedule(rec)
+      return
+    }
+    rec.requestDeadlineAt = INFINITY
+    const socket = rec.httpSocket
+    rec.bytesReadAtIdle = socket === null ? 0 : socket.bytesRead
+    this.#setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
+    this.#reschedule(rec)
+    this.#transition(rec, 'idle', now)
+  }
+
+  /** @internal The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. */
+  _upgraded(rec: ConnectionRecord): void {
+    if (rec.state === 'closed') return
+    const now = this.#clock.now()
+    rec.requests++
+    rec.inFlight = 0
+    rec.readingHead = false
+    rec.requestDeadlineAt = INFINITY
+    this.#setPhase(rec, null, 0, 0)
+    this.#reschedule(rec)
+    this.#transition(rec, 'upgraded', now)
+  }
+
+  /** @internal The socket closed: finish the record with exactly one reason. */
+  _closed(rec: ConnectionRecord): void {
+    if (rec.state === 'closed' || !this.#records.has(rec)) return
+    const now = this.#clock.now()
+    this.#queue.remove(rec)
+    this.#awaitingBytes.delete(rec)
+    this.#records.delete(rec)
+    const reason = rec.pendingReason ?? classifyClose(rec)
+    // An error after our own cut is its echo (the peer sees a reset), not its cause.
+    const code = rec.pendingReason === null ? (rec.error as { code?: unknown } | null)?.code : undefined
+    rec.errorCode = typeof code === 'string' ? code : null
+    rec.stateAtClose = rec.state as LiveState
+    const raw = rec.rawSocket
+    if (raw !== null) {
+      rec.finalBytesRead = raw.bytesRead
+      rec.finalBytesWritten = raw.bytesWritten ?? 0
+    }
+    rec.closeReason = reason
+    rec.closedAt = this.#epochOffset + now
+    rec.duration = now - rec.openedAtClock
+    this.#closedByReason[reason] = (this.#closedByReason[reason] ?? 0) + 1
+    this.#transition(rec, 'closed', now)
+    rec.rawSocket = null
+    rec.httpSocket = null
+    rec.binding = null
+    this.#emit('close', rec, closeChannel)
+  }
+
+  // ---- internals ------------------------------------------------------------
+
+  #setPhase(rec: ConnectionRecord, reason: DeadlineKind | null, timeout: number, from: number): void {
+    rec.phaseReason = reason
+    rec.phaseDeadlineAt = reason === null || timeout === 0 ? INFINITY : from + timeout
+    this.#reschedule(rec)
+  }
+
+  #reschedule(rec: ConnectionRecord): void {
+    if (rec.state === 'closed') return
+    const at = rec.phaseDeadlineAt < rec.requestDeadlineAt ? rec.phaseDeadlineAt : rec.requestDeadlineAt
+    if (at !== rec.deadlineAt || (at !== INFINITY && rec.queueIndex < 0)) this.#queue.schedule(rec, at)
+  }
+
+  #transition(rec: ConnectionRecord, to: ConnectionState, now: number): void {
+    const from = rec.state
+    if (from === to || from === 'closed') return
+    rec.stateDurations[from] += now - rec.stateSince
+    this.#counts[from]--
+    if (to !== 'closed') this.#counts[to]++
+    rec.stateSince = now
+    rec.state = to
+    if (this.listenerCount('transition') > 0) this.#safeEmit('transition', rec, from, to)
+    if (transitionChannel.hasSubscribers) transitionChannel.publish({ record: rec, from, to, tracker: this })
+  }
+
+  #cut(rec: ConnectionRecord, reason: CloseReason): void {
+    rec.pendingReason ??= reason
+    rec.phaseDeadlineAt = INFINITY
+    rec.requestDeadlineAt = INFINITY
+    this.#awaitingBytes.delete(rec)
+    rec.binding?.cut(rec, reason)
+  }
+
+  #pollHandshakes(now: number): void {
+    for (const rec of this.#awaitingBytes) {
+      const raw = rec.rawSocket
+      if (raw !== null && raw.bytesRead > 0) {
+        this.#awaitingBytes.delete(rec)
+        if (rec.state === 'new') this.#transition(rec, 'handshaking', now)
+      }
+    }
+  }
+
+  /** Fallback when the parser hook is unavailable: O(idle) per sweep. */
+  #pollRequests(now: number): void {
+    for (const rec of this.#records) {
+      const socket = rec.httpSocket
+      if (socket === null || rec.inFlight > 0) continue
+      if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== rec.bytesReadAtIdle) {
+        this._requestBegin(rec, now)
+      }
+    }
+  }
+
+  #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
+    if (this.listenerCount(event) > 0) this.#safeEmit(event, rec)
+    if (channel.hasSubscribers) channel.publish({ record: rec, tracker: this })
+  }
+
+  /**
+   * A listener that throws must not leave a record half-updated: every
+   * bookkeeping step is done before emitting, and the error is re-thrown on
+   * the next tick, where it surfaces as any uncaught exception would.
+   */
+  #safeEmit(event: keyof ConnectionTrackerEvents, ...args: unknown[]): void {
+    try {
+      ;(this.emit as (event: string, ...a: unknown[]) => boolean)(event, ...args)
+    } catch (err) {
+      process.nextTick(() => {
+        throw err
+      })
+    }
+  }
+}
