@@ -8,9 +8,14 @@ import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
 
-/** Marks a socket (raw and TLS) with its record, and a server with its tracker. */
+/**
+ * Marks a socket (raw and TLS) with its record. Local to this copy of the
+ * module: if both the ESM and the CJS build are loaded, each sees only the
+ * connections of its own trackers and no request is counted twice.
+ */
 export const kRecord = Symbol('connguard.record')
-const kTracker = Symbol('connguard.tracker')
+/** Marks a guarded server; shared by every copy so two trackers never guard one server. */
+const kTracker = Symbol.for('connguard.tracker')
 
 /**
  * Index of the message-begin callback on Node's HTTP parser (`kOnMessageBegin`

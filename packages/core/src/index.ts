@@ -9,7 +9,7 @@ export {
   type ConnectionTrackerOptions,
   type RequestOverrides,
   type ResolvedOptions,
-  type ResolvedRequestOverrides,
+  ResolvedRequestOverrides,
   DEFAULT_HANDSHAKE_TIMEOUT,
   DEFAULT_HEADERS_TIMEOUT,
   DEFAULT_KEEP_ALIVE_TIMEOUT,

@@ -52,9 +52,31 @@ export interface RequestOverrides {
   requestTimeout?: number | false
 }
 
-export interface ResolvedRequestOverrides {
+/**
+ * Overrides validated once by `resolveRequestOverrides`, for adapters to apply
+ * per request without checking them again. `undefined` leaves a deadline as is.
+ */
+export class ResolvedRequestOverrides {
   readonly requestTimeout: number | undefined
+
+  /** @internal */
+  constructor(requestTimeout: number | undefined) {
+    this.requestTimeout = requestTimeout
+    Object.freeze(this)
+  }
+
+  /** True for resolved overrides from any copy of this module (ESM and CJS builds alike). */
+  static is(value: unknown): value is ResolvedRequestOverrides {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[kResolved] === true
+  }
+
+  /** @internal */
+  get [kResolved](): true {
+    return true
+  }
 }
+
+const kResolved = Symbol.for('connguard.resolvedOverrides')
 
 const OPTION_NAMES = [
   'handshakeTimeout',
@@ -87,12 +109,9 @@ export function resolveRequestOverrides(
 ): ResolvedRequestOverrides {
   assertPlainObject(where, overrides)
   rejectUnknown(overrides, OVERRIDE_NAMES, where)
-  return {
-    requestTimeout:
-      overrides.requestTimeout === undefined
-        ? undefined
-        : duration('requestTimeout', overrides.requestTimeout, 0),
-  }
+  return new ResolvedRequestOverrides(
+    overrides.requestTimeout === undefined ? undefined : duration('requestTimeout', overrides.requestTimeout, 0),
+  )
 }
 
 function assertPlainObject(name: string, value: unknown): asserts value is Record<string, unknown> {

@@ -11,7 +11,7 @@ import {
   type ConnectionTrackerOptions,
   type RequestOverrides,
   type ResolvedOptions,
-  type ResolvedRequestOverrides,
+  ResolvedRequestOverrides,
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
@@ -117,22 +117,24 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   /**
    * Changes the deadlines of the request in progress on `req`'s connection,
-   * from inside a handler. Validates `overrides` on every call: routes should
-   * resolve theirs once and use the adapters instead.
+   * from inside a handler or a route's middleware. Plain overrides are
+   * validated on every call; pass the result of `resolveRequestOverrides` to
+   * validate once (the adapters do, per route). Returns false when `req`'s
+   * connection is not tracked or has no request in progress.
    */
-  overrideRequest(req: IncomingMessage, overrides: RequestOverrides): void {
-    this._applyOverrides(req, resolveRequestOverrides(overrides, 'request override'))
-  }
-
-  /** @internal Applies pre-validated overrides to the request in progress. */
-  _applyOverrides(req: IncomingMessage, overrides: ResolvedRequestOverrides): void {
+  overrideRequest(req: IncomingMessage, overrides: RequestOverrides | ResolvedRequestOverrides): boolean {
+    const resolved =
+      ResolvedRequestOverrides.is(overrides)
+        ? overrides
+        : resolveRequestOverrides(overrides, 'request override')
     const rec = this.recordOf(req)
-    if (rec === undefined || rec.state !== 'active') return
-    if (overrides.requestTimeout !== undefined) {
+    if (rec === undefined || rec.state !== 'active') return false
+    if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
-        overrides.requestTimeout === 0 ? INFINITY : rec.requestStartedAt + overrides.requestTimeout
+        resolved.requestTimeout === 0 ? INFINITY : rec.requestStartedAt + resolved.requestTimeout
       this.#reschedule(rec)
     }
+    return true
   }
 
   /**

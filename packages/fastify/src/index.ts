@@ -1,1 +1,2 @@
-export {}
+export { connguard, connguard as default, type ConnguardFastifyOptions } from './plugin.js'
+export * from '@connguard/core'

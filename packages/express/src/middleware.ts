@@ -1,0 +1,79 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import {
+  ConnectionTracker,
+  type ConnectionTrackerOptions,
+  type RequestOverrides,
+  resolveRequestOverrides,
+} from '@connguard/core'
+
+type Next = (err?: unknown) => void
+/** A plain Connect/Express middleware signature, so no Express types are required. */
+export type Middleware = (req: IncomingMessage, res: ServerResponse, next: Next) => void
+
+export interface ConnguardMiddleware extends Middleware {
+  /** The tracker behind this guard. */
+  readonly tracker: ConnectionTracker
+  /**
+   * Guards `server` (what `app.listen()` returns, or an `http`/`https`
+   * server created with the app) and returns it.
+   */
+  attach<S extends object>(server: S): S
+  /** A middleware that applies `overrides` to the requests of one route; validated once, here. */
+  route(overrides: RequestOverrides): Middleware
+}
+
+/** The tracker's options; see `ConnectionTrackerOptions` in `@connguard/core`. */
+export type ConnguardExpressOptions = ConnectionTrackerOptions
+
+let warnedLateAttach = false
+
+/**
+ * `app.use(connguard(options))`, then `guard.attach(server)`. Without
+ * `attach`, the first request attaches the guard to its server and warns once
+ * (code `CONNGUARD_LATE_ATTACH`): connections accepted before it were not guarded.
+ */
+export function connguard(options?: ConnguardExpressOptions): ConnguardMiddleware {
+  const tracker = new ConnectionTracker(options)
+  let attached = false
+
+  const guard = ((req: IncomingMessage, _res: ServerResponse, next: Next): void => {
+    if (!attached) attachLate(req)
+    next()
+  }) as ConnguardMiddleware
+
+  function attachLate(req: IncomingMessage): void {
+    const server = (req.socket as unknown as { server?: Server }).server
+    if (server == null || tracker.closed) return
+    attached = true
+    tracker.attach(server)
+    if (!warnedLateAttach) {
+      warnedLateAttach = true
+      process.emitWarning(
+        'connguard attached itself on the first request: connections accepted before were not ' +
+          'guarded. Call guard.attach(server) on the server right after creating it.',
+        { type: 'ConnguardWarning', code: 'CONNGUARD_LATE_ATTACH' },
+      )
+    }
+  }
+
+  Object.defineProperties(guard, {
+    tracker: { value: tracker, enumerable: true },
+    attach: {
+      value: <S extends object>(server: S): S => {
+        tracker.attach(server)
+        attached = true
+        return server
+      },
+    },
+    route: {
+      value: (overrides: RequestOverrides): Middleware => {
+        const resolved = resolveRequestOverrides(overrides, 'guard.route() option')
+        return (req, _res, next) => {
+          tracker.overrideRequest(req, resolved)
+          next()
+        }
+      },
+    },
+  })
+  return guard
+}
