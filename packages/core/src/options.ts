@@ -52,6 +52,8 @@ export interface RequestOverrides {
   requestTimeout?: number | false
 }
 
+const kResolved = Symbol.for('connguard.resolvedOverrides')
+
 /**
  * Overrides validated once by `resolveRequestOverrides`, for adapters to apply
  * per request without checking them again. `undefined` leaves a deadline as is.
@@ -75,8 +77,6 @@ export class ResolvedRequestOverrides {
     return true
   }
 }
-
-const kResolved = Symbol.for('connguard.resolvedOverrides')
 
 const OPTION_NAMES = [
   'handshakeTimeout',
