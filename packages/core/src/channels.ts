@@ -39,8 +39,10 @@ export function subscribeHttp(start: Handler, finish: Handler): void {
 
 export function unsubscribeHttp(): void {
   if (subscribers === 0 || --subscribers > 0) return
-  if (onStart !== null) diagnosticsChannel.unsubscribe('http.server.request.start', onStart as (m: unknown) => void)
-  if (onFinish !== null) diagnosticsChannel.unsubscribe('http.server.response.finish', onFinish as (m: unknown) => void)
+  if (onStart !== null)
+    diagnosticsChannel.unsubscribe('http.server.request.start', onStart as (m: unknown) => void)
+  if (onFinish !== null)
+    diagnosticsChannel.unsubscribe('http.server.response.finish', onFinish as (m: unknown) => void)
   onStart = null
   onFinish = null
 }

@@ -2,7 +2,14 @@ import type { CloseReason } from './close-reasons.js'
 import type { ConnectionRecord } from './record.js'
 
 /** Error codes that mean the peer or the network tore the connection down. */
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH'])
+const RESET_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ECONNABORTED',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+])
 
 /**
  * The reason for a close nobody on our side timed: read from the first error

@@ -5,6 +5,7 @@ import type { TLSSocket } from 'node:tls'
 import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
 import type { CloseReason } from './close-reasons.js'
 import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
+import { MAX_DURATION } from './options.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
 
@@ -29,7 +30,10 @@ const kTracker = Symbol.for('connguard.tracker')
 const kOnMessageBegin = 0
 
 /** Node's own reply to a request that timed out before its response began. */
-const REQUEST_TIMEOUT_RESPONSE = Buffer.from('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n', 'latin1')
+const REQUEST_TIMEOUT_RESPONSE = Buffer.from(
+  'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n',
+  'latin1',
+)
 
 export interface ServerBinding {
   readonly tracker: ConnectionTracker
@@ -96,13 +100,34 @@ class Http1Binding implements ServerBinding {
   readonly tracker: ConnectionTracker
   readonly #server: TrackedServer
   readonly #secure: boolean
-  readonly #saved: { headersTimeout: number; requestTimeout: number; keepAliveTimeout: number; handshake: unknown }
+  readonly #saved: {
+    headersTimeout: number
+    requestTimeout: number
+    keepAliveTimeout: number
+    handshake: unknown
+  }
   readonly #handshakeKey: symbol | undefined
   readonly #onConnection = (socket: Socket) => this.#accept(socket)
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
-  readonly #onUpgrade = (req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
-  readonly #onNewListener = (event: string | symbol, listener: unknown) => this.#listenerAdded(event, listener)
+  readonly #onUpgrade = (_req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
+  readonly #onClientError = (err: Error, socket: Socket & Marked) => onSocketError.call(socket, err)
+  /**
+   * Server events whose mere listener count changes what Node does: with an
+   * 'upgrade' listener Node hands `Upgrade:` requests over instead of serving
+   * them; with a 'clientError' listener it no longer answers 400/408 itself.
+   * Ours is present exactly while the application has one, first in line.
+   */
+  // biome-ignore lint/suspicious/noExplicitAny: EventEmitter listener signature
+  readonly #shadowed = new Map<string, (...args: any[]) => void>([
+    ['upgrade', this.#onUpgrade],
+    ['connect', this.#onUpgrade],
+    // With an application clientError listener (Fastify has one), parse and
+    // read errors reach only that listener, never the socket's 'error' event.
+    ['clientError', this.#onClientError],
+  ])
+  readonly #onNewListener = (event: string | symbol, listener: unknown) =>
+    this.#listenerAdded(event, listener)
   readonly #onRemoveListener = (event: string | symbol) => this.#listenerRemoved(event)
 
   constructor(tracker: ConnectionTracker, server: TrackedServer, secure: boolean) {
@@ -111,12 +136,17 @@ class Http1Binding implements ServerBinding {
     this.#secure = secure
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
-    this.#handshakeKey = Object.getOwnPropertySymbols(server).find((s) => s.description === 'handshake-timeout')
+    this.#handshakeKey = Object.getOwnPropertySymbols(server).find(
+      (s) => s.description === 'handshake-timeout',
+    )
     this.#saved = {
       headersTimeout: server.headersTimeout,
       requestTimeout: server.requestTimeout,
       keepAliveTimeout: server.keepAliveTimeout,
-      handshake: this.#handshakeKey === undefined ? undefined : (server as unknown as Record<symbol, unknown>)[this.#handshakeKey],
+      handshake:
+        this.#handshakeKey === undefined
+          ? undefined
+          : (server as unknown as Record<symbol, unknown>)[this.#handshakeKey],
     }
     this.#alignTimers()
     server[kTracker] = tracker
@@ -125,8 +155,8 @@ class Http1Binding implements ServerBinding {
       server.on('secureConnection', this.#onSecure)
       server.on('tlsClientError', this.#onTlsClientError)
     }
-    for (const event of ['upgrade', 'connect'] as const) {
-      if (server.listenerCount(event) > 0) server.prependListener(event, this.#onUpgrade)
+    for (const [event, listener] of this.#shadowed) {
+      if (server.listenerCount(event) > 0) server.prependListener(event, listener)
     }
     server.on('newListener', this.#onNewListener)
     server.on('removeListener', this.#onRemoveListener)
@@ -145,8 +175,9 @@ class Http1Binding implements ServerBinding {
     const o = this.tracker.options
     server.headersTimeout = 0
     server.requestTimeout = 0
-    server.keepAliveTimeout = o.keepAliveTimeout
-    if (this.#handshakeKey !== undefined) (server as unknown as Record<symbol, unknown>)[this.#handshakeKey] = 0
+    server.keepAliveTimeout = nodeKeepAlive(o.keepAliveTimeout)
+    if (this.#handshakeKey !== undefined)
+      (server as unknown as Record<symbol, unknown>)[this.#handshakeKey] = 0
   }
 
   detach(): void {
@@ -156,14 +187,14 @@ class Http1Binding implements ServerBinding {
     server.removeListener('tlsClientError', this.#onTlsClientError)
     server.removeListener('newListener', this.#onNewListener)
     server.removeListener('removeListener', this.#onRemoveListener)
-    server.removeListener('upgrade', this.#onUpgrade)
-    server.removeListener('connect', this.#onUpgrade)
+    for (const [event, listener] of this.#shadowed) server.removeListener(event, listener)
     if (server[kTracker] === this.tracker) delete server[kTracker]
     // Restore what we changed, unless someone changed it since.
     const saved = this.#saved
     if (server.headersTimeout === 0) server.headersTimeout = saved.headersTimeout
     if (server.requestTimeout === 0) server.requestTimeout = saved.requestTimeout
-    if (server.keepAliveTimeout === this.tracker.options.keepAliveTimeout) server.keepAliveTimeout = saved.keepAliveTimeout
+    if (server.keepAliveTimeout === nodeKeepAlive(this.tracker.options.keepAliveTimeout))
+      server.keepAliveTimeout = saved.keepAliveTimeout
     const key = this.#handshakeKey
     if (key !== undefined && (server as unknown as Record<symbol, unknown>)[key] === 0) {
       ;(server as unknown as Record<symbol, unknown>)[key] = saved.handshake
@@ -234,28 +265,39 @@ class Http1Binding implements ServerBinding {
       socket.removeListener('error', onSocketError)
       socket.removeListener('end', onSocketEnd)
       const parser = (socket as unknown as { parser?: ParserLike | null }).parser
-      if (parser != null && parser[kOnMessageBegin] === onMessageBegin) parser[kOnMessageBegin] = null
+      if (parser != null && parser[kOnMessageBegin] === onMessageBegin)
+        parser[kOnMessageBegin] = null
       delete socket[kRecord]
     }
     rec.binding = null
   }
 
-  /** Keeps our upgrade/connect listener present exactly while the application has one. */
+  /** Keeps our shadow listener present exactly while the application has one. */
   #listenerAdded(event: string | symbol, listener: unknown): void {
-    if ((event !== 'upgrade' && event !== 'connect') || listener === this.#onUpgrade) return
+    if (typeof event !== 'string') return
+    const ours = this.#shadowed.get(event)
+    if (ours === undefined || listener === ours) return
     const server = this.#server
-    if (!server.listeners(event).includes(this.#onUpgrade)) {
-      // Runs before the application's listener is added, so ours comes first.
-      server.prependListener(event, this.#onUpgrade)
-    }
+    // 'newListener' runs before the application's listener is added: ours comes first.
+    if (!server.listeners(event).includes(ours)) server.prependListener(event, ours)
   }
 
   #listenerRemoved(event: string | symbol): void {
-    if (event !== 'upgrade' && event !== 'connect') return
+    if (typeof event !== 'string') return
+    const ours = this.#shadowed.get(event)
+    if (ours === undefined) return
     const server = this.#server
     const listeners = server.listeners(event)
-    if (listeners.length === 1 && listeners[0] === this.#onUpgrade) server.removeListener(event, this.#onUpgrade)
+    if (listeners.length === 1 && listeners[0] === ours) server.removeListener(event, ours)
   }
+}
+
+/**
+ * Node arms its own idle timer at keepAliveTimeout + 1 s (its buffer); past
+ * 2^31 - 1 ms a timer overflows and Node warns on every response.
+ */
+function nodeKeepAlive(ms: number): number {
+  return Math.min(ms, MAX_DURATION - 1_000)
 }
 
 function hookParser(socket: Socket): void {

@@ -1,5 +1,5 @@
-import { InvalidOptionError, UnknownOptionError } from './errors.js'
 import { type Clock, monotonicClock } from './clock.js'
+import { InvalidOptionError, UnknownOptionError } from './errors.js'
 
 /**
  * Defaults, each with its unit and the reason for its value. All durations are
@@ -69,7 +69,11 @@ export class ResolvedRequestOverrides {
 
   /** True for resolved overrides from any copy of this module (ESM and CJS builds alike). */
   static is(value: unknown): value is ResolvedRequestOverrides {
-    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[kResolved] === true
+    return (
+      typeof value === 'object' &&
+      value !== null &&
+      (value as Record<symbol, unknown>)[kResolved] === true
+    )
   }
 
   /** @internal */
@@ -89,13 +93,23 @@ const OPTION_NAMES = [
 
 const OVERRIDE_NAMES = ['requestTimeout'] as const satisfies readonly (keyof RequestOverrides)[]
 
-export function resolveOptions(options: ConnectionTrackerOptions | undefined = {}): ResolvedOptions {
+export function resolveOptions(
+  options: ConnectionTrackerOptions | undefined = {},
+): ResolvedOptions {
   assertPlainObject('options', options)
   rejectUnknown(options, OPTION_NAMES, 'option')
   return {
-    handshakeTimeout: duration('handshakeTimeout', options.handshakeTimeout, DEFAULT_HANDSHAKE_TIMEOUT),
+    handshakeTimeout: duration(
+      'handshakeTimeout',
+      options.handshakeTimeout,
+      DEFAULT_HANDSHAKE_TIMEOUT,
+    ),
     headersTimeout: duration('headersTimeout', options.headersTimeout, DEFAULT_HEADERS_TIMEOUT),
-    keepAliveTimeout: duration('keepAliveTimeout', options.keepAliveTimeout, DEFAULT_KEEP_ALIVE_TIMEOUT),
+    keepAliveTimeout: duration(
+      'keepAliveTimeout',
+      options.keepAliveTimeout,
+      DEFAULT_KEEP_ALIVE_TIMEOUT,
+    ),
     requestTimeout: duration('requestTimeout', options.requestTimeout, DEFAULT_REQUEST_TIMEOUT),
     sweepInterval: sweepInterval(options.sweepInterval),
     clock: clock(options.clock),
@@ -110,7 +124,9 @@ export function resolveRequestOverrides(
   assertPlainObject(where, overrides)
   rejectUnknown(overrides, OVERRIDE_NAMES, where)
   return new ResolvedRequestOverrides(
-    overrides.requestTimeout === undefined ? undefined : duration('requestTimeout', overrides.requestTimeout, 0),
+    overrides.requestTimeout === undefined
+      ? undefined
+      : duration('requestTimeout', overrides.requestTimeout, 0),
   )
 }
 
@@ -163,7 +179,11 @@ function clock(value: unknown): Clock {
     typeof value !== 'object' ||
     typeof (value as { now?: unknown }).now !== 'function'
   ) {
-    throw new InvalidOptionError('clock', value, 'an object with a now() method returning milliseconds')
+    throw new InvalidOptionError(
+      'clock',
+      value,
+      'an object with a now() method returning milliseconds',
+    )
   }
   return value as Clock
 }

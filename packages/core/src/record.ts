@@ -66,7 +66,13 @@ export class ConnectionRecord implements Scheduled {
   /** Request heads received. */
   requests = 0
   /** Time spent in each state. */
-  readonly stateDurations: StateDurations = { new: 0, handshaking: 0, idle: 0, active: 0, upgraded: 0 }
+  readonly stateDurations: StateDurations = {
+    new: 0,
+    handshaking: 0,
+    idle: 0,
+    active: 0,
+    upgraded: 0,
+  }
   closedAt: number | null = null
   /** Accept → close; null while open. */
   duration: number | null = null

@@ -6,7 +6,7 @@ import { classifyClose } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { DeadlineQueue } from './deadline-queue.js'
 import { TrackerClosedError } from './errors.js'
-import { type ServerBinding, bindServer, kRecord } from './http1.js'
+import { bindServer, kRecord, type ServerBinding } from './http1.js'
 import {
   type ConnectionTrackerOptions,
   type RequestOverrides,
@@ -15,7 +15,7 @@ import {
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
-import { type DeadlineKind, ConnectionRecord, type TlsInfo } from './record.js'
+import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
@@ -55,7 +55,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** TLS connections accepted with no byte yet: polled so `handshaking` shows when bytes flow. */
   readonly #awaitingBytes = new Set<ConnectionRecord>()
   readonly #bindings = new Map<object, ServerBinding>()
-  readonly #counts: Record<LiveState, number> = { new: 0, handshaking: 0, idle: 0, active: 0, upgraded: 0 }
+  readonly #counts: Record<LiveState, number> = {
+    new: 0,
+    handshaking: 0,
+    idle: 0,
+    active: 0,
+    upgraded: 0,
+  }
   readonly #closedByReason: Partial<Record<CloseReason, number>> = {}
   #sweeper: NodeJS.Timeout | null = null
   #closed = false
@@ -122,11 +128,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * validate once (the adapters do, per route). Returns false when `req`'s
    * connection is not tracked or has no request in progress.
    */
-  overrideRequest(req: IncomingMessage, overrides: RequestOverrides | ResolvedRequestOverrides): boolean {
-    const resolved =
-      ResolvedRequestOverrides.is(overrides)
-        ? overrides
-        : resolveRequestOverrides(overrides, 'request override')
+  overrideRequest(
+    req: IncomingMessage,
+    overrides: RequestOverrides | ResolvedRequestOverrides,
+  ): boolean {
+    const resolved = ResolvedRequestOverrides.is(overrides)
+      ? overrides
+      : resolveRequestOverrides(overrides, 'request override')
     const rec = this.recordOf(req)
     if (rec === undefined || rec.state !== 'active') return false
     if (resolved.requestTimeout !== undefined) {
@@ -146,11 +154,19 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (this.#awaitingBytes.size > 0) this.#pollHandshakes(now)
     if (this.#pollIdle) this.#pollRequests(now)
     let cut = 0
-    for (let rec = this.#queue.popExpired(now); rec !== undefined; rec = this.#queue.popExpired(now)) {
+    for (
+      let rec = this.#queue.popExpired(now);
+      rec !== undefined;
+      rec = this.#queue.popExpired(now)
+    ) {
       const kind: DeadlineKind =
         rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
       // A request whose first byte arrived since the last look is not idle.
-      if (kind === 'keep_alive_timeout' && rec.httpSocket !== null && rec.httpSocket.bytesRead !== rec.bytesReadAtIdle) {
+      if (
+        kind === 'keep_alive_timeout' &&
+        rec.httpSocket !== null &&
+        rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
+      ) {
         this._requestBegin(rec, now)
         continue
       }
@@ -172,6 +188,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#sweeper = null
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
+    // `server.close()` calls back before the 'close' events of the sockets it
+    // just destroyed (Fastify's onClose runs in between): finish those records
+    // now rather than drop them.
+    for (const rec of this.#records) {
+      if (rec.rawSocket?.destroyed === true || rec.httpSocket?.destroyed === true) this._closed(rec)
+    }
     for (const rec of this.#records) rec.binding?.release(rec)
     this.#records.clear()
     this.#queue.clear()
@@ -216,7 +238,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   /** @internal The first byte of a request arrived. */
   _requestBegin(rec: ConnectionRecord, now: number = this.#clock.now()): void {
-    if (rec.state === 'closed' || rec.state === 'upgraded') return
+    // Heads are parsed one at a time: while one is being read, a second report
+    // of a begin (the sweep's bytesRead check, then the parser hook) is the same request.
+    if (rec.state === 'closed' || rec.state === 'upgraded' || rec.readingHead) return
     rec.sawMessageBegin = true
     rec.inFlight++
     rec.readingHead = true
@@ -225,7 +249,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       // The first request's head deadline runs from establishment, already set.
       rec.timeToFirstRequest = now - rec.establishedAtClock
       if (rec.phaseReason !== 'request_headers_timeout') {
-        this.#setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, rec.establishedAtClock)
+        this.#setPhase(
+          rec,
+          'request_headers_timeout',
+          this.options.headersTimeout,
+          rec.establishedAtClock,
+        )
       }
     } else {
       this.#setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
@@ -299,7 +328,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#records.delete(rec)
     const reason = rec.pendingReason ?? classifyClose(rec)
     // An error after our own cut is its echo (the peer sees a reset), not its cause.
-    const code = rec.pendingReason === null ? (rec.error as { code?: unknown } | null)?.code : undefined
+    const code =
+      rec.pendingReason === null ? (rec.error as { code?: unknown } | null)?.code : undefined
     rec.errorCode = typeof code === 'string' ? code : null
     rec.stateAtClose = rec.state as LiveState
     const raw = rec.rawSocket
@@ -320,7 +350,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   // ---- internals ------------------------------------------------------------
 
-  #setPhase(rec: ConnectionRecord, reason: DeadlineKind | null, timeout: number, from: number): void {
+  #setPhase(
+    rec: ConnectionRecord,
+    reason: DeadlineKind | null,
+    timeout: number,
+    from: number,
+  ): void {
     rec.phaseReason = reason
     rec.phaseDeadlineAt = reason === null || timeout === 0 ? INFINITY : from + timeout
     this.#reschedule(rec)
@@ -328,8 +363,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   #reschedule(rec: ConnectionRecord): void {
     if (rec.state === 'closed') return
-    const at = rec.phaseDeadlineAt < rec.requestDeadlineAt ? rec.phaseDeadlineAt : rec.requestDeadlineAt
-    if (at !== rec.deadlineAt || (at !== INFINITY && rec.queueIndex < 0)) this.#queue.schedule(rec, at)
+    const at = Math.min(rec.phaseDeadlineAt, rec.requestDeadlineAt)
+    if (at !== rec.deadlineAt || (at !== INFINITY && rec.queueIndex < 0))
+      this.#queue.schedule(rec, at)
   }
 
   #transition(rec: ConnectionRecord, to: ConnectionState, now: number): void {
@@ -341,7 +377,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.stateSince = now
     rec.state = to
     if (this.listenerCount('transition') > 0) this.#safeEmit('transition', rec, from, to)
-    if (transitionChannel.hasSubscribers) transitionChannel.publish({ record: rec, from, to, tracker: this })
+    if (transitionChannel.hasSubscribers)
+      transitionChannel.publish({ record: rec, from, to, tracker: this })
   }
 
   #cut(rec: ConnectionRecord, reason: CloseReason): void {
@@ -367,7 +404,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     for (const rec of this.#records) {
       const socket = rec.httpSocket
       if (socket === null || rec.inFlight > 0) continue
-      if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== rec.bytesReadAtIdle) {
+      if (
+        (rec.state === 'idle' || rec.state === 'new') &&
+        socket.bytesRead !== rec.bytesReadAtIdle
+      ) {
         this._requestBegin(rec, now)
       }
     }

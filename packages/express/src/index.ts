@@ -1,8 +1,8 @@
+export * from '@connguard/core'
 export {
-  connguard,
-  connguard as default,
   type ConnguardExpressOptions,
   type ConnguardMiddleware,
+  connguard,
+  connguard as default,
   type Middleware,
 } from './middleware.js'
-export * from '@connguard/core'

@@ -1,2 +1,2 @@
-export { connguard, connguard as default, type ConnguardFastifyOptions } from './plugin.js'
 export * from '@connguard/core'
+export { type ConnguardFastifyOptions, connguard, connguard as default } from './plugin.js'

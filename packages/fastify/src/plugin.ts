@@ -54,7 +54,8 @@ function addRouteOverrides(tracker: ConnectionTracker, route: RouteOptions): voi
     done()
   }
   const existing = route.onRequest
-  route.onRequest = existing === undefined ? [hook] : [hook, ...(Array.isArray(existing) ? existing : [existing])]
+  route.onRequest =
+    existing === undefined ? [hook] : [hook, ...(Array.isArray(existing) ? existing : [existing])]
 }
 
 /**

@@ -1,0 +1,362 @@
+/**
+ * The state machine and the sweeper, driven by an injected clock over real
+ * loopback sockets: time moves only when the test says so, and `sweep()` is
+ * called by hand, so deadlines are checked to the millisecond without sleeping.
+ */
+import diagnosticsChannel from 'node:diagnostics_channel'
+import http from 'node:http'
+import https from 'node:https'
+import type { Socket } from 'node:net'
+import { afterEach, describe, expect, it } from 'vitest'
+import { getRequest, openSocket } from '../../../test/helpers/clients.js'
+import { closeServer, listen } from '../../../test/helpers/server.js'
+import { tlsOptions } from '../../../test/helpers/tls.js'
+import {
+  type ConnectionRecord,
+  ConnectionTracker,
+  type ConnectionTrackerOptions,
+} from '../src/index.js'
+
+class ManualClock {
+  t = 1_000
+  now(): number {
+    return this.t
+  }
+}
+
+const HEADERS = 1_000
+const KEEP_ALIVE = 2_000
+const HANDSHAKE = 500
+
+interface Setup {
+  clock: ManualClock
+  tracker: ConnectionTracker
+  server: http.Server
+  port: number
+  closes: ConnectionRecord[]
+  serverSockets: Socket[]
+}
+
+const cleanups: (() => Promise<void> | void)[] = []
+afterEach(async () => {
+  for (const fn of cleanups.splice(0).reverse()) await fn()
+})
+
+async function setup(
+  options: ConnectionTrackerOptions = {},
+  handler: http.RequestListener = (_req, res) => res.end('ok'),
+  secure = false,
+): Promise<Setup> {
+  const clock = new ManualClock()
+  const tracker = new ConnectionTracker({
+    headersTimeout: HEADERS,
+    keepAliveTimeout: KEEP_ALIVE,
+    handshakeTimeout: HANDSHAKE,
+    // The interval never fires within a test: only explicit sweep() calls enforce.
+    sweepInterval: 60_000,
+    clock,
+    ...options,
+  })
+  const server = secure ? https.createServer(tlsOptions, handler) : http.createServer(handler)
+  tracker.attach(server)
+  const closes: ConnectionRecord[] = []
+  tracker.on('close', (rec) => closes.push(rec))
+  const serverSockets: Socket[] = []
+  server.on('connection', (s: Socket) => serverSockets.push(s))
+  const port = await listen(server)
+  cleanups.push(async () => {
+    tracker.close()
+    await closeServer(server)
+  })
+  return { clock, tracker, server, port, closes, serverSockets }
+}
+
+/** Resolves when `pred` holds, checked on every tracker event and every 5 ms (2 s cap). */
+async function until(pred: () => boolean, what = 'condition'): Promise<void> {
+  const end = Date.now() + 2_000
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 5))
+  }
+}
+
+const only = (t: ConnectionTracker): ConnectionRecord => {
+  const all = [...t.connections()]
+  expect(all).toHaveLength(1)
+  return all[0] as ConnectionRecord
+}
+
+describe('deadlines under a manual clock', () => {
+  it('cuts a silent plain connection at headersTimeout from accept, not a millisecond before, with 408', async () => {
+    const { clock, tracker, port, closes } = await setup()
+    const conn = await openSocket(port)
+    await until(() => tracker.snapshot().total === 1, 'open')
+    expect(only(tracker).state).toBe('new')
+    clock.t += HEADERS - 1
+    expect(tracker.sweep()).toBe(0)
+    clock.t += 1
+    expect(tracker.sweep()).toBe(1)
+    const info = await conn.closed
+    expect(info.received.toString('latin1')).toMatch(/^HTTP\/1\.1 408 /)
+    await until(() => closes.length === 1, 'close')
+    const rec = closes[0] as ConnectionRecord
+    expect(rec.closeReason).toBe('request_headers_timeout')
+    expect(rec.stateAtClose).toBe('new')
+    expect(rec.duration).toBe(HEADERS)
+    expect(rec.stateDurations.new).toBe(HEADERS)
+    expect(tracker.snapshot()).toMatchObject({
+      total: 0,
+      closedByReason: { request_headers_timeout: 1 },
+    })
+  })
+
+  it('counts the first request head from establishment, a later one from its own first byte', async () => {
+    const { clock, tracker, port, closes } = await setup()
+    const conn = await openSocket(port)
+    await until(() => tracker.snapshot().total === 1)
+    clock.t += 600
+    conn.send('GET / HTTP/1.1\r\nHost: x\r\n')
+    await until(() => only(tracker).state === 'active', 'active')
+    expect(only(tracker).timeToFirstRequest).toBe(600)
+    clock.t += HEADERS - 600 - 1
+    expect(tracker.sweep()).toBe(0)
+    conn.send('\r\n')
+    await until(() => only(tracker).state === 'idle', 'first response')
+    const rec = only(tracker)
+    expect(rec.requests).toBe(1)
+    // Idle for less than keep-alive, then a later request starts and trickles.
+    clock.t += KEEP_ALIVE - 100
+    expect(tracker.sweep()).toBe(0)
+    conn.send('GET / HTTP/1.1\r\n')
+    await until(() => rec.state === 'active', 'second request begins')
+    clock.t += HEADERS - 1
+    expect(tracker.sweep()).toBe(0)
+    clock.t += 1
+    expect(tracker.sweep()).toBe(1)
+    await conn.closed
+    await until(() => closes.length === 1)
+    expect(rec.closeReason).toBe('request_headers_timeout')
+    expect(rec.stateAtClose).toBe('active')
+    expect(rec.requests).toBe(1)
+  })
+
+  it('closes an idle keep-alive connection at keepAliveTimeout after the response, without 408', async () => {
+    const { clock, tracker, port, closes, server } = await setup()
+    expect(server.keepAliveTimeout).toBe(KEEP_ALIVE)
+    const conn = await openSocket(port)
+    conn.send(getRequest('/'))
+    await until(() => tracker.snapshot().idle === 1, 'idle')
+    await conn.waitFor((b) => (b.toString('latin1').endsWith('\r\n\r\nok') ? true : undefined))
+    const before = conn.received().length
+    clock.t += KEEP_ALIVE - 1
+    expect(tracker.sweep()).toBe(0)
+    clock.t += 1
+    expect(tracker.sweep()).toBe(1)
+    const info = await conn.closed
+    expect(info.received.length).toBe(before)
+    expect(info.received.toString('latin1')).toContain('Keep-Alive: timeout=2')
+    await until(() => closes.length === 1)
+    expect(closes[0]).toMatchObject({
+      closeReason: 'keep_alive_timeout',
+      stateAtClose: 'idle',
+      requests: 1,
+    })
+  })
+
+  it('applies requestTimeout from the first byte to the response, and a per-request override lifts it', async () => {
+    const pending: http.ServerResponse[] = []
+    let tracker!: ConnectionTracker
+    const s = await setup({ requestTimeout: 3_000, headersTimeout: 0 }, (req, res) => {
+      if (req.url === '/free') tracker.overrideRequest(req, { requestTimeout: false })
+      pending.push(res)
+    })
+    tracker = s.tracker
+    const slow = await openSocket(s.port)
+    slow.send(getRequest('/slow'))
+    await until(() => pending.length === 1, 'handler')
+    const free = await openSocket(s.port)
+    free.send(getRequest('/free'))
+    await until(() => pending.length === 2, 'handler 2')
+    s.clock.t += 3_000
+    expect(tracker.sweep()).toBe(1)
+    const info = await slow.closed
+    expect(info.received.toString('latin1')).toMatch(/^HTTP\/1\.1 408 /)
+    await until(() => s.closes.length === 1)
+    expect(s.closes[0]).toMatchObject({ closeReason: 'request_timeout', stateAtClose: 'active' })
+    s.clock.t += 100_000
+    expect(tracker.sweep()).toBe(0)
+    expect(free.isOpen()).toBe(true)
+    free.destroy()
+  })
+
+  it('cuts a TLS connection that never handshakes, from new or handshaking', async () => {
+    const { clock, tracker, port, closes } = await setup({}, undefined, true)
+    const silent = await openSocket(port)
+    const talker = await openSocket(port)
+    const silentPort = silent.socket.localPort
+    const talkerPort = talker.socket.localPort
+    talker.send(Buffer.from([0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00]))
+    await until(() => tracker.snapshot().total === 2)
+    await until(() =>
+      [...tracker.connections()].every((r) => r.bytesRead > 0 || r.remotePort === silentPort),
+    )
+    tracker.sweep() // sees the bytes: handshaking
+    expect(tracker.snapshot()).toMatchObject({ new: 1, handshaking: 1 })
+    clock.t += HANDSHAKE
+    expect(tracker.sweep()).toBe(2)
+    await Promise.all([silent.closed, talker.closed])
+    await until(() => closes.length === 2)
+    const byPort = new Map(closes.map((r) => [r.remotePort, r]))
+    expect(byPort.get(silentPort)).toMatchObject({
+      closeReason: 'tls_handshake_timeout',
+      stateAtClose: 'new',
+    })
+    expect(byPort.get(talkerPort)).toMatchObject({
+      closeReason: 'tls_handshake_timeout',
+      stateAtClose: 'handshaking',
+      handshakeDuration: null,
+    })
+  })
+
+  it('records a completed handshake and times the first head from it', async () => {
+    const { clock, tracker, port, closes } = await setup({}, undefined, true)
+    const conn = await openSocket(port, { tls: true })
+    await until(() => tracker.snapshot().idle === 1, 'established')
+    const rec = only(tracker)
+    expect(rec.secure).toBe(true)
+    expect(rec.handshakeDuration).toBe(0) // the manual clock did not move
+    expect(rec.tls).toMatchObject({
+      protocol: expect.stringMatching(/^TLSv1\.[23]$/),
+      servername: 'localhost',
+      resumed: false,
+    })
+    clock.t += HEADERS
+    expect(tracker.sweep()).toBe(1)
+    const info = await conn.closed
+    expect(info.received.toString('latin1')).toMatch(/^HTTP\/1\.1 408 /)
+    await until(() => closes.length === 1)
+    expect(rec).toMatchObject({ closeReason: 'request_headers_timeout', stateAtClose: 'idle' })
+  })
+
+  it('stops HTTP deadlines for an upgraded connection', async () => {
+    const { clock, tracker, port, server, closes } = await setup({ requestTimeout: 1_000 })
+    server.on('upgrade', (_req, socket: Socket) => {
+      socket.write(
+        'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n',
+      )
+      // Read and end on the peer's FIN, as a WebSocket server does (HTTP sockets allow half-open).
+      socket.resume()
+      socket.on('end', () => socket.end())
+    })
+    const conn = await openSocket(port)
+    conn.send('GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n')
+    await conn.waitFor((b) => (b.includes('\r\n\r\n') ? true : undefined))
+    await until(() => tracker.snapshot().upgraded === 1, 'upgraded')
+    clock.t += 1_000_000
+    expect(tracker.sweep()).toBe(0)
+    expect(conn.isOpen()).toBe(true)
+    conn.destroy()
+    await until(() => closes.length === 1)
+    expect(closes[0]).toMatchObject({ stateAtClose: 'upgraded', requests: 1 })
+  })
+
+  it('falls back to polling when Node does not report a request first byte', async () => {
+    const { clock, tracker, port, serverSockets, closes } = await setup()
+    const conn = await openSocket(port)
+    await until(() => serverSockets.length === 1)
+    // Simulate a Node version whose parser never calls the message-begin hook.
+    const parser = (serverSockets[0] as unknown as { parser: Record<number, unknown> }).parser
+    parser[0] = null
+    conn.send(getRequest('/'))
+    await until(() => tracker.snapshot().idle === 1, 'idle')
+    const rec = only(tracker)
+    expect(rec.requests).toBe(1)
+    clock.t += 100
+    const readBefore = rec.bytesRead
+    conn.send('GET / HTTP/1.1\r\n')
+    await until(() => rec.bytesRead > readBefore, 'bytes of the second request')
+    tracker.sweep() // polls idle connections now: sees the byte
+    expect(rec.state).toBe('active')
+    clock.t += HEADERS
+    expect(tracker.sweep()).toBe(1)
+    await conn.closed
+    await until(() => closes.length === 1)
+    expect(rec.closeReason).toBe('request_headers_timeout')
+  })
+})
+
+describe('events', () => {
+  it('emits open, transitions and close in order, and publishes them on diagnostics channels', async () => {
+    const { tracker, port, closes } = await setup()
+    const seen: string[] = []
+    const channelSeen: string[] = []
+    tracker.on('open', (r) => seen.push(`open:${r.state}`))
+    tracker.on('transition', (_r, from, to) => seen.push(`${from}->${to}`))
+    tracker.on('close', (r) => seen.push(`close:${r.closeReason}`))
+    const onOpen = (m: unknown) =>
+      channelSeen.push(`open:${(m as { record: ConnectionRecord }).record.id}`)
+    const onClose = (m: unknown) =>
+      channelSeen.push(`close:${(m as { record: ConnectionRecord }).record.closeReason}`)
+    diagnosticsChannel.subscribe('connguard:connection:open', onOpen)
+    diagnosticsChannel.subscribe('connguard:connection:close', onClose)
+    try {
+      const conn = await openSocket(port)
+      conn.send(getRequest('/', { Connection: 'close' }))
+      await conn.closed
+      await until(() => closes.length === 1)
+    } finally {
+      diagnosticsChannel.unsubscribe('connguard:connection:open', onOpen)
+      diagnosticsChannel.unsubscribe('connguard:connection:close', onClose)
+    }
+    expect(seen).toEqual([
+      'open:new',
+      'new->active',
+      'active->idle',
+      'idle->closed',
+      'close:client_closed',
+    ])
+    expect(channelSeen).toEqual([`open:${closes[0]?.id}`, 'close:client_closed'])
+  })
+
+  it('close() detaches, restores Node timers, and is idempotent', async () => {
+    const server = http.createServer((_q, r) => r.end())
+    const before = {
+      connection: server.listenerCount('connection'),
+      headersTimeout: server.headersTimeout,
+      requestTimeout: server.requestTimeout,
+      keepAliveTimeout: server.keepAliveTimeout,
+    }
+    const tracker = new ConnectionTracker({ keepAliveTimeout: 9_000 }).attach(server)
+    expect(server.headersTimeout).toBe(0)
+    expect(server.requestTimeout).toBe(0)
+    expect(server.keepAliveTimeout).toBe(9_000)
+    tracker.close()
+    tracker.close()
+    expect({
+      connection: server.listenerCount('connection'),
+      headersTimeout: server.headersTimeout,
+      requestTimeout: server.requestTimeout,
+      keepAliveTimeout: server.keepAliveTimeout,
+    }).toEqual(before)
+    for (const event of ['newListener', 'removeListener', 'upgrade', 'connect'])
+      expect(server.listenerCount(event)).toBe(0)
+    expect(() => tracker.attach(server)).toThrow(
+      expect.objectContaining({ code: 'CONNGUARD_ERR_TRACKER_CLOSED' }),
+    )
+    // Another tracker may guard it now.
+    new ConnectionTracker().attach(server).close()
+  })
+
+  it('refuses a second tracker on one server and servers it cannot guard', () => {
+    const server = http.createServer()
+    const a = new ConnectionTracker().attach(server)
+    expect(a.attach(server)).toBe(a)
+    expect(() => new ConnectionTracker().attach(server)).toThrow(
+      expect.objectContaining({ code: 'CONNGUARD_ERR_ALREADY_ATTACHED' }),
+    )
+    expect(() => new ConnectionTracker().attach({})).toThrow(
+      expect.objectContaining({ code: 'CONNGUARD_ERR_UNSUPPORTED_SERVER' }),
+    )
+    a.close()
+  })
+})
