@@ -93,7 +93,20 @@ function onResponseFinish(message: HttpServerMessage): void {
   // `_last` is Node's "close after this response"; `shouldKeepAlive` false
   // means the client asked for it (Connection: close, HTTP/1.0).
   const last = res._last === true ? (res.shouldKeepAlive ? 'server' : 'client') : null
+  const req = message.request
+  if (!req.complete && !req.destroyed) {
+    // Answered before the body was read (an early 401, a 413): Node goes on
+    // reading the body to keep the connection usable, so it is not idle
+    // until the body ends.
+    rec.binding?.tracker._responseSent(rec, last)
+    req.once('end', onBodyEndAfterResponse)
+    return
+  }
   rec.binding?.tracker._responseEnd(rec, last)
+}
+function onBodyEndAfterResponse(this: http.IncomingMessage): void {
+  const rec = (this.socket as (Socket & Marked) | null)?.[kRecord]
+  if (rec !== undefined) rec.binding?.tracker._responseEnd(rec, null)
 }
 
 class Http1Binding implements ServerBinding {

@@ -161,9 +161,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     ) {
       const kind: DeadlineKind =
         rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
-      // A request whose first byte arrived since the last look is not idle.
+      // Without the parser hook, a request whose first byte arrived since the
+      // last poll is not idle. With it, bytes the hook did not report are not a
+      // request (a stray CRLF between requests, which the parser skips).
       if (
         kind === 'keep_alive_timeout' &&
+        this.#pollIdle &&
         rec.httpSocket !== null &&
         rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
       ) {
@@ -284,7 +287,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#reschedule(rec)
   }
 
-  /** @internal A response finished; `last` says who ends the connection after it, if anyone. */
+  /** @internal A response finished while its request body is still arriving: `_responseEnd` follows when it ends. */
+  _responseSent(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
+    if (last !== null) rec.closeIntent = last
+  }
+
+  /** @internal A request is done (response finished, body read); `last` says who ends the connection after it, if anyone. */
   _responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
     if (rec.state === 'closed') return
     const now = this.#clock.now()

@@ -45,7 +45,19 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     const server = (req.socket as unknown as { server?: Server }).server
     if (server == null || tracker.closed) return
     attached = true
-    tracker.attach(server)
+    try {
+      tracker.attach(server)
+    } catch (err) {
+      // Never fail a request over it: say why this guard is not guarding.
+      process.emitWarning(
+        `connguard could not attach on the first request: ${(err as Error).message}`,
+        {
+          type: 'ConnguardWarning',
+          code: 'CONNGUARD_LATE_ATTACH_FAILED',
+        },
+      )
+      return
+    }
     if (!warnedLateAttach) {
       warnedLateAttach = true
       process.emitWarning(

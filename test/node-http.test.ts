@@ -1,0 +1,450 @@
+/**
+ * The core `ConnectionTracker.attach()` on bare `node:http` / `node:https` servers, no
+ * framework: deadlines, and the close reason of every way a connection ends that nobody on
+ * our side timed (parse error, client RST, client FIN, server destroy, Connection: close).
+ * Real sockets on 127.0.0.1; bounds as in helpers/guard-timing.ts.
+ */
+import diagnosticsChannel from 'node:diagnostics_channel'
+import http from 'node:http'
+import https from 'node:https'
+import { performance } from 'node:perf_hooks'
+import {
+  type ConnectionRecord,
+  ConnectionTracker,
+  type ConnectionTrackerOptions,
+} from '@connguard/core'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import {
+  getRequest,
+  keepAliveRequests,
+  openSocket,
+  rawHttp,
+  silentTcp,
+  slowUpload,
+  tlsThenSilence,
+} from './helpers/clients.js'
+import {
+  CloseLog,
+  expectDeadline,
+  printTimings,
+  SWEEP,
+  sleep,
+  type TimingRow,
+} from './helpers/guard-timing.js'
+import { parseResponse, parseResponses } from './helpers/http-response.js'
+import { closeServer, listen } from './helpers/server.js'
+import { tlsOptions } from './helpers/tls.js'
+
+const D = 300
+const FAR = 5_000
+
+const timings: TimingRow[] = []
+afterAll(() => printTimings(timings))
+
+const cleanups: (() => unknown)[] = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+interface Started {
+  tracker: ConnectionTracker
+  server: http.Server
+  port: number
+  closes: CloseLog
+}
+
+/** A bare node:http(s) server with a tracker attached as the core README says. */
+async function start(
+  options: ConnectionTrackerOptions,
+  { secure = false }: { secure?: boolean } = {},
+): Promise<Started> {
+  let tracker!: ConnectionTracker
+  const handler: http.RequestListener = (req, res) => {
+    switch (req.url) {
+      case '/upload': {
+        // An upload route lifts the absolute limit for its own request.
+        expect(tracker.overrideRequest(req, { requestTimeout: false })).toBe(true)
+        let bytes = 0
+        req.on('data', (chunk: Buffer) => {
+          bytes += chunk.length
+        })
+        req.on('end', () => res.end(String(bytes)))
+        return
+      }
+      case '/destroy':
+        req.socket.destroy()
+        return
+      case '/reject':
+        // Answers an upload at once without reading it, as an auth check does: Node then
+        // drains the rest of the body itself to keep the connection usable.
+        res.statusCode = 401
+        res.end('no')
+        return
+      case '/bye':
+        res.setHeader('Connection', 'close')
+        res.end('bye')
+        return
+      default:
+        res.end('ok')
+    }
+  }
+  const server = secure ? https.createServer(tlsOptions, handler) : http.createServer(handler)
+  tracker = new ConnectionTracker({ sweepInterval: SWEEP, ...options })
+  expect(tracker.attach(server)).toBe(tracker)
+  cleanups.push(() => tracker.close())
+  cleanups.push(() => closeServer(server))
+  const closes = new CloseLog(tracker)
+  const port = await listen(server)
+  return { tracker, server, port, closes }
+}
+
+const summary = (r: ConnectionRecord) => ({
+  closeReason: r.closeReason,
+  stateAtClose: r.stateAtClose,
+  requests: r.requests,
+  errorCode: r.errorCode,
+})
+
+/** Every record's invariants: one shape, state durations that add up to its life. */
+function expectConsistent(record: ConnectionRecord): void {
+  expect(record.state).toBe('closed')
+  expect(record.remoteAddress).toBe('127.0.0.1')
+  const d = record.stateDurations
+  expect(d.new + d.handshaking + d.idle + d.active + d.upgraded).toBeCloseTo(
+    record.duration ?? -1,
+    3,
+  )
+  expect((record.closedAt ?? 0) - record.openedAt).toBeCloseTo(record.duration ?? -1, 0)
+}
+
+/** Epoch ms between a client action and the record's close: nobody waited on a deadline. */
+function expectPrompt(record: ConnectionRecord, actionAt: number): void {
+  expect((record.closedAt ?? Number.POSITIVE_INFINITY) - actionAt).toBeLessThan(SWEEP + 400)
+}
+
+describe('ConnectionTracker on a bare node:http server', () => {
+  it('silent TCP: request_headers_timeout with a 408', async () => {
+    const { port, closes } = await start({ headersTimeout: D })
+    const result = await silentTcp(port)
+    const record = await closes.next()
+    expectDeadline(result.heldMs, D, 'client')
+    expectDeadline(record.duration ?? -1, D, 'record.duration')
+    expect(parseResponses(result.received, { eof: true })[0]?.status).toBe(408)
+    expect(summary(record)).toEqual({
+      closeReason: 'request_headers_timeout',
+      stateAtClose: 'new',
+      requests: 0,
+      errorCode: null,
+    })
+    expect(record.bytesRead).toBe(0)
+    expect(record.bytesWritten).toBe(result.received.length)
+    expect(record.secure).toBe(false)
+    expect(record.tls).toBeNull()
+    expectConsistent(record)
+    timings.push({
+      suite: 'node:http',
+      scenario: 'silent TCP',
+      deadlineMs: D,
+      clientMs: result.heldMs,
+      serverMs: record.duration,
+      reason: record.closeReason,
+    })
+  })
+
+  it('idle keep-alive: keep_alive_timeout; the Keep-Alive header says the same', async () => {
+    const keepAliveTimeout = 1_000
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout })
+    const result = await keepAliveRequests(port, { count: 2, pauseMs: 10_000 })
+    const record = await closes.next()
+    expect(result.statuses, closes.describe()).toEqual([200])
+    expect(result.responses[0]?.headers['keep-alive']).toBe('timeout=1')
+    const clientMs = (result.close?.at ?? 0) - (result.respondedAt[0] ?? 0)
+    expectDeadline(clientMs, keepAliveTimeout, 'client, idle after the response')
+    expect(summary(record)).toEqual({
+      closeReason: 'keep_alive_timeout',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    expect(record.httpVersion).toBe('1.1')
+    expectConsistent(record)
+    timings.push({
+      suite: 'node:http',
+      scenario: 'keep-alive idle',
+      deadlineMs: keepAliveTimeout,
+      clientMs,
+      serverMs: null,
+      reason: record.closeReason,
+    })
+  })
+
+  it('a healthy upload lasting over 3x every timeout completes with 200', async () => {
+    const { port, closes } = await start({
+      headersTimeout: D,
+      keepAliveTimeout: D,
+      requestTimeout: D, // lifted for /upload by tracker.overrideRequest()
+    })
+    const result = await slowUpload(port, {
+      path: '/upload',
+      totalBytes: 2_400,
+      chunkBytes: 100,
+      intervalMs: 50,
+    })
+    const record = await closes.next()
+    expect(result.status).toBe(200)
+    expect(result.body.toString()).toBe('2400')
+    const clientMs = result.at - result.startedAt
+    expect(clientMs).toBeGreaterThanOrEqual(3 * D)
+    expect(summary(record)).toEqual({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    expect(record.bytesRead).toBeGreaterThan(2_400)
+    expect(record.stateDurations.active).toBeGreaterThanOrEqual(3 * D)
+    expectConsistent(record)
+    timings.push({
+      suite: 'node:http',
+      scenario: 'healthy upload (override requestTimeout: false)',
+      deadlineMs: null,
+      clientMs,
+      serverMs: record.duration,
+      reason: record.closeReason,
+    })
+  })
+
+  it('a parse error: invalid_request, errorCode HPE_*, Node answers 400', async () => {
+    const { port, closes } = await start({ headersTimeout: FAR })
+    const actionAt = Date.now()
+    const result = await rawHttp(port, 'NOT HTTP AT ALL\r\n\r\n')
+    const record = await closes.next()
+    expect(result.responses[0]?.status).toBe(400)
+    expect(record.closeReason).toBe('invalid_request')
+    expect(record.errorCode).toMatch(/^HPE_/)
+    expect(record.requests).toBe(0)
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+
+  it('client RST: connection_reset, errorCode ECONNRESET', async () => {
+    const { port, closes } = await start({ headersTimeout: FAR, keepAliveTimeout: FAR })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/'))
+    await conn.waitFor((buf) => parseResponse(buf))
+    const actionAt = Date.now()
+    conn.socket.resetAndDestroy()
+    const record = await closes.next()
+    expect(summary(record)).toEqual({
+      closeReason: 'connection_reset',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: 'ECONNRESET',
+    })
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+
+  it('client FIN: client_closed (also published on connguard:connection:close)', async () => {
+    const { port, closes, tracker } = await start({ headersTimeout: FAR, keepAliveTimeout: FAR })
+    const published: unknown[] = []
+    const onClose = (message: unknown) => published.push(message)
+    diagnosticsChannel.subscribe('connguard:connection:close', onClose)
+    cleanups.push(() => diagnosticsChannel.unsubscribe('connguard:connection:close', onClose))
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/'))
+    await conn.waitFor((buf) => parseResponse(buf))
+    const actionAt = Date.now()
+    conn.socket.end()
+    const record = await closes.next()
+    expect(summary(record)).toEqual({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    expect(published).toEqual([{ record, tracker }])
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+
+  it('server socket.destroy() from the handler: server_closed', async () => {
+    const { port, closes } = await start({ headersTimeout: FAR, keepAliveTimeout: FAR })
+    const actionAt = Date.now()
+    const result = await rawHttp(port, getRequest('/destroy'))
+    const record = await closes.next()
+    expect(result.responses).toEqual([])
+    expect(summary(record)).toEqual({
+      closeReason: 'server_closed',
+      stateAtClose: 'active',
+      requests: 1,
+      errorCode: null,
+    })
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+
+  it('a request with Connection: close: client_closed after its response', async () => {
+    const { port, closes } = await start({ headersTimeout: FAR, keepAliveTimeout: FAR })
+    const actionAt = Date.now()
+    const result = await rawHttp(port, getRequest('/', { Connection: 'close' }))
+    const record = await closes.next()
+    expect(result.responses.map((r) => r.status)).toEqual([200])
+    expect(result.close?.how).toBe('end')
+    expect(summary(record)).toEqual({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+
+  it('a response with Connection: close set by the server: server_closed', async () => {
+    const { port, closes } = await start({ headersTimeout: FAR, keepAliveTimeout: FAR })
+    const result = await rawHttp(port, getRequest('/bye'))
+    const record = await closes.next()
+    expect(result.responses.map((r) => r.body.toString())).toEqual(['bye'])
+    expect(summary(record)).toEqual({
+      closeReason: 'server_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    expectConsistent(record)
+  })
+
+  it('pipelined requests: both answered, requests === 2', async () => {
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: FAR })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/') + getRequest('/'))
+    const responses = await conn.waitFor((buf) => {
+      const all = parseResponses(buf)
+      return all.length === 2 ? all : undefined
+    })
+    conn.destroy()
+    const record = await closes.next()
+    expect(responses.map((r) => r.status)).toEqual([200, 200])
+    expect(summary(record)).toEqual({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 2,
+      errorCode: null,
+    })
+    expectConsistent(record)
+  })
+})
+
+/**
+ * Library bugs found while writing these tests (see the report that came with them). Each
+ * test states the behaviour the design asks for; they fail until the tracker is fixed.
+ */
+describe('keep-alive idle vs bytes that are not a request', () => {
+  it('a stray CRLF after a response (RFC 9112 §2.2) is not a request: idle still ends by keep_alive_timeout', async () => {
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: D })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/'))
+    const first = await conn.waitFor((buf) => parseResponse(buf))
+    const respondedAt = performance.now()
+    // Some clients send an extra CRLF after a request; Node's parser skips it (no message begin).
+    conn.send('\r\n')
+    const close = await conn.closed
+    const record = await closes.next()
+    const clientMs = close.at - respondedAt
+    expect(summary(record)).toEqual({
+      closeReason: 'keep_alive_timeout',
+      stateAtClose: 'idle',
+      requests: 1,
+      errorCode: null,
+    })
+    // Nothing after the 200: a 408 answers a request, and no request was sent.
+    expect(close.received.subarray(first.end).toString('latin1')).toBe('')
+    expectDeadline(clientMs, D, 'client, idle after the response')
+  })
+
+  it('a body still arriving after an early response (401 before reading) is not cut as a request head', async () => {
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: D })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send('POST /reject HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2400\r\n\r\n')
+    const rejected = await conn.waitFor((buf) => parseResponse(buf))
+    expect(rejected.status).toBe(401)
+    // The rest of the body at a healthy 2 kB/s for 1.15 s: more than 3 × every deadline.
+    const chunk = Buffer.alloc(100, 'a')
+    for (let sent = 0; sent < 2_400 && conn.isOpen(); sent += 100) {
+      conn.send(chunk)
+      await sleep(50)
+    }
+    expect(conn.isOpen(), `cut mid-body; ${closes.describe()}`).toBe(true)
+    conn.send(getRequest('/'))
+    const next = await conn.waitFor((buf) => parseResponse(buf, rejected.end))
+    expect(next.status).toBe(200)
+    conn.destroy()
+    const record = await closes.next()
+    expect(summary(record)).toEqual({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 2,
+      errorCode: null,
+    })
+  })
+})
+
+describe('ConnectionTracker on a bare node:https server', () => {
+  it('TLS then silence: request_headers_timeout in idle, with the TLS facts recorded', async () => {
+    const { port, closes } = await start(
+      { handshakeTimeout: FAR, headersTimeout: D },
+      { secure: true },
+    )
+    const result = await tlsThenSilence(port)
+    const record = await closes.next()
+    const clientMs = result.at - result.establishedAt
+    expectDeadline(clientMs, D, 'client, from TLS established')
+    expect(parseResponses(result.received, { eof: true })[0]?.status).toBe(408)
+    expect(summary(record)).toEqual({
+      closeReason: 'request_headers_timeout',
+      stateAtClose: 'idle',
+      requests: 0,
+      errorCode: null,
+    })
+    expect(record.secure).toBe(true)
+    expect(record.handshakeDuration).toBeGreaterThanOrEqual(0)
+    expect(record.tls).toMatchObject({ servername: 'localhost', resumed: false })
+    expectConsistent(record)
+    timings.push({
+      suite: 'node:https',
+      scenario: 'TLS then silence',
+      deadlineMs: D,
+      clientMs,
+      serverMs: (record.duration ?? 0) - (record.handshakeDuration ?? 0),
+      reason: record.closeReason,
+    })
+  })
+
+  it('plain HTTP bytes to the TLS port: tls_handshake_failed at once', async () => {
+    const { port, closes } = await start(
+      { handshakeTimeout: FAR, headersTimeout: FAR },
+      { secure: true },
+    )
+    const actionAt = Date.now()
+    const startedAt = performance.now()
+    const result = await rawHttp(port, getRequest('/'))
+    const record = await closes.next()
+    expect(result.at - startedAt).toBeLessThan(SWEEP + 400)
+    expect(summary(record)).toMatchObject({
+      closeReason: 'tls_handshake_failed',
+      requests: 0,
+    })
+    expect(record.stateAtClose).toMatch(/^(new|handshaking)$/)
+    // OpenSSL's reason, e.g. ERR_SSL_HTTP_REQUEST for plain HTTP sent to a TLS port.
+    expect(record.errorCode).toMatch(/^ERR_SSL_/)
+    expect(record.handshakeDuration).toBeNull()
+    expectPrompt(record, actionAt)
+    expectConsistent(record)
+  })
+})
