@@ -35,10 +35,23 @@ const REQUEST_TIMEOUT_RESPONSE = Buffer.from(
   'latin1',
 )
 
+/** Deadlines after which a request that got no response yet is answered 408, as Node does. */
+const ANSWER_408: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  'request_headers_timeout',
+  'request_timeout',
+  'min_request_body_data_rate',
+])
+
 export interface ServerBinding {
   readonly tracker: ConnectionTracker
   /** Closes the connection for `reason` (the record already carries it). */
   cut(rec: ConnectionRecord, reason: CloseReason): void
+  /**
+   * After the last response of a connection that is to close (rotation,
+   * drain): closes it once the response is flushed, unless Node already does
+   * (`nodeCloses`: the response said `Connection: close`).
+   */
+  endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void
   /** Removes what was added to a live connection, leaving it open. */
   release(rec: ConnectionRecord): void
   /** Removes every listener added to the server and restores its timers. */
@@ -84,7 +97,7 @@ function onMessageBegin(this: ParserLike): void {
 
 function onRequestStart(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._requestHead(rec, message.request.httpVersion)
+  if (rec !== undefined) rec.binding?.tracker._requestHead(rec, message.request, message.response)
 }
 function onResponseFinish(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
@@ -263,12 +276,20 @@ class Http1Binding implements ServerBinding {
       rec.rawSocket?.destroy()
       return
     }
-    if ((reason === 'request_headers_timeout' || reason === 'request_timeout') && socket.writable) {
+    if (ANSWER_408.has(reason) && socket.writable) {
       const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage
       // As Node: answer 408 only where no response byte has gone out yet.
       if (res == null || !res.headersSent) socket.write(REQUEST_TIMEOUT_RESPONSE)
     }
     socket.destroy()
+  }
+
+  endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void {
+    const socket = rec.httpSocket as (Socket & { destroySoon?: () => void }) | null
+    if (nodeCloses || socket === null) return
+    // Flush what the response wrote, then close (what Node does for `Connection: close`).
+    if (typeof socket.destroySoon === 'function') socket.destroySoon()
+    else socket.end()
   }
 
   release(rec: ConnectionRecord): void {

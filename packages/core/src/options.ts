@@ -3,7 +3,7 @@ import { InvalidOptionError, UnknownOptionError } from './errors.js'
 
 /**
  * Defaults, each with its unit and the reason for its value. All durations are
- * milliseconds; `0` or `false` switches a deadline off.
+ * milliseconds; `0` or `false` switches a limit off.
  */
 /** 10 s, as Kestrel: a real handshake takes one or two round trips, not seconds; Node's 120 s lets a stalled client hold a socket for two minutes. */
 export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000
@@ -11,15 +11,40 @@ export const DEFAULT_HANDSHAKE_TIMEOUT = 10_000
 export const DEFAULT_HEADERS_TIMEOUT = 30_000
 /** 72 s, as Fastify: above the 60 s idle timeout of common load balancers (AWS ALB), so the proxy, not the server, closes an idle pooled connection and never sends into one that just closed. */
 export const DEFAULT_KEEP_ALIVE_TIMEOUT = 72_000
-/** Off: an absolute request limit cuts healthy long uploads and streams (nodejs/node#46574); slow clients are bounded per phase instead. */
+/** Off: an absolute request limit cuts healthy long uploads and streams (nodejs/node#46574); slow clients are bounded by the data rates instead. */
 export const DEFAULT_REQUEST_TIMEOUT = 0
+/** 240 B/s after 5 s, as Kestrel's MinRequestBodyDataRate: any real client, even on 2G, beats it; a slow-body attacker (10 B every 500 ms) does not. */
+export const DEFAULT_MIN_BODY_RATE: Readonly<DataRate> = Object.freeze({
+  bytesPerSecond: 240,
+  graceMs: 5_000,
+})
+/** 240 B/s after 5 s, as Kestrel's MinResponseDataRate: a client that stops reading is found in seconds. */
+export const DEFAULT_MIN_RESPONSE_RATE: Readonly<DataRate> = Object.freeze({
+  bytesPerSecond: 240,
+  graceMs: 5_000,
+})
 /** 250 ms: a deadline closes at most this late; four light sweeps a second cost nothing measurable. */
 export const DEFAULT_SWEEP_INTERVAL = 250
+/** 30 s for `drain()`: a typical orchestrator's grace period (Kubernetes' terminationGracePeriodSeconds). */
+export const DEFAULT_DRAIN_TIMEOUT = 30_000
 
-/** The longest deadline accepted: 2^31 - 1 ms (about 24.8 days), the range of Node's timers. */
+/** The longest duration accepted: 2^31 - 1 ms (about 24.8 days), the range of Node's timers. */
 export const MAX_DURATION = 2_147_483_647
 const MIN_SWEEP_INTERVAL = 1
 const MAX_SWEEP_INTERVAL = 60_000
+const MAX_COUNT = 2 ** 31 - 1
+/** A rate given without `graceMs` gets Kestrel's 5 s. */
+const DEFAULT_RATE_GRACE = 5_000
+/** A rate is checked over windows of its grace period, but never windows shorter than this. */
+const MIN_RATE_WINDOW = 1_000
+
+/** A minimum data rate: below `bytesPerSecond` once `graceMs` has passed, the connection is cut. */
+export interface DataRate {
+  /** Bytes per second the client must keep up, at least 1. */
+  bytesPerSecond: number
+  /** No enforcement for this long after the body or response begins, ms; also the window the rate is measured over (at least 1 s). */
+  graceMs: number
+}
 
 export interface ConnectionTrackerOptions {
   /** Accept → TLS established, ms (default 10 s). Closes with `tls_handshake_timeout`. */
@@ -30,10 +55,32 @@ export interface ConnectionTrackerOptions {
   keepAliveTimeout?: number | false
   /** Optional absolute limit on one request, first byte → response finished, ms (default off). Closes with `request_timeout` (and a `408` if no response started). */
   requestTimeout?: number | false
+  /** Minimum request body rate (default 240 B/s after 5 s). Time the application is not reading the body does not count. Closes with `min_request_body_data_rate`. */
+  minBodyRate?: DataRate | false
+  /** Minimum rate at which the client takes response bytes the application has queued (default 240 B/s after 5 s). Closes with `min_response_data_rate`. */
+  minResponseRate?: DataRate | false
+  /** Live connections at most (default off); one more is closed at accept with `max_concurrent_connections_exceeded`. */
+  maxConnections?: number | false
+  /** Live connections from one remote address at most (default off); `max_connections_per_ip_exceeded`. */
+  maxConnectionsPerIp?: number | false
+  /** Connections still in `new` or `handshaking` at most (default off); `max_concurrent_handshakes_exceeded`. */
+  maxHandshakes?: number | false
+  /** Rotate a connection this long after accept, ms (default off): the next response says `Connection: close`; an idle one is closed. `max_connection_age`. */
+  maxConnectionAge?: number | false
+  /** Requests served on one connection at most (default off): the last response says `Connection: close`. `max_requests_per_connection`. */
+  maxRequestsPerConnection?: number | false
   /** How often the sweeper checks deadlines, ms (default 250). A close is late by at most this much. */
   sweepInterval?: number
   /** Time source for deadlines, for tests: `{ now(): number }` in ms, monotonic. */
   clock?: Clock
+}
+
+/** A rate as the sweeper uses it; `bytesPerSecond` 0 = off. */
+export interface ResolvedRate {
+  readonly bytesPerSecond: number
+  readonly graceMs: number
+  /** The window the rate is measured over: `max(graceMs, 1 s)`. */
+  readonly windowMs: number
 }
 
 /** Options as validated once at construction; hot paths read these and never re-check. */
@@ -42,6 +89,13 @@ export interface ResolvedOptions {
   readonly headersTimeout: number
   readonly keepAliveTimeout: number
   readonly requestTimeout: number
+  readonly minBodyRate: ResolvedRate
+  readonly minResponseRate: ResolvedRate
+  readonly maxConnections: number
+  readonly maxConnectionsPerIp: number
+  readonly maxHandshakes: number
+  readonly maxConnectionAge: number
+  readonly maxRequestsPerConnection: number
   readonly sweepInterval: number
   readonly clock: Clock
 }
@@ -50,20 +104,34 @@ export interface ResolvedOptions {
 export interface RequestOverrides {
   /** Absolute limit for this request, ms, or `false` for none. */
   requestTimeout?: number | false
+  /** This request's minimum body rate, or `false` for none (an upload from a slow device, a long poll). */
+  minBodyRate?: DataRate | false
+  /** This request's minimum response rate, or `false` for none (a stream the client reads at its own pace). */
+  minResponseRate?: DataRate | false
 }
+
+export const OFF_RATE: ResolvedRate = Object.freeze({ bytesPerSecond: 0, graceMs: 0, windowMs: 0 })
 
 const kResolved = Symbol.for('connguard.resolvedOverrides')
 
 /**
  * Overrides validated once by `resolveRequestOverrides`, for adapters to apply
- * per request without checking them again. `undefined` leaves a deadline as is.
+ * per request without checking them again. `undefined` leaves a limit as is.
  */
 export class ResolvedRequestOverrides {
   readonly requestTimeout: number | undefined
+  readonly minBodyRate: ResolvedRate | undefined
+  readonly minResponseRate: ResolvedRate | undefined
 
   /** @internal */
-  constructor(requestTimeout: number | undefined) {
+  constructor(
+    requestTimeout: number | undefined,
+    minBodyRate: ResolvedRate | undefined,
+    minResponseRate: ResolvedRate | undefined,
+  ) {
     this.requestTimeout = requestTimeout
+    this.minBodyRate = minBodyRate
+    this.minResponseRate = minResponseRate
     Object.freeze(this)
   }
 
@@ -87,11 +155,22 @@ const OPTION_NAMES = [
   'headersTimeout',
   'keepAliveTimeout',
   'requestTimeout',
+  'minBodyRate',
+  'minResponseRate',
+  'maxConnections',
+  'maxConnectionsPerIp',
+  'maxHandshakes',
+  'maxConnectionAge',
+  'maxRequestsPerConnection',
   'sweepInterval',
   'clock',
 ] as const satisfies readonly (keyof ConnectionTrackerOptions)[]
 
-const OVERRIDE_NAMES = ['requestTimeout'] as const satisfies readonly (keyof RequestOverrides)[]
+const OVERRIDE_NAMES = [
+  'requestTimeout',
+  'minBodyRate',
+  'minResponseRate',
+] as const satisfies readonly (keyof RequestOverrides)[]
 
 export function resolveOptions(
   options: ConnectionTrackerOptions | undefined = {},
@@ -111,6 +190,13 @@ export function resolveOptions(
       DEFAULT_KEEP_ALIVE_TIMEOUT,
     ),
     requestTimeout: duration('requestTimeout', options.requestTimeout, DEFAULT_REQUEST_TIMEOUT),
+    minBodyRate: rate('minBodyRate', options.minBodyRate, DEFAULT_MIN_BODY_RATE),
+    minResponseRate: rate('minResponseRate', options.minResponseRate, DEFAULT_MIN_RESPONSE_RATE),
+    maxConnections: count('maxConnections', options.maxConnections),
+    maxConnectionsPerIp: count('maxConnectionsPerIp', options.maxConnectionsPerIp),
+    maxHandshakes: count('maxHandshakes', options.maxHandshakes),
+    maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge, 0),
+    maxRequestsPerConnection: count('maxRequestsPerConnection', options.maxRequestsPerConnection),
     sweepInterval: sweepInterval(options.sweepInterval),
     clock: clock(options.clock),
   }
@@ -127,7 +213,18 @@ export function resolveRequestOverrides(
     overrides.requestTimeout === undefined
       ? undefined
       : duration('requestTimeout', overrides.requestTimeout, 0),
+    overrides.minBodyRate === undefined
+      ? undefined
+      : rate('minBodyRate', overrides.minBodyRate, DEFAULT_MIN_BODY_RATE),
+    overrides.minResponseRate === undefined
+      ? undefined
+      : rate('minResponseRate', overrides.minResponseRate, DEFAULT_MIN_RESPONSE_RATE),
   )
+}
+
+/** Validates `drain()`'s timeout. */
+export function resolveDrainTimeout(value: unknown): number {
+  return duration('timeout', value, DEFAULT_DRAIN_TIMEOUT)
 }
 
 function assertPlainObject(name: string, value: unknown): asserts value is Record<string, unknown> {
@@ -153,6 +250,48 @@ function duration(name: string, value: unknown, fallback: number): number {
     )
   }
   return value
+}
+
+function count(name: string, value: unknown): number {
+  if (value === undefined || value === false) return 0
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_COUNT) {
+    throw new InvalidOptionError(
+      name,
+      value,
+      `a whole number from 0 to ${MAX_COUNT}, or false (0 and false switch it off)`,
+    )
+  }
+  return value
+}
+
+function rate(name: string, value: unknown, fallback: Readonly<DataRate>): ResolvedRate {
+  if (value === undefined) return withWindow(fallback.bytesPerSecond, fallback.graceMs)
+  if (value === false) return OFF_RATE
+  const allowed =
+    '{ bytesPerSecond: a whole number ≥ 1, graceMs: a whole number of ms ≥ 0 }, or false'
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new InvalidOptionError(name, value, allowed)
+  }
+  rejectUnknown(value, ['bytesPerSecond', 'graceMs'], `${name} field`)
+  const { bytesPerSecond, graceMs } = value as Record<string, unknown>
+  if (
+    typeof bytesPerSecond !== 'number' ||
+    !Number.isInteger(bytesPerSecond) ||
+    bytesPerSecond < 1 ||
+    bytesPerSecond > MAX_COUNT
+  ) {
+    throw new InvalidOptionError(
+      `${name}.bytesPerSecond`,
+      bytesPerSecond,
+      `a whole number from 1 to ${MAX_COUNT}`,
+    )
+  }
+  return withWindow(bytesPerSecond, duration(`${name}.graceMs`, graceMs, DEFAULT_RATE_GRACE))
+}
+
+function withWindow(bytesPerSecond: number, graceMs: number): ResolvedRate {
+  if (bytesPerSecond === 0) return OFF_RATE
+  return Object.freeze({ bytesPerSecond, graceMs, windowMs: Math.max(graceMs, MIN_RATE_WINDOW) })
 }
 
 function sweepInterval(value: unknown): number {

@@ -1,8 +1,10 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import type { CloseReason } from './close-reasons.js'
 import type { Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
+import { OFF_RATE, type ResolvedRate } from './options.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
@@ -34,6 +36,7 @@ export type DeadlineKind =
   | 'request_headers_timeout'
   | 'keep_alive_timeout'
   | 'request_timeout'
+  | 'max_connection_age'
 
 let nextId = 1
 
@@ -123,6 +126,30 @@ export class ConnectionRecord implements Scheduled {
   closeIntent: 'client' | 'server' | null = null
   /** @internal bytesRead of the HTTP socket when it last became idle (fallback detection). */
   bytesReadAtIdle = 0
+  /** @internal The oldest request in flight and its response (rates, rotation). */
+  req: IncomingMessage | null = null
+  /** @internal */
+  res: ServerResponse | null = null
+  /** @internal The current request's body rate (per-route overrides applied). */
+  bodyRate: ResolvedRate = OFF_RATE
+  /** @internal The current request's response rate. */
+  responseRate: ResolvedRate = OFF_RATE
+  /** @internal Due time of the next rate check. */
+  rateCheckAt = Number.POSITIVE_INFINITY
+  /** @internal Start of the body rate window (clock ms), -1 when no body is being measured. */
+  bodyWindowAt = -1
+  /** @internal bytesRead at the start of the body window. */
+  bodyWindowBytes = 0
+  /** @internal Start of the response rate window, -1 when nothing is queued. */
+  responseWindowAt = -1
+  /** @internal Bytes the kernel had taken at the start of the response window. */
+  responseWindowBytes = 0
+  /** @internal When the response grace ends (first byte queued + grace). */
+  responseGraceEnd = -1
+  /** @internal Due time of max connection age. */
+  ageDeadlineAt = Number.POSITIVE_INFINITY
+  /** @internal Close after the response in flight, for this reason (rotation, drain). */
+  rotateReason: CloseReason | null = null
   /** @internal Wire bytes, frozen at close. */
   finalBytesRead = 0
   /** @internal Wire bytes, frozen at close. */
@@ -156,12 +183,18 @@ export class ConnectionRecord implements Scheduled {
 
   /** Which deadline the connection waits on now, and when it is due (epoch ms); null when none. */
   get deadline(): { kind: DeadlineKind; at: number } | null {
-    if (this.deadlineAt === Number.POSITIVE_INFINITY) return null
-    const kind: DeadlineKind =
-      this.requestDeadlineAt <= this.phaseDeadlineAt
-        ? 'request_timeout'
-        : (this.phaseReason as DeadlineKind)
-    return { kind, at: this.openedAt + (this.deadlineAt - this.openedAtClock) }
+    let kind = this.phaseReason
+    let at = this.phaseDeadlineAt
+    if (this.requestDeadlineAt < at) {
+      kind = 'request_timeout'
+      at = this.requestDeadlineAt
+    }
+    if (this.ageDeadlineAt < at) {
+      kind = 'max_connection_age'
+      at = this.ageDeadlineAt
+    }
+    if (kind === null || at === Number.POSITIVE_INFINITY) return null
+    return { kind, at: this.openedAt + (at - this.openedAtClock) }
   }
 
   /** A plain snapshot of the public fields, for logs and JSON. */

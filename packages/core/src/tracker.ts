@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { closeChannel, openChannel, transitionChannel } from './channels.js'
 import { classifyClose } from './classify.js'
@@ -9,16 +9,25 @@ import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
 import {
   type ConnectionTrackerOptions,
+  OFF_RATE,
   type RequestOverrides,
   type ResolvedOptions,
+  type ResolvedRate,
   ResolvedRequestOverrides,
+  resolveDrainTimeout,
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
+import { acceptedBytes, bodyReadPaused, queuedResponseBytes } from './progress.js'
 import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
+
+/** `bytes` over `elapsedMs` meets `rate`. */
+function meetsRate(bytes: number, rate: ResolvedRate, elapsedMs: number): boolean {
+  return bytes * 1000 >= rate.bytesPerSecond * elapsedMs
+}
 
 /** Live connections by state, and closes by reason since the tracker was created. */
 export interface Snapshot {
@@ -31,6 +40,16 @@ export interface Snapshot {
   upgraded: number
   /** Closed connections counted by close reason (only reasons seen appear). */
   closedByReason: Partial<Record<CloseReason, number>>
+}
+
+/** What `drain()` did, per outcome. */
+export interface DrainResult {
+  /** Closed at once: new, handshaking or idle (`app_shutdown`). */
+  closedIdle: number
+  /** Had a request in flight (or was upgraded) and ended before the timeout. */
+  finished: number
+  /** Still open at the timeout and closed with `app_shutdown_timeout`. */
+  forced: number
 }
 
 export interface ConnectionTrackerEvents {
@@ -67,6 +86,16 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #closed = false
   /** Set when Node's parser did not report a request's first byte: fall back to polling idle connections. */
   #pollIdle = false
+  /** Live connections per remote address, kept only when maxConnectionsPerIp is set. */
+  readonly #perIp = new Map<string, number>()
+  #drain: {
+    result: DrainResult
+    /** Connections with a request in flight (or upgraded) when the drain began. */
+    pending: Set<ConnectionRecord>
+    timer: NodeJS.Timeout | null
+    done: Promise<DrainResult>
+    resolve: (r: DrainResult) => void
+  } | null = null
 
   constructor(options?: ConnectionTrackerOptions) {
     super()
@@ -140,9 +169,69 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
         resolved.requestTimeout === 0 ? INFINITY : rec.requestStartedAt + resolved.requestTimeout
-      this.#reschedule(rec)
     }
+    if (rec.req === req) {
+      const now = this.#clock.now()
+      if (resolved.minBodyRate !== undefined) {
+        rec.bodyRate = resolved.minBodyRate
+        // A new rate starts a fresh window (and grace) from now.
+        rec.bodyWindowAt = rec.bodyWindowAt < 0 || resolved.minBodyRate === OFF_RATE ? -1 : now
+        if (rec.bodyWindowAt >= 0) rec.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
+      }
+      if (resolved.minResponseRate !== undefined) {
+        rec.responseRate = resolved.minResponseRate
+        rec.responseWindowAt = -1
+      }
+      this.#scheduleRateCheck(rec, now)
+    }
+    this.#reschedule(rec)
     return true
+  }
+
+  /**
+   * Graceful shutdown of every guarded connection: new, handshaking and idle
+   * ones close at once (`app_shutdown`); those with a request in flight finish
+   * it, answered with `Connection: close`, then close; whatever is still open
+   * after `timeout` ms (default 30 s; `false` waits for ever) is closed with
+   * `app_shutdown_timeout`. Connections accepted from now on are closed at
+   * accept. Call `server.close()` too, so nothing new is accepted. Resolves
+   * once every connection is closed, with counts per outcome.
+   */
+  drain({ timeout }: { timeout?: number | false } = {}): Promise<DrainResult> {
+    const ms = resolveDrainTimeout(timeout)
+    if (this.#drain !== null) return this.#drain.done
+    let resolve!: (r: DrainResult) => void
+    const done = new Promise<DrainResult>((r) => {
+      resolve = r
+    })
+    const drain = {
+      result: { closedIdle: 0, finished: 0, forced: 0 },
+      pending: new Set<ConnectionRecord>(),
+      timer: null as NodeJS.Timeout | null,
+      done,
+      resolve,
+    }
+    this.#drain = drain
+    for (const rec of [...this.#records]) {
+      if (rec.state === 'active' || rec.state === 'upgraded') {
+        drain.pending.add(rec)
+        if (rec.state === 'active') this.#rotate(rec, 'app_shutdown')
+      } else {
+        drain.result.closedIdle++
+        this.#cut(rec, 'app_shutdown')
+      }
+    }
+    if (ms > 0) {
+      drain.timer = setTimeout(() => {
+        drain.timer = null
+        for (const rec of [...this.#records]) {
+          if (drain.pending.delete(rec)) drain.result.forced++
+          this.#cut(rec, 'app_shutdown_timeout')
+        }
+      }, ms)
+    }
+    this.#settleDrain()
+    return done
   }
 
   /**
@@ -159,6 +248,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec !== undefined;
       rec = this.#queue.popExpired(now)
     ) {
+      if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
+        // Not a deadline: connection age or a rate check.
+        if (rec.ageDeadlineAt <= now) this.#ageReached(rec)
+        if (rec.rateCheckAt <= now && this.#checkRates(rec, now)) cut++
+        this.#reschedule(rec)
+        continue
+      }
       const kind: DeadlineKind =
         rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
       // Without the parser hook, a request whose first byte arrived since the
@@ -189,6 +285,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#closed = true
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
+    if (this.#drain?.timer != null) clearTimeout(this.#drain.timer)
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
     // `server.close()` calls back before the 'close' events of the sockets it
@@ -214,6 +311,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#records.add(rec)
     this.#counts.new++
     const o = this.options
+    if (o.maxConnectionsPerIp > 0) this.#countIp(rec, 1)
     if (secure) {
       this.#setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
       this.#awaitingBytes.add(rec)
@@ -222,8 +320,40 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.httpSocket = rawSocket
       this.#setPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
     }
+    if (o.maxConnectionAge > 0) {
+      rec.ageDeadlineAt = now + o.maxConnectionAge
+      this.#reschedule(rec)
+    }
     this.#emit('open', rec, openChannel)
+    const refused = this.#admission(rec)
+    if (refused !== null) this.#cut(rec, refused)
     return rec
+  }
+
+  /** The cap a just-accepted connection exceeds, if any (it is counted already). */
+  #admission(rec: ConnectionRecord): CloseReason | null {
+    const o = this.options
+    if (this.#drain !== null) return 'app_shutdown'
+    if (o.maxConnections > 0 && this.#records.size > o.maxConnections) {
+      return 'max_concurrent_connections_exceeded'
+    }
+    if (
+      o.maxConnectionsPerIp > 0 &&
+      (this.#perIp.get(rec.remoteAddress ?? '') ?? 0) > o.maxConnectionsPerIp
+    ) {
+      return 'max_connections_per_ip_exceeded'
+    }
+    if (o.maxHandshakes > 0 && this.#counts.new + this.#counts.handshaking > o.maxHandshakes) {
+      return 'max_concurrent_handshakes_exceeded'
+    }
+    return null
+  }
+
+  #countIp(rec: ConnectionRecord, delta: 1 | -1): void {
+    const ip = rec.remoteAddress ?? ''
+    const n = (this.#perIp.get(ip) ?? 0) + delta
+    if (n > 0) this.#perIp.set(ip, n)
+    else this.#perIp.delete(ip)
   }
 
   /** @internal The TLS handshake completed. */
@@ -271,7 +401,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   }
 
   /** @internal A request head was parsed. */
-  _requestHead(rec: ConnectionRecord, httpVersion: string): void {
+  _requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void {
     if (rec.state === 'closed') return
     if (!rec.sawMessageBegin) {
       // Node's parser did not report the first byte: count the request from
@@ -282,8 +412,31 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.sawMessageBegin = false
     rec.readingHead = false
     rec.requests++
-    rec.httpVersion = httpVersion
+    rec.httpVersion = req.httpVersion
     this.#setPhase(rec, null, 0, 0)
+    const o = this.options
+    if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
+      rec.rotateReason ??= 'max_requests_per_connection'
+    }
+    if (rec.req === null) {
+      // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
+      const now = this.#clock.now()
+      rec.req = req
+      rec.res = res
+      const headers = req.headers
+      const hasBody =
+        headers['content-length'] !== undefined
+          ? headers['content-length'] !== '0'
+          : headers['transfer-encoding'] !== undefined
+      rec.bodyRate = hasBody ? o.minBodyRate : OFF_RATE
+      rec.bodyWindowAt = rec.bodyRate === OFF_RATE ? -1 : now
+      rec.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
+      rec.responseRate = o.minResponseRate
+      rec.responseWindowAt = -1
+      this.#scheduleRateCheck(rec, now)
+    }
+    // Rotation or drain decided: this response says `Connection: close`.
+    if (rec.rotateReason !== null) res.shouldKeepAlive = false
     this.#reschedule(rec)
   }
 
@@ -307,11 +460,21 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       return
     }
     rec.requestDeadlineAt = INFINITY
+    rec.req = null
+    rec.res = null
+    rec.bodyWindowAt = -1
+    rec.responseWindowAt = -1
+    rec.rateCheckAt = INFINITY
     const socket = rec.httpSocket
     rec.bytesReadAtIdle = socket === null ? 0 : socket.bytesRead
+    // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
     this.#setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
     this.#reschedule(rec)
     this.#transition(rec, 'idle', now)
+    if (rec.rotateReason !== null) {
+      rec.pendingReason ??= rec.rotateReason
+      rec.binding?.endAfterResponse(rec, last !== null)
+    }
   }
 
   /** @internal The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. */
@@ -353,7 +516,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.rawSocket = null
     rec.httpSocket = null
     rec.binding = null
+    rec.req = null
+    rec.res = null
+    if (this.options.maxConnectionsPerIp > 0) this.#countIp(rec, -1)
+    const drain = this.#drain
+    if (drain !== null && drain.pending.delete(rec)) drain.result.finished++
     this.#emit('close', rec, closeChannel)
+    if (drain !== null) this.#settleDrain()
   }
 
   // ---- internals ------------------------------------------------------------
@@ -371,7 +540,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   #reschedule(rec: ConnectionRecord): void {
     if (rec.state === 'closed') return
-    const at = Math.min(rec.phaseDeadlineAt, rec.requestDeadlineAt)
+    const at = Math.min(
+      rec.phaseDeadlineAt,
+      rec.requestDeadlineAt,
+      rec.ageDeadlineAt,
+      rec.rateCheckAt,
+    )
     if (at !== rec.deadlineAt || (at !== INFINITY && rec.queueIndex < 0))
       this.#queue.schedule(rec, at)
   }
@@ -393,8 +567,88 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.pendingReason ??= reason
     rec.phaseDeadlineAt = INFINITY
     rec.requestDeadlineAt = INFINITY
+    rec.ageDeadlineAt = INFINITY
+    rec.rateCheckAt = INFINITY
+    this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)
+  }
+
+  /** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
+  #rotate(rec: ConnectionRecord, reason: CloseReason): void {
+    rec.rotateReason ??= reason
+    const res = rec.res
+    if (res !== null && !res.headersSent) res.shouldKeepAlive = false
+  }
+
+  #ageReached(rec: ConnectionRecord): void {
+    rec.ageDeadlineAt = INFINITY
+    if (rec.state === 'active') this.#rotate(rec, 'max_connection_age')
+    // An upgraded connection (a WebSocket) is the application's to end.
+    else if (rec.state !== 'upgraded') this.#cut(rec, 'max_connection_age')
+  }
+
+  /** Next rate check: every window of the rates in force, while one is. */
+  #scheduleRateCheck(rec: ConnectionRecord, now: number): void {
+    const body = rec.bodyWindowAt >= 0 ? rec.bodyRate.windowMs : INFINITY
+    const response = rec.responseRate.bytesPerSecond > 0 ? rec.responseRate.windowMs : INFINITY
+    rec.rateCheckAt = now + Math.min(body, response)
+  }
+
+  /**
+   * Checks the body and response rates of the request in flight over the
+   * window that just ended; returns true if it cut the connection. Time when
+   * the application is not reading the body, or has nothing queued for the
+   * client, restarts the window instead of counting against the client.
+   */
+  #checkRates(rec: ConnectionRecord, now: number): boolean {
+    rec.rateCheckAt = INFINITY
+    const raw = rec.rawSocket
+    const socket = rec.httpSocket
+    if (raw === null || socket === null) return false
+    if (rec.bodyWindowAt >= 0) {
+      const req = rec.req
+      if (req === null || req.complete) rec.bodyWindowAt = -1
+      else if (bodyReadPaused(socket)) this.#restartBodyWindow(rec, raw, now)
+      else if (now - rec.bodyWindowAt >= rec.bodyRate.windowMs) {
+        if (!meetsRate(raw.bytesRead - rec.bodyWindowBytes, rec.bodyRate, now - rec.bodyWindowAt)) {
+          this.#cut(rec, 'min_request_body_data_rate')
+          return true
+        }
+        this.#restartBodyWindow(rec, raw, now)
+      }
+    }
+    if (rec.responseRate.bytesPerSecond > 0) {
+      if (queuedResponseBytes(raw, socket) === 0) rec.responseWindowAt = -1
+      else if (rec.responseWindowAt < 0) {
+        rec.responseWindowAt = now
+        rec.responseWindowBytes = acceptedBytes(raw)
+      } else if (now - rec.responseWindowAt >= rec.responseRate.windowMs) {
+        const taken = acceptedBytes(raw) - rec.responseWindowBytes
+        if (!meetsRate(taken, rec.responseRate, now - rec.responseWindowAt)) {
+          this.#cut(rec, 'min_response_data_rate')
+          return true
+        }
+        rec.responseWindowAt = now
+        rec.responseWindowBytes = acceptedBytes(raw)
+      }
+    }
+    this.#scheduleRateCheck(rec, now)
+    return false
+  }
+
+  #restartBodyWindow(rec: ConnectionRecord, raw: Socket, now: number): void {
+    rec.bodyWindowAt = now
+    rec.bodyWindowBytes = raw.bytesRead
+  }
+
+  /** Resolves `drain()` once every connection is closed. */
+  #settleDrain(): void {
+    const drain = this.#drain
+    if (drain === null || this.#records.size > 0) return
+    if (drain.timer !== null) clearTimeout(drain.timer)
+    drain.timer = null
+    drain.resolve(drain.result)
   }
 
   #pollHandshakes(now: number): void {
