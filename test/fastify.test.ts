@@ -428,7 +428,7 @@ describe.each([
     expect(rec.requests).toBe(0)
   })
 
-  it('app.close() with an idle keep-alive connection: the record closes as server_closed', async () => {
+  it('app.close() with an idle keep-alive connection: drained at once, the record closes as app_shutdown', async () => {
     const { app, port, closes } = await startGuarded(
       { headersTimeout: 2000, keepAliveTimeout: 5000, sweepInterval: SWEEP },
       { tls },
@@ -443,7 +443,7 @@ describe.each([
       const closing = closes.forClientPort(clientPort, 1500)
       await app.close()
       const rec = await closing
-      expect(rec.closeReason).toBe('server_closed')
+      expect(rec.closeReason).toBe('app_shutdown')
       expect(rec.stateAtClose).toBe('idle')
       expect(rec.requests).toBe(1)
       const close = await conn.closed

@@ -10,15 +10,21 @@ export {
 } from './errors.js'
 export {
   type ConnectionTrackerOptions,
+  type DataRate,
+  DEFAULT_DRAIN_TIMEOUT,
   DEFAULT_HANDSHAKE_TIMEOUT,
   DEFAULT_HEADERS_TIMEOUT,
   DEFAULT_KEEP_ALIVE_TIMEOUT,
+  DEFAULT_MIN_BODY_RATE,
+  DEFAULT_MIN_RESPONSE_RATE,
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_SWEEP_INTERVAL,
   MAX_DURATION,
   type RequestOverrides,
   type ResolvedOptions,
+  type ResolvedRate,
   ResolvedRequestOverrides,
+  resolveDrainTimeout,
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
@@ -28,5 +34,11 @@ export {
   type StateDurations,
   type TlsInfo,
 } from './record.js'
+export { RequestController } from './request-controller.js'
 export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
-export { ConnectionTracker, type ConnectionTrackerEvents, type Snapshot } from './tracker.js'
+export {
+  ConnectionTracker,
+  type ConnectionTrackerEvents,
+  type DrainResult,
+  type Snapshot,
+} from './tracker.js'

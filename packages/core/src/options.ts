@@ -18,10 +18,17 @@ export const DEFAULT_MIN_BODY_RATE: Readonly<DataRate> = Object.freeze({
   bytesPerSecond: 240,
   graceMs: 5_000,
 })
-/** 240 B/s after 5 s, as Kestrel's MinResponseDataRate: a client that stops reading is found in seconds. */
+/**
+ * 240 B/s (Kestrel's MinResponseDataRate) over 30 s windows, not Kestrel's 5 s:
+ * the kernel reports a slow reader's progress in steps of its send buffer
+ * (measured ~1.4 MB on loopback with Linux's 4 MiB tcp_wmem), so a short
+ * window mistakes a client reading 100 KB/s for one that stopped. 30 s finds a
+ * client that stopped reading within a minute and spares readers above ~50 KB/s
+ * even on such buffers; switch it off per route for slower consumers.
+ */
 export const DEFAULT_MIN_RESPONSE_RATE: Readonly<DataRate> = Object.freeze({
   bytesPerSecond: 240,
-  graceMs: 5_000,
+  graceMs: 30_000,
 })
 /** 250 ms: a deadline closes at most this late; four light sweeps a second cost nothing measurable. */
 export const DEFAULT_SWEEP_INTERVAL = 250

@@ -18,7 +18,7 @@ import {
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
-import { acceptedBytes, bodyReadPaused, queuedResponseBytes } from './progress.js'
+import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
 import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 
@@ -604,12 +604,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #checkRates(rec: ConnectionRecord, now: number): boolean {
     rec.rateCheckAt = INFINITY
     const raw = rec.rawSocket
-    const socket = rec.httpSocket
-    if (raw === null || socket === null) return false
+    if (raw === null) return false
     if (rec.bodyWindowAt >= 0) {
       const req = rec.req
       if (req === null || req.complete) rec.bodyWindowAt = -1
-      else if (bodyReadPaused(socket)) this.#restartBodyWindow(rec, raw, now)
+      else if (bodyReadPaused(raw)) this.#restartBodyWindow(rec, raw, now)
       else if (now - rec.bodyWindowAt >= rec.bodyRate.windowMs) {
         if (!meetsRate(raw.bytesRead - rec.bodyWindowBytes, rec.bodyRate, now - rec.bodyWindowAt)) {
           this.#cut(rec, 'min_request_body_data_rate')
@@ -619,7 +618,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       }
     }
     if (rec.responseRate.bytesPerSecond > 0) {
-      if (queuedResponseBytes(raw, socket) === 0) rec.responseWindowAt = -1
+      if (!responseBlocked(raw)) rec.responseWindowAt = -1
       else if (rec.responseWindowAt < 0) {
         rec.responseWindowAt = now
         rec.responseWindowBytes = acceptedBytes(raw)

@@ -2,6 +2,7 @@ export * from '@connguard/core'
 export {
   type ConnguardExpressOptions,
   type ConnguardMiddleware,
+  type ConnguardRequest,
   connguard,
   connguard as default,
   type Middleware,

@@ -1,7 +1,9 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import {
   ConnectionTracker,
   type ConnectionTrackerOptions,
+  type DrainResult,
+  RequestController,
   type RequestOverrides,
   resolveRequestOverrides,
 } from '@connguard/core'
@@ -20,12 +22,20 @@ export interface ConnguardMiddleware extends Middleware {
   attach<S extends object>(server: S): S
   /** A middleware that applies `overrides` to the requests of one route; validated once, here. */
   route(overrides: RequestOverrides): Middleware
+  /** `guard.tracker.drain()`: for shutdown, next to `server.close()`. */
+  drain(options?: { timeout?: number | false }): Promise<DrainResult>
+}
+
+/** A request passed through the guard: `req.connguard` is its controller. */
+export interface ConnguardRequest extends IncomingMessage {
+  readonly connguard: RequestController
 }
 
 /** The tracker's options; see `ConnectionTrackerOptions` in `@connguard/core`. */
 export type ConnguardExpressOptions = ConnectionTrackerOptions
 
 let warnedLateAttach = false
+const controllerKey = 'connguard'
 
 /**
  * `app.use(connguard(options))`, then `guard.attach(server)`. Without
@@ -38,8 +48,25 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
 
   const guard = ((req: IncomingMessage, _res: ServerResponse, next: Next): void => {
     if (!attached) attachLate(req)
+    if (!(controllerKey in req)) exposeController(req)
     next()
   }) as ConnguardMiddleware
+
+  /**
+   * `req.connguard`, created only when a handler reads it: a getter on the
+   * app's request prototype (Express gives each app its own), defined once;
+   * on a bare IncomingMessage, never Node's shared prototype, an own getter.
+   */
+  function exposeController(req: IncomingMessage): void {
+    const proto = Object.getPrototypeOf(req) as object
+    const target = proto === IncomingMessage.prototype || proto === null ? req : proto
+    Object.defineProperty(target, controllerKey, {
+      configurable: true,
+      get(this: IncomingMessage) {
+        return new RequestController(tracker, this)
+      },
+    })
+  }
 
   function attachLate(req: IncomingMessage): void {
     const server = (req.socket as unknown as { server?: Server }).server
@@ -76,6 +103,9 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
         attached = true
         return server
       },
+    },
+    drain: {
+      value: (options?: { timeout?: number | false }) => tracker.drain(options),
     },
     route: {
       value: (overrides: RequestOverrides): Middleware => {

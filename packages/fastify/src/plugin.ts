@@ -1,8 +1,10 @@
 import {
   ConnectionTracker,
   type ConnectionTrackerOptions,
+  RequestController,
   type RequestOverrides,
   type ResolvedRequestOverrides,
+  resolveDrainTimeout,
   resolveRequestOverrides,
 } from '@connguard/core'
 import type { FastifyPluginAsync, onRequestHookHandler, RouteOptions } from 'fastify'
@@ -13,14 +15,24 @@ declare module 'fastify' {
     /** The connguard tracker guarding this instance's server. */
     connguard: ConnectionTracker
   }
+  interface FastifyRequest {
+    /** This request's connection record, and its limits to change from the handler. */
+    readonly connguard: RequestController
+  }
   interface FastifyContextConfig {
-    /** Per-route deadline overrides, validated when the route is registered. */
+    /** Per-route limits (`requestTimeout`, `minBodyRate`, `minResponseRate`), validated when the route is registered. */
     connguard?: RequestOverrides
   }
 }
 
-/** The tracker's options; see `ConnectionTrackerOptions` in `@connguard/core`. */
-export type ConnguardFastifyOptions = ConnectionTrackerOptions
+export interface ConnguardFastifyOptions extends ConnectionTrackerOptions {
+  /**
+   * `app.close()` drains connections first: idle ones close at once, requests
+   * in flight finish, the rest is closed after this many ms (default 30 s;
+   * `false` waits for ever, as Fastify alone does).
+   */
+  drainTimeout?: number | false
+}
 
 /** Keys Fastify itself may pass along with a plugin's options. */
 const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
@@ -28,13 +40,23 @@ const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
 const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app, options) => {
   const trackerOptions: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(options)) {
-    if (!REGISTER_KEYS.has(key)) trackerOptions[key] = value
+    if (!REGISTER_KEYS.has(key) && key !== 'drainTimeout') trackerOptions[key] = value
   }
   const tracker = new ConnectionTracker(trackerOptions)
+  const drainTimeout = resolveDrainTimeout(options.drainTimeout)
   // At register time, before listen: the first connection is already guarded.
   tracker.attach(app.server)
   app.decorate('connguard', tracker)
+  // A getter: the controller exists only for handlers that ask for it.
+  app.decorateRequest('connguard', {
+    getter(this: { raw: import('node:http').IncomingMessage }) {
+      return new RequestController(tracker, this.raw)
+    },
+  })
   app.addHook('onRoute', (route) => addRouteOverrides(tracker, route))
+  app.addHook('preClose', async () => {
+    await tracker.drain({ timeout: drainTimeout === 0 ? false : drainTimeout })
+  })
   app.addHook('onClose', async () => {
     tracker.close()
   })
@@ -60,7 +82,8 @@ function addRouteOverrides(tracker: ConnectionTracker, route: RouteOptions): voi
 
 /**
  * `await app.register(connguard, options)`: guards `app.server` with a
- * ConnectionTracker (`app.connguard`), detached again on `app.close()`.
+ * ConnectionTracker (`app.connguard`); `app.close()` drains its connections
+ * and detaches it.
  */
 export const connguard = fp(connguardPlugin, {
   name: '@connguard/fastify',
