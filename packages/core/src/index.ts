@@ -1,5 +1,6 @@
 export type { Clock } from './clock.js'
 export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
+export type { DrainResult } from './drain.js'
 export {
   AlreadyAttachedError,
   ConnguardError,
@@ -39,6 +40,5 @@ export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
 export {
   ConnectionTracker,
   type ConnectionTrackerEvents,
-  type DrainResult,
   type Snapshot,
 } from './tracker.js'

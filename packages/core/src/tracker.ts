@@ -1,10 +1,12 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import { Admission } from './admission.js'
 import { closeChannel, openChannel, transitionChannel } from './channels.js'
 import { classifyClose } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { DeadlineQueue } from './deadline-queue.js'
+import { Drain, type DrainResult } from './drain.js'
 import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
 import {
@@ -12,22 +14,23 @@ import {
   OFF_RATE,
   type RequestOverrides,
   type ResolvedOptions,
-  type ResolvedRate,
   ResolvedRequestOverrides,
   resolveDrainTimeout,
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
-import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
+import {
+  checkRates,
+  scheduleRateCheck,
+  setBodyRate,
+  setResponseRate,
+  startRates,
+  stopRates,
+} from './rates.js'
 import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
-
-/** `bytes` over `elapsedMs` meets `rate`. */
-function meetsRate(bytes: number, rate: ResolvedRate, elapsedMs: number): boolean {
-  return bytes * 1000 >= rate.bytesPerSecond * elapsedMs
-}
 
 /** Live connections by state, and closes by reason since the tracker was created. */
 export interface Snapshot {
@@ -40,16 +43,6 @@ export interface Snapshot {
   upgraded: number
   /** Closed connections counted by close reason (only reasons seen appear). */
   closedByReason: Partial<Record<CloseReason, number>>
-}
-
-/** What `drain()` did, per outcome. */
-export interface DrainResult {
-  /** Closed at once: new, handshaking or idle (`app_shutdown`). */
-  closedIdle: number
-  /** Had a request in flight (or was upgraded) and ended before the timeout. */
-  finished: number
-  /** Still open at the timeout and closed with `app_shutdown_timeout`. */
-  forced: number
 }
 
 export interface ConnectionTrackerEvents {
@@ -86,20 +79,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #closed = false
   /** Set when Node's parser did not report a request's first byte: fall back to polling idle connections. */
   #pollIdle = false
-  /** Live connections per remote address, kept only when maxConnectionsPerIp is set. */
-  readonly #perIp = new Map<string, number>()
-  #drain: {
-    result: DrainResult
-    /** Connections with a request in flight (or upgraded) when the drain began. */
-    pending: Set<ConnectionRecord>
-    timer: NodeJS.Timeout | null
-    done: Promise<DrainResult>
-    resolve: (r: DrainResult) => void
-  } | null = null
+  readonly #admission: Admission
+  #drain: Drain | null = null
 
   constructor(options?: ConnectionTrackerOptions) {
     super()
     this.options = resolveOptions(options)
+    this.#admission = new Admission(this.options)
     this.#clock = this.options.clock
     this.#epochOffset = Date.now() - this.#clock.now()
   }
@@ -172,17 +158,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
     if (rec.req === req) {
       const now = this.#clock.now()
-      if (resolved.minBodyRate !== undefined) {
-        rec.bodyRate = resolved.minBodyRate
-        // A new rate starts a fresh window (and grace) from now.
-        rec.bodyWindowAt = rec.bodyWindowAt < 0 || resolved.minBodyRate === OFF_RATE ? -1 : now
-        if (rec.bodyWindowAt >= 0) rec.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
-      }
-      if (resolved.minResponseRate !== undefined) {
-        rec.responseRate = resolved.minResponseRate
-        rec.responseWindowAt = -1
-      }
-      this.#scheduleRateCheck(rec, now)
+      if (resolved.minBodyRate !== undefined) setBodyRate(rec, resolved.minBodyRate, now)
+      if (resolved.minResponseRate !== undefined) setResponseRate(rec, resolved.minResponseRate)
+      scheduleRateCheck(rec, now)
     }
     this.#reschedule(rec)
     return true
@@ -200,38 +178,25 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   drain({ timeout }: { timeout?: number | false } = {}): Promise<DrainResult> {
     const ms = resolveDrainTimeout(timeout)
     if (this.#drain !== null) return this.#drain.done
-    let resolve!: (r: DrainResult) => void
-    const done = new Promise<DrainResult>((r) => {
-      resolve = r
-    })
-    const drain = {
-      result: { closedIdle: 0, finished: 0, forced: 0 },
-      pending: new Set<ConnectionRecord>(),
-      timer: null as NodeJS.Timeout | null,
-      done,
-      resolve,
-    }
+    const drain = new Drain()
     this.#drain = drain
     for (const rec of [...this.#records]) {
       if (rec.state === 'active' || rec.state === 'upgraded') {
-        drain.pending.add(rec)
+        drain.wait(rec)
         if (rec.state === 'active') this.#rotate(rec, 'app_shutdown')
       } else {
-        drain.result.closedIdle++
+        drain.closedAtOnce()
         this.#cut(rec, 'app_shutdown')
       }
     }
-    if (ms > 0) {
-      drain.timer = setTimeout(() => {
-        drain.timer = null
-        for (const rec of [...this.#records]) {
-          if (drain.pending.delete(rec)) drain.result.forced++
-          this.#cut(rec, 'app_shutdown_timeout')
-        }
-      }, ms)
-    }
-    this.#settleDrain()
-    return done
+    drain.arm(ms, () => {
+      for (const rec of [...this.#records]) {
+        drain.forced(rec)
+        this.#cut(rec, 'app_shutdown_timeout')
+      }
+    })
+    drain.settle(this.#records.size)
+    return drain.done
   }
 
   /**
@@ -251,7 +216,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
         // Not a deadline: connection age or a rate check.
         if (rec.ageDeadlineAt <= now) this.#ageReached(rec)
-        if (rec.rateCheckAt <= now && this.#checkRates(rec, now)) cut++
+        const failed = rec.rateCheckAt <= now ? checkRates(rec, now) : null
+        if (failed !== null) {
+          this.#cut(rec, failed)
+          cut++
+        }
         this.#reschedule(rec)
         continue
       }
@@ -285,7 +254,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#closed = true
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
-    if (this.#drain?.timer != null) clearTimeout(this.#drain.timer)
+    this.#drain?.cancel()
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
     // `server.close()` calls back before the 'close' events of the sockets it
@@ -311,7 +280,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#records.add(rec)
     this.#counts.new++
     const o = this.options
-    if (o.maxConnectionsPerIp > 0) this.#countIp(rec, 1)
     if (secure) {
       this.#setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
       this.#awaitingBytes.add(rec)
@@ -325,35 +293,19 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#reschedule(rec)
     }
     this.#emit('open', rec, openChannel)
-    const refused = this.#admission(rec)
-    if (refused !== null) this.#cut(rec, refused)
+    const refused =
+      this.#drain !== null
+        ? 'app_shutdown'
+        : this.#admission.admit(
+            rec,
+            this.#records.size,
+            this.#counts.new + this.#counts.handshaking,
+          )
+    if (refused !== null) {
+      if (refused === 'app_shutdown') this.#drain?.closedAtOnce()
+      this.#cut(rec, refused)
+    }
     return rec
-  }
-
-  /** The cap a just-accepted connection exceeds, if any (it is counted already). */
-  #admission(rec: ConnectionRecord): CloseReason | null {
-    const o = this.options
-    if (this.#drain !== null) return 'app_shutdown'
-    if (o.maxConnections > 0 && this.#records.size > o.maxConnections) {
-      return 'max_concurrent_connections_exceeded'
-    }
-    if (
-      o.maxConnectionsPerIp > 0 &&
-      (this.#perIp.get(rec.remoteAddress ?? '') ?? 0) > o.maxConnectionsPerIp
-    ) {
-      return 'max_connections_per_ip_exceeded'
-    }
-    if (o.maxHandshakes > 0 && this.#counts.new + this.#counts.handshaking > o.maxHandshakes) {
-      return 'max_concurrent_handshakes_exceeded'
-    }
-    return null
-  }
-
-  #countIp(rec: ConnectionRecord, delta: 1 | -1): void {
-    const ip = rec.remoteAddress ?? ''
-    const n = (this.#perIp.get(ip) ?? 0) + delta
-    if (n > 0) this.#perIp.set(ip, n)
-    else this.#perIp.delete(ip)
   }
 
   /** @internal The TLS handshake completed. */
@@ -424,16 +376,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.req = req
       rec.res = res
       const headers = req.headers
+      const length = headers['content-length']
       const hasBody =
-        headers['content-length'] !== undefined
-          ? headers['content-length'] !== '0'
-          : headers['transfer-encoding'] !== undefined
-      rec.bodyRate = hasBody ? o.minBodyRate : OFF_RATE
-      rec.bodyWindowAt = rec.bodyRate === OFF_RATE ? -1 : now
-      rec.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
-      rec.responseRate = o.minResponseRate
-      rec.responseWindowAt = -1
-      this.#scheduleRateCheck(rec, now)
+        length !== undefined ? length !== '0' : headers['transfer-encoding'] !== undefined
+      startRates(rec, hasBody ? o.minBodyRate : OFF_RATE, o.minResponseRate, now)
     }
     // Rotation or drain decided: this response says `Connection: close`.
     if (rec.rotateReason !== null) res.shouldKeepAlive = false
@@ -462,9 +408,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.requestDeadlineAt = INFINITY
     rec.req = null
     rec.res = null
-    rec.bodyWindowAt = -1
-    rec.responseWindowAt = -1
-    rec.rateCheckAt = INFINITY
+    stopRates(rec)
     const socket = rec.httpSocket
     rec.bytesReadAtIdle = socket === null ? 0 : socket.bytesRead
     // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
@@ -518,11 +462,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.binding = null
     rec.req = null
     rec.res = null
-    if (this.options.maxConnectionsPerIp > 0) this.#countIp(rec, -1)
-    const drain = this.#drain
-    if (drain !== null && drain.pending.delete(rec)) drain.result.finished++
+    this.#admission.release(rec)
+    this.#drain?.closed(rec)
     this.#emit('close', rec, closeChannel)
-    if (drain !== null) this.#settleDrain()
+    this.#drain?.settle(this.#records.size)
   }
 
   // ---- internals ------------------------------------------------------------
@@ -586,68 +529,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.state === 'active') this.#rotate(rec, 'max_connection_age')
     // An upgraded connection (a WebSocket) is the application's to end.
     else if (rec.state !== 'upgraded') this.#cut(rec, 'max_connection_age')
-  }
-
-  /** Next rate check: every window of the rates in force, while one is. */
-  #scheduleRateCheck(rec: ConnectionRecord, now: number): void {
-    const body = rec.bodyWindowAt >= 0 ? rec.bodyRate.windowMs : INFINITY
-    const response = rec.responseRate.bytesPerSecond > 0 ? rec.responseRate.windowMs : INFINITY
-    rec.rateCheckAt = now + Math.min(body, response)
-  }
-
-  /**
-   * Checks the body and response rates of the request in flight over the
-   * window that just ended; returns true if it cut the connection. Time when
-   * the application is not reading the body, or has nothing queued for the
-   * client, restarts the window instead of counting against the client.
-   */
-  #checkRates(rec: ConnectionRecord, now: number): boolean {
-    rec.rateCheckAt = INFINITY
-    const raw = rec.rawSocket
-    if (raw === null) return false
-    if (rec.bodyWindowAt >= 0) {
-      const req = rec.req
-      if (req === null || req.complete) rec.bodyWindowAt = -1
-      else if (bodyReadPaused(raw)) this.#restartBodyWindow(rec, raw, now)
-      else if (now - rec.bodyWindowAt >= rec.bodyRate.windowMs) {
-        if (!meetsRate(raw.bytesRead - rec.bodyWindowBytes, rec.bodyRate, now - rec.bodyWindowAt)) {
-          this.#cut(rec, 'min_request_body_data_rate')
-          return true
-        }
-        this.#restartBodyWindow(rec, raw, now)
-      }
-    }
-    if (rec.responseRate.bytesPerSecond > 0) {
-      if (!responseBlocked(raw)) rec.responseWindowAt = -1
-      else if (rec.responseWindowAt < 0) {
-        rec.responseWindowAt = now
-        rec.responseWindowBytes = acceptedBytes(raw)
-      } else if (now - rec.responseWindowAt >= rec.responseRate.windowMs) {
-        const taken = acceptedBytes(raw) - rec.responseWindowBytes
-        if (!meetsRate(taken, rec.responseRate, now - rec.responseWindowAt)) {
-          this.#cut(rec, 'min_response_data_rate')
-          return true
-        }
-        rec.responseWindowAt = now
-        rec.responseWindowBytes = acceptedBytes(raw)
-      }
-    }
-    this.#scheduleRateCheck(rec, now)
-    return false
-  }
-
-  #restartBodyWindow(rec: ConnectionRecord, raw: Socket, now: number): void {
-    rec.bodyWindowAt = now
-    rec.bodyWindowBytes = raw.bytesRead
-  }
-
-  /** Resolves `drain()` once every connection is closed. */
-  #settleDrain(): void {
-    const drain = this.#drain
-    if (drain === null || this.#records.size > 0) return
-    if (drain.timer !== null) clearTimeout(drain.timer)
-    drain.timer = null
-    drain.resolve(drain.result)
   }
 
   #pollHandshakes(now: number): void {

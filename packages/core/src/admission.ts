@@ -1,0 +1,44 @@
+import type { CloseReason } from './close-reasons.js'
+import type { ResolvedOptions } from './options.js'
+import type { ConnectionRecord } from './record.js'
+
+/**
+ * The caps checked at accept. A just-accepted connection is already counted,
+ * so "over the cap" is `>`; the tracker cuts it at once with the reason.
+ */
+export class Admission {
+  readonly #options: ResolvedOptions
+  /** Live connections per remote address, kept only when maxConnectionsPerIp is set. */
+  readonly #perIp = new Map<string, number>()
+
+  constructor(options: ResolvedOptions) {
+    this.#options = options
+  }
+
+  /** Counts `rec` in, and returns the cap it exceeds, if any. */
+  admit(rec: ConnectionRecord, live: number, handshaking: number): CloseReason | null {
+    const o = this.#options
+    let perIp = 0
+    if (o.maxConnectionsPerIp > 0) perIp = this.#count(rec, 1)
+    if (o.maxConnections > 0 && live > o.maxConnections)
+      return 'max_concurrent_connections_exceeded'
+    if (perIp > o.maxConnectionsPerIp && o.maxConnectionsPerIp > 0)
+      return 'max_connections_per_ip_exceeded'
+    if (o.maxHandshakes > 0 && handshaking > o.maxHandshakes)
+      return 'max_concurrent_handshakes_exceeded'
+    return null
+  }
+
+  /** Counts `rec` out. */
+  release(rec: ConnectionRecord): void {
+    if (this.#options.maxConnectionsPerIp > 0) this.#count(rec, -1)
+  }
+
+  #count(rec: ConnectionRecord, delta: 1 | -1): number {
+    const ip = rec.remoteAddress ?? ''
+    const n = (this.#perIp.get(ip) ?? 0) + delta
+    if (n > 0) this.#perIp.set(ip, n)
+    else this.#perIp.delete(ip)
+    return n
+  }
+}
