@@ -1,0 +1,50 @@
+/**
+ * The README's first promise: the demo runs and exits 0 by itself, and every
+ * example's self-test passes. They import the built packages, as a user would.
+ */
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { beforeAll, describe, expect, it } from 'vitest'
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+beforeAll(async () => {
+  const built = ['core', 'fastify', 'express'].every((name) =>
+    existsSync(`${root}packages/${name}/dist/index.js`),
+  )
+  if (!built) {
+    await run('npx', ['-y', 'pnpm@10', '-r', '--filter', './packages/*', 'run', 'build'], {
+      cwd: root,
+      timeout: 240_000,
+    })
+  }
+}, 250_000)
+
+describe('examples', () => {
+  it('the demo cuts every stuck client with its reason, spares the upload, and exits 0', async () => {
+    const { stdout } = await run('node', ['examples/demo.mjs'], {
+      cwd: root,
+      timeout: 60_000,
+      env: { ...process.env, NO_COLOR: '1' },
+    })
+    expect(stdout).toContain('tls_handshake_timeout')
+    expect(stdout).toContain('request_headers_timeout')
+    expect(stdout).toContain('keep_alive_timeout')
+    expect(stdout).toMatch(/OK: /)
+  }, 70_000)
+
+  it.each(['fastify-https.mjs', 'express-https.mjs', 'uploads-sse.mjs'])(
+    '%s --smoke exits 0 after a successful request',
+    async (file) => {
+      const { stdout } = await run('node', [`examples/${file}`, '--smoke'], {
+        cwd: root,
+        timeout: 30_000,
+      })
+      expect(stdout).toMatch(/→ 200/)
+    },
+    40_000,
+  )
+})
