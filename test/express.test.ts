@@ -12,9 +12,9 @@
 import diagnosticsChannel from 'node:diagnostics_channel'
 import { once } from 'node:events'
 import http from 'node:http'
-import http2 from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
+import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import {
   type ConnectionRecord,
@@ -833,7 +833,7 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
         'CONNGUARD_ERR_UNKNOWN_OPTION',
       )
       expect(codeOf(() => guard.attach({}))).toBe('CONNGUARD_ERR_UNSUPPORTED_SERVER')
-      expect(codeOf(() => guard.attach(http2.createServer()))).toBe(
+      expect(codeOf(() => guard.attach(net.createServer()))).toBe(
         'CONNGUARD_ERR_UNSUPPORTED_SERVER',
       )
       guard.tracker.close()

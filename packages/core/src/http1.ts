@@ -1,10 +1,19 @@
 import http from 'node:http'
+import type { Http2Session } from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
-import type { TLSSocket } from 'node:tls'
+import tls, { type TLSSocket } from 'node:tls'
 import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
 import type { CloseReason } from './close-reasons.js'
 import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
+import {
+  bindSession,
+  cutSession,
+  goawaySession,
+  pingSession,
+  rawSocketOf,
+  releaseSession,
+} from './http2.js'
 import { MAX_DURATION } from './options.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
@@ -52,6 +61,10 @@ export interface ServerBinding {
    * (`nodeCloses`: the response said `Connection: close`).
    */
   endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void
+  /** HTTP/2: sends a PING. */
+  ping(rec: ConnectionRecord): void
+  /** HTTP/2: GOAWAY, let the streams in flight finish, then close. */
+  goaway(rec: ConnectionRecord): void
   /** Removes what was added to a live connection, leaving it open. */
   release(rec: ConnectionRecord): void
   /** Removes every listener added to the server and restores its timers. */
@@ -62,19 +75,27 @@ type Marked = { [kRecord]?: ConnectionRecord }
 type ParserLike = { socket: Socket | null; [kOnMessageBegin]?: unknown }
 type TrackedServer = (http.Server | https.Server) & { [kTracker]?: ConnectionTracker }
 
+/** `node:http2` servers (their classes are not exported): h2c, and TLS with or without HTTP/1.1 fallback. */
+function isHttp2Server(server: object): boolean {
+  const name = (server as { constructor?: { name?: string } }).constructor?.name
+  return (
+    (name === 'Http2Server' || name === 'Http2SecureServer') &&
+    typeof (server as { listen?: unknown }).listen === 'function'
+  )
+}
+
 export function bindServer(tracker: ConnectionTracker, server: object): ServerBinding {
-  const secure = server instanceof https.Server
-  if (!secure && !(server instanceof http.Server)) {
+  const h2 = server !== null && typeof server === 'object' && isHttp2Server(server)
+  const secure = server instanceof https.Server || (h2 && server instanceof tls.Server)
+  if (!h2 && !secure && !(server instanceof http.Server)) {
     const name = (server as { constructor?: { name?: string } })?.constructor?.name ?? typeof server
     throw new UnsupportedServerError(
-      /Http2/.test(name)
-        ? `${name}: HTTP/2 servers are not supported yet`
-        : `expected an http.Server or https.Server, got ${name}`,
+      `expected a node:http, node:https or node:http2 server, got ${name}`,
     )
   }
   const owner = (server as TrackedServer)[kTracker]
   if (owner !== undefined && owner !== tracker) throw new AlreadyAttachedError()
-  return new Http1Binding(tracker, server as TrackedServer, secure)
+  return new Http1Binding(tracker, server as TrackedServer, secure, h2)
 }
 
 // Socket listeners are shared functions (`this` is the socket): no closure per connection.
@@ -126,6 +147,8 @@ class Http1Binding implements ServerBinding {
   readonly tracker: ConnectionTracker
   readonly #server: TrackedServer
   readonly #secure: boolean
+  readonly #h2: boolean
+  readonly #onSession = (session: Http2Session) => this.#session(session)
   readonly #saved: {
     headersTimeout: number
     requestTimeout: number
@@ -156,10 +179,11 @@ class Http1Binding implements ServerBinding {
     this.#listenerAdded(event, listener)
   readonly #onRemoveListener = (event: string | symbol) => this.#listenerRemoved(event)
 
-  constructor(tracker: ConnectionTracker, server: TrackedServer, secure: boolean) {
+  constructor(tracker: ConnectionTracker, server: TrackedServer, secure: boolean, h2: boolean) {
     this.tracker = tracker
     this.#server = server
     this.#secure = secure
+    this.#h2 = h2
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
     this.#handshakeKey = Object.getOwnPropertySymbols(server).find(
@@ -176,7 +200,13 @@ class Http1Binding implements ServerBinding {
     }
     this.#alignTimers()
     server[kTracker] = tracker
-    server.on('connection', this.#onConnection)
+    if (h2) {
+      // An h2c session is created inside Node's own 'connection' listener: ours must run first.
+      server.prependListener('connection', this.#onConnection)
+      server.on('session', this.#onSession)
+    } else {
+      server.on('connection', this.#onConnection)
+    }
     if (secure) {
       server.on('secureConnection', this.#onSecure)
       server.on('tlsClientError', this.#onTlsClientError)
@@ -199,9 +229,12 @@ class Http1Binding implements ServerBinding {
   #alignTimers(): void {
     const server = this.#server
     const o = this.tracker.options
-    server.headersTimeout = 0
-    server.requestTimeout = 0
-    server.keepAliveTimeout = nodeKeepAlive(o.keepAliveTimeout)
+    // HTTP/2 servers have these only with HTTP/1.1 fallback (allowHTTP1).
+    if (typeof server.headersTimeout === 'number') server.headersTimeout = 0
+    if (typeof server.requestTimeout === 'number') server.requestTimeout = 0
+    if (typeof server.keepAliveTimeout === 'number' || !this.#h2) {
+      server.keepAliveTimeout = nodeKeepAlive(o.keepAliveTimeout)
+    }
     if (this.#handshakeKey !== undefined)
       (server as unknown as Record<symbol, unknown>)[this.#handshakeKey] = 0
   }
@@ -209,6 +242,7 @@ class Http1Binding implements ServerBinding {
   detach(): void {
     const server = this.#server
     server.removeListener('connection', this.#onConnection)
+    server.removeListener('session', this.#onSession)
     server.removeListener('secureConnection', this.#onSecure)
     server.removeListener('tlsClientError', this.#onTlsClientError)
     server.removeListener('newListener', this.#onNewListener)
@@ -219,8 +253,11 @@ class Http1Binding implements ServerBinding {
     const saved = this.#saved
     if (server.headersTimeout === 0) server.headersTimeout = saved.headersTimeout
     if (server.requestTimeout === 0) server.requestTimeout = saved.requestTimeout
-    if (server.keepAliveTimeout === nodeKeepAlive(this.tracker.options.keepAliveTimeout))
-      server.keepAliveTimeout = saved.keepAliveTimeout
+    if (server.keepAliveTimeout === nodeKeepAlive(this.tracker.options.keepAliveTimeout)) {
+      if (saved.keepAliveTimeout === undefined)
+        delete (server as { keepAliveTimeout?: number }).keepAliveTimeout
+      else server.keepAliveTimeout = saved.keepAliveTimeout
+    }
     const key = this.#handshakeKey
     if (key !== undefined && (server as unknown as Record<symbol, unknown>)[key] === 0) {
       ;(server as unknown as Record<symbol, unknown>)[key] = saved.handshake
@@ -243,7 +280,8 @@ class Http1Binding implements ServerBinding {
   #secureConnection(socket: TLSSocket & Marked): void {
     const raw = (socket as unknown as { _parent?: Socket & Marked })._parent
     const rec = raw?.[kRecord]
-    if (rec === undefined || rec.state === 'closed') return
+    // An h2 session was set up already, inside Node's listener (which runs before this one).
+    if (rec === undefined || rec.state === 'closed' || rec.session !== null) return
     socket[kRecord] = rec
     socket.on('error', onSocketError)
     socket.on('end', onSocketEnd)
@@ -270,7 +308,30 @@ class Http1Binding implements ServerBinding {
     if (rec !== undefined) this.tracker._upgraded(rec)
   }
 
+  #session(session: Http2Session): void {
+    const raw = rawSocketOf(session) as Socket & Marked
+    let rec = raw[kRecord]
+    if (rec === undefined) {
+      this.#accept(raw)
+      rec = raw[kRecord]
+    }
+    if (rec === undefined || rec.state === 'closed' || rec.pendingReason !== null) return
+    bindSession(this.tracker, rec, session)
+  }
+
+  ping(rec: ConnectionRecord): void {
+    pingSession(rec)
+  }
+
+  goaway(rec: ConnectionRecord): void {
+    goawaySession(rec)
+  }
+
   cut(rec: ConnectionRecord, reason: CloseReason): void {
+    if (rec.session !== null) {
+      cutSession(rec, reason)
+      return
+    }
     const socket = rec.httpSocket
     if (socket === null) {
       rec.rawSocket?.destroy()
@@ -293,6 +354,7 @@ class Http1Binding implements ServerBinding {
   }
 
   release(rec: ConnectionRecord): void {
+    releaseSession(rec)
     for (const socket of [rec.rawSocket, rec.httpSocket] as ((Socket & Marked) | null)[]) {
       if (socket === null) continue
       socket.removeListener('close', onRawClose)

@@ -30,6 +30,16 @@ export const DEFAULT_MIN_RESPONSE_RATE: Readonly<DataRate> = Object.freeze({
   bytesPerSecond: 240,
   graceMs: 30_000,
 })
+/**
+ * HTTP/2: a PING after 60 s without a byte from the peer. Go's http2
+ * ReadIdleTimeout and Kestrel's KeepAlivePingDelay are off by default and
+ * gRPC's server pings every 2 h; an idle session is closed at the 72 s
+ * keep-alive anyway, so the PING matters for sessions with a long stream open
+ * to a peer whose route died: 60 s finds it within about 1.5 minutes.
+ */
+export const DEFAULT_PING_INTERVAL = 60_000
+/** 20 s for the PING's ACK, as Kestrel's KeepAlivePingTimeout and gRPC's keepalive timeout. */
+export const DEFAULT_PING_TIMEOUT = 20_000
 /** 250 ms: a deadline closes at most this late; four light sweeps a second cost nothing measurable. */
 export const DEFAULT_SWEEP_INTERVAL = 250
 /** 30 s for `drain()`: a typical orchestrator's grace period (Kubernetes' terminationGracePeriodSeconds). */
@@ -76,6 +86,10 @@ export interface ConnectionTrackerOptions {
   maxConnectionAge?: number | false
   /** Requests served on one connection at most (default off): the last response says `Connection: close`. `max_requests_per_connection`. */
   maxRequestsPerConnection?: number | false
+  /** HTTP/2: send a PING after this much read silence, ms (default 60 s). */
+  pingInterval?: number | false
+  /** HTTP/2: close the session with `ping_timeout` when the PING's ACK takes longer, ms (default 20 s). */
+  pingTimeout?: number | false
   /** How often the sweeper checks deadlines, ms (default 250). A close is late by at most this much. */
   sweepInterval?: number
   /** Time source for deadlines, for tests: `{ now(): number }` in ms, monotonic. */
@@ -103,6 +117,8 @@ export interface ResolvedOptions {
   readonly maxHandshakes: number
   readonly maxConnectionAge: number
   readonly maxRequestsPerConnection: number
+  readonly pingInterval: number
+  readonly pingTimeout: number
   readonly sweepInterval: number
   readonly clock: Clock
 }
@@ -169,6 +185,8 @@ const OPTION_NAMES = [
   'maxHandshakes',
   'maxConnectionAge',
   'maxRequestsPerConnection',
+  'pingInterval',
+  'pingTimeout',
   'sweepInterval',
   'clock',
 ] as const satisfies readonly (keyof ConnectionTrackerOptions)[]
@@ -204,6 +222,8 @@ export function resolveOptions(
     maxHandshakes: count('maxHandshakes', options.maxHandshakes),
     maxConnectionAge: duration('maxConnectionAge', options.maxConnectionAge, 0),
     maxRequestsPerConnection: count('maxRequestsPerConnection', options.maxRequestsPerConnection),
+    pingInterval: duration('pingInterval', options.pingInterval, DEFAULT_PING_INTERVAL),
+    pingTimeout: duration('pingTimeout', options.pingTimeout, DEFAULT_PING_TIMEOUT),
     sweepInterval: sweepInterval(options.sweepInterval),
     clock: clock(options.clock),
   }

@@ -85,6 +85,10 @@ export class ConnectionRecord implements Scheduled {
   closeReason: CloseReason | null = null
   /** The `code` of the error behind the close, when there was one (`ECONNRESET`, `HPE_INVALID_METHOD`, …). */
   errorCode: string | null = null
+  /** HTTP/2: most streams open at once. */
+  peakConcurrentStreams = 0
+  /** HTTP/2: round-trip time of the last PING the tracker sent, ms; null before the first ACK. */
+  pingRtt: number | null = null
 
   /** @internal The accepted TCP socket; for TLS, the TLSSocket's parent. Counts wire bytes. */
   rawSocket: Socket | null
@@ -150,6 +154,16 @@ export class ConnectionRecord implements Scheduled {
   ageDeadlineAt = Number.POSITIVE_INFINITY
   /** @internal Close after the response in flight, for this reason (rotation, drain). */
   rotateReason: CloseReason | null = null
+  /** @internal The HTTP/2 session this connection carries, if any. */
+  session: import('node:http2').Http2Session | null = null
+  /** @internal Due time of the next PING check (HTTP/2). */
+  pingCheckAt = Number.POSITIVE_INFINITY
+  /** @internal When the PING in flight was sent, -1 when none. */
+  pingSentAt = -1
+  /** @internal bytesRead at the last PING check, and when it last moved. */
+  lastReadBytes = 0
+  /** @internal */
+  lastReadAt = 0
   /** @internal Wire bytes, frozen at close. */
   finalBytesRead = 0
   /** @internal Wire bytes, frozen at close. */
@@ -221,6 +235,8 @@ export class ConnectionRecord implements Scheduled {
       stateAtClose: this.stateAtClose,
       closeReason: this.closeReason,
       errorCode: this.errorCode,
+      peakConcurrentStreams: this.peakConcurrentStreams,
+      pingRtt: this.pingRtt,
     }
   }
 }

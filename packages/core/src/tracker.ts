@@ -19,6 +19,7 @@ import {
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
+import { checkPing, pingAcked, startPing } from './ping.js'
 import {
   checkRates,
   scheduleRateCheck,
@@ -216,6 +217,15 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
         // Not a deadline: connection age or a rate check.
         if (rec.ageDeadlineAt <= now) this.#ageReached(rec)
+        if (rec.pingCheckAt <= now) {
+          const step = checkPing(rec, this.options, now)
+          if (step === 'timeout') {
+            this.#cut(rec, 'ping_timeout')
+            cut++
+            continue
+          }
+          if (step === 'send') rec.binding?.ping(rec)
+        }
         const failed = rec.rateCheckAt <= now ? checkRates(rec, now) : null
         if (failed !== null) {
           this.#cut(rec, failed)
@@ -421,6 +431,70 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
   }
 
+  /**
+   * @internal An HTTP/2 session started on the connection (after TLS, or at
+   * accept for h2c): it is established, and idle until its first stream.
+   */
+  _sessionStarted(
+    rec: ConnectionRecord,
+    session: import('node:http2').Http2Session,
+    httpSocket: Socket,
+    tls: TlsInfo | null,
+  ): void {
+    if (rec.state === 'closed') return
+    rec.session = session
+    rec.httpVersion = '2.0'
+    if (tls !== null) this._established(rec, httpSocket, tls)
+    else if (rec.httpSocket === null) rec.httpSocket = httpSocket
+    const now = this.#clock.now()
+    startPing(rec, this.options, now)
+    if (rec.state === 'new') {
+      this.#setPhase(
+        rec,
+        'request_headers_timeout',
+        this.options.headersTimeout,
+        rec.establishedAtClock,
+      )
+      this.#transition(rec, 'idle', now)
+    }
+    this.#reschedule(rec)
+  }
+
+  /** @internal An HTTP/2 stream opened (its headers are complete). */
+  _streamOpened(rec: ConnectionRecord): void {
+    if (rec.state === 'closed') return
+    const now = this.#clock.now()
+    rec.requests++
+    rec.inFlight++
+    if (rec.inFlight > rec.peakConcurrentStreams) rec.peakConcurrentStreams = rec.inFlight
+    if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
+    const o = this.options
+    if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
+      this.#rotate(rec, 'max_requests_per_connection')
+    }
+    if (rec.inFlight === 1) {
+      this.#setPhase(rec, null, 0, 0)
+      this.#transition(rec, 'active', now)
+    }
+  }
+
+  /** @internal An HTTP/2 stream closed. */
+  _streamClosed(rec: ConnectionRecord): void {
+    if (rec.state === 'closed' || rec.inFlight === 0) return
+    rec.inFlight--
+    if (rec.inFlight > 0) return
+    const now = this.#clock.now()
+    this.#setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
+    this.#transition(rec, 'idle', now)
+  }
+
+  /** @internal The ACK of our PING came back. */
+  _pingAcked(rec: ConnectionRecord, rtt: number): void {
+    if (rec.state === 'closed') return
+    pingAcked(rec, this.options, rtt, this.#clock.now())
+    this.#reschedule(rec)
+  }
+
   /** @internal The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. */
   _upgraded(rec: ConnectionRecord): void {
     if (rec.state === 'closed') return
@@ -484,6 +558,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #reschedule(rec: ConnectionRecord): void {
     if (rec.state === 'closed') return
     const at = Math.min(
+      rec.pingCheckAt,
       rec.phaseDeadlineAt,
       rec.requestDeadlineAt,
       rec.ageDeadlineAt,
@@ -512,6 +587,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.requestDeadlineAt = INFINITY
     rec.ageDeadlineAt = INFINITY
     rec.rateCheckAt = INFINITY
+    rec.pingCheckAt = INFINITY
     this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)
@@ -520,13 +596,21 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
   #rotate(rec: ConnectionRecord, reason: CloseReason): void {
     rec.rotateReason ??= reason
+    if (rec.session !== null) {
+      // HTTP/2: GOAWAY; streams in flight finish, no new one starts, then it closes.
+      rec.pendingReason ??= reason
+      rec.binding?.goaway(rec)
+      return
+    }
     const res = rec.res
     if (res !== null && !res.headersSent) res.shouldKeepAlive = false
   }
 
   #ageReached(rec: ConnectionRecord): void {
     rec.ageDeadlineAt = INFINITY
-    if (rec.state === 'active') this.#rotate(rec, 'max_connection_age')
+    if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
+      this.#rotate(rec, 'max_connection_age')
+    }
     // An upgraded connection (a WebSocket) is the application's to end.
     else if (rec.state !== 'upgraded') this.#cut(rec, 'max_connection_age')
   }

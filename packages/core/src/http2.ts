@@ -1,0 +1,126 @@
+import type { Http2Session, ServerHttp2Stream } from 'node:http2'
+import type { Socket } from 'node:net'
+import type { CloseReason } from './close-reasons.js'
+import type { ConnectionRecord, TlsInfo } from './record.js'
+import type { ConnectionTracker } from './tracker.js'
+
+/**
+ * HTTP/2 sessions: the session is the connection, its streams are its
+ * requests. Every close goes through the session (GOAWAY, close, destroy):
+ * writing to or ending the TLS socket under a live Http2Session aborts the
+ * process with a native assertion (node_http2.cc, OnStreamAfterWrite) on
+ * Node 20, 22 and 24 alike.
+ */
+
+const kSessionRecord = Symbol('connguard.sessionRecord')
+type MarkedSession = Http2Session & { [kSessionRecord]?: ConnectionRecord }
+type MarkedStream = ServerHttp2Stream & { [kSessionRecord]?: ConnectionRecord }
+
+/** What Node's session socket proxy gives access to (reads and bound methods only). */
+type SocketView = Socket & {
+  _parent?: Socket | null
+  alpnProtocol?: string | false
+  servername?: string | false
+  getProtocol?: () => string | null
+  getCipher?: () => { name?: string } | undefined
+  isSessionReused?: () => boolean
+}
+
+/** The connection a new session runs on: the raw socket behind the session's socket proxy. */
+export function rawSocketOf(session: Http2Session): Socket {
+  const view = session.socket as SocketView
+  return view._parent ?? view
+}
+
+/** Wires a session to its record; the tracker takes it from there. */
+export function bindSession(
+  tracker: ConnectionTracker,
+  rec: ConnectionRecord,
+  session: Http2Session,
+): void {
+  const marked = session as MarkedSession
+  marked[kSessionRecord] = rec
+  session.on('stream', onStream)
+  session.on('error', onSessionError)
+  session.on('goaway', onGoaway)
+  const view = session.socket as SocketView
+  const tls: TlsInfo | null =
+    view._parent != null
+      ? {
+          protocol: view.getProtocol?.() ?? null,
+          cipher: view.getCipher?.()?.name ?? null,
+          alpnProtocol: view.alpnProtocol ?? false,
+          servername: view.servername || null,
+          resumed: view.isSessionReused?.() ?? false,
+        }
+      : null
+  // Never write to it: all closing goes through the session.
+  tracker._sessionStarted(rec, session, rec.rawSocket as Socket, tls)
+}
+
+function onStream(this: MarkedSession, stream: ServerHttp2Stream): void {
+  const rec = this[kSessionRecord]
+  if (rec === undefined) return
+  ;(stream as MarkedStream)[kSessionRecord] = rec
+  stream.once('close', onStreamClose)
+  rec.binding?.tracker._streamOpened(rec)
+}
+
+function onStreamClose(this: MarkedStream): void {
+  const rec = this[kSessionRecord]
+  if (rec !== undefined) rec.binding?.tracker._streamClosed(rec)
+}
+
+function onSessionError(this: MarkedSession, err: Error): void {
+  const rec = this[kSessionRecord]
+  if (rec !== undefined && rec.error === null) rec.error = err
+}
+
+/** The peer said GOAWAY: it is leaving. */
+function onGoaway(this: MarkedSession): void {
+  const rec = this[kSessionRecord]
+  if (rec !== undefined) rec.closeIntent = 'client'
+}
+
+/** Sends a PING; its ACK reports the round trip. */
+export function pingSession(rec: ConnectionRecord): void {
+  const session = rec.session
+  if (session === null || session.destroyed || session.closed) return
+  try {
+    session.ping((err, duration) => {
+      if (err == null) rec.binding?.tracker._pingAcked(rec, duration)
+    })
+  } catch {
+    // Too many PINGs outstanding, or the session is going: the timeout decides.
+  }
+}
+
+/** GOAWAY: streams in flight finish, no new one starts, then the session closes. */
+export function goawaySession(rec: ConnectionRecord): void {
+  const session = rec.session
+  if (session !== null && !session.closed && !session.destroyed) session.close()
+}
+
+/** Reasons for which the peer is not expected to take a GOAWAY (dead, or out of time). */
+const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  'ping_timeout',
+  'app_shutdown_timeout',
+])
+
+/** Closes the session for `reason`: GOAWAY and close where the peer can hear it, destroy where not. */
+export function cutSession(rec: ConnectionRecord, reason: CloseReason): void {
+  const session = rec.session as Http2Session
+  if (session.destroyed) return
+  if (DESTROY.has(reason) || session.closed) session.destroy()
+  else session.close()
+}
+
+/** Removes what was added to a live session, leaving it open. */
+export function releaseSession(rec: ConnectionRecord): void {
+  const session = rec.session as MarkedSession | null
+  if (session === null) return
+  session.removeListener('stream', onStream)
+  session.removeListener('error', onSessionError)
+  session.removeListener('goaway', onGoaway)
+  delete session[kSessionRecord]
+}
