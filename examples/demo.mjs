@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * connguard demo: a guarded Fastify HTTPS server on 127.0.0.1 and seven scripted clients,
- * good and bad, sent at it at the same time. For each client it shows when the server cut
+ * connguard demo: a guarded Fastify server on 127.0.0.1 speaking HTTP/2 and HTTPS/1.1, and
+ * nine scripted clients, good and bad, sent at it at the same time (two of them HTTP/2: one
+ * healthy, one whose route silently dies mid-request and is found by PING). For each client it shows when the server cut
  * it (measured by the client), and the tracker's record of that connection: why it ended,
  * in which state, the handshake time, requests and wire bytes.
  *
@@ -9,11 +10,12 @@
  *   node examples/demo.mjs       (once the packages are built)
  *
  * The deadlines are seconds here so the demo takes seconds; the library's defaults are
- * 10 s / 30 s / 72 s. The clients use node:net and node:tls only, because an HTTP client
+ * 10 s / 30 s / 72 s. The HTTP/1 clients use node:net and node:tls only, because an HTTP client
  * library would not let them stall in the middle of a handshake or a request head.
  * Exits 0 when every client ended as expected, 1 (with the reasons) when one did not.
  */
 import { readFileSync } from 'node:fs'
+import http2 from 'node:http2'
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -29,6 +31,9 @@ const GUARD = {
   handshakeTimeout: 1000,
   headersTimeout: 1500,
   keepAliveTimeout: 2000,
+  // HTTP/2: a PING after 600 ms without a byte from the peer, 600 ms for its ACK.
+  pingInterval: 600,
+  pingTimeout: 600,
   sweepInterval: 100,
 }
 /** The healthy upload: 60 KiB at 10 KiB/s, so it lasts 6 s, longer than every deadline above. */
@@ -82,10 +87,13 @@ const watchdog = setTimeout(() => {
   process.exit(1)
 }, WATCHDOG_MS)
 
-const app = Fastify({ https: { key: KEY, cert: CERT } })
+// HTTP/2 over TLS, with HTTP/1.1 for clients that do not offer h2 (most of the ones below).
+const app = Fastify({ http2: true, https: { key: KEY, cert: CERT, allowHTTP1: true } })
 await app.register(connguard, GUARD)
 
 app.get('/', async () => ({ hello: 'world' }))
+// A long poll that never answers (the HTTP/2 dead-route client waits on it).
+app.get('/wait', () => new Promise(() => {}))
 // Counts the body as it streams in, without buffering it.
 app.addContentTypeParser('application/octet-stream', (_request, payload, done) => {
   let received = 0
@@ -108,8 +116,11 @@ const names = new Map()
 /** Width of the client names in the live log (the longest is "healthy slow upload"). */
 const NAME_WIDTH = 19
 let t0 = performance.now()
+/** Conns that learn of their end from the server's side (their route is dead). */
+const serverWatched = new Map()
 tracker.on('close', (rec) => {
   records.set(rec.remotePort, rec)
+  serverWatched.get(rec.remotePort)?.()
   const name = names.get(rec.remotePort) ?? `port ${rec.remotePort}`
   const reason =
     rec.closeReason === 'client_closed' ? green(rec.closeReason) : yellow(rec.closeReason)
@@ -118,15 +129,16 @@ tracker.on('close', (rec) => {
   )
 })
 
-say(bold('connguard demo') + dim(' — Fastify HTTPS guarded by @connguard/fastify'))
+say(bold('connguard demo') + dim(' — Fastify over HTTP/2 and HTTPS, guarded by @connguard/fastify'))
 say(
   `server    https://${HOST}:${port}  ${dim('(self-signed test certificate from test/fixtures)')}`,
 )
 say(
   `deadlines handshakeTimeout ${GUARD.handshakeTimeout} ms, headersTimeout ${GUARD.headersTimeout} ms, ` +
-    `keepAliveTimeout ${GUARD.keepAliveTimeout} ms, requestTimeout off, sweepInterval ${GUARD.sweepInterval} ms`,
+    `keepAliveTimeout ${GUARD.keepAliveTimeout} ms, requestTimeout off,\n          ` +
+    `pingInterval ${GUARD.pingInterval} ms, pingTimeout ${GUARD.pingTimeout} ms, sweepInterval ${GUARD.sweepInterval} ms`,
 )
-say(dim(`          (demo values; defaults are 10 s, 30 s, 72 s, off, 250 ms)`))
+say(dim(`          (demo values; defaults are 10 s, 30 s, 72 s, off, 60 s, 20 s, 250 ms)`))
 say()
 
 // ---- the client harness --------------------------------------------------------------------
@@ -227,11 +239,105 @@ function responses(conn, count) {
 
 /** The status codes the server sent before it closed, for the table ("408", "200 ×3"). */
 function statuses(conn) {
-  const codes = parseResponses(conn.received).map((r) => r.status)
+  const codes = conn.statuses ?? parseResponses(conn.received).map((r) => r.status)
   if (codes.length === 0) return conn.received.length > 0 ? `${conn.received.length} bytes` : '—'
   if (codes.every((c) => c === codes[0]))
     return codes.length === 1 ? `${codes[0]}` : `${codes[0]} ×${codes.length}`
   return codes.join(', ')
+}
+
+/**
+ * An HTTP/2 client session, optionally through a loopback relay that can be told to stop
+ * forwarding in both directions without closing anything: the route to the peer dies, as in
+ * the article on HTTP/2 PING liveness. `conn` has the same fields the table reads.
+ */
+function openH2(name, { relay: useRelay = false } = {}) {
+  const startedAt = performance.now()
+  const conn = {
+    name,
+    startedAt,
+    localPort: undefined,
+    establishedAt: Number.NaN,
+    received: Buffer.alloc(0),
+    closedAt: Number.NaN,
+    how: null,
+    statuses: [],
+    diedAt: Number.NaN,
+  }
+  let forwarding = true
+  let relay = null
+  let target = port
+  const ready = new Promise((resolveRelay) => {
+    if (!useRelay) return resolveRelay()
+    relay = net.createServer((down) => {
+      const up = net.connect({ host: HOST, port }, () => {
+        conn.localPort = up.localPort // the server sees the relay's side
+        names.set(conn.localPort, name)
+        serverWatched.set(conn.localPort, () => conn.serverClosed?.())
+      })
+      down.on('data', (d) => forwarding && up.write(d))
+      up.on('data', (d) => forwarding && down.write(d))
+      for (const s of [down, up]) s.on('error', () => {})
+      conn.destroyRelay = () => {
+        down.destroy()
+        up.destroy()
+      }
+    })
+    relay.listen(0, HOST, () => {
+      target = relay.address().port
+      resolveRelay()
+    })
+  })
+  conn.killRoute = () => {
+    forwarding = false
+    conn.diedAt = performance.now()
+  }
+  conn.session = ready.then(() => {
+    const session = http2.connect(`https://${HOST}:${target}`, {
+      ca: CERT,
+      servername: 'localhost',
+    })
+    session.on('error', () => {})
+    session.once('connect', () => {
+      conn.establishedAt = performance.now()
+      if (!useRelay) {
+        conn.localPort = session.socket.localPort
+        names.set(conn.localPort, name)
+      }
+    })
+    return session
+  })
+  conn.closed = conn.session.then(
+    (session) =>
+      new Promise((resolve) => {
+        const finish = (how) => {
+          if (conn.how !== null) return
+          conn.closedAt = performance.now()
+          conn.how = how
+          clearTimeout(life)
+          session.destroy()
+          conn.destroyRelay?.()
+          relay?.close()
+          resolve(conn)
+        }
+        const life = setTimeout(() => finish('gave up'), CLIENT_LIFE_MS)
+        session.once('close', () => finish('close'))
+        conn.finish = finish
+        // With the route dead, the client never hears the server go: watch the server side.
+        conn.serverClosed = () => finish('server closed')
+      }),
+  )
+  return conn
+}
+
+/** One GET on an HTTP/2 session; resolves with its status. */
+function h2get(session, path = '/') {
+  return new Promise((resolve) => {
+    const stream = session.request({ ':path': path })
+    stream.on('response', (headers) => resolve(headers[':status']))
+    stream.on('error', () => resolve(0))
+    stream.resume()
+  })
 }
 
 // ---- the scenarios -------------------------------------------------------------------------
@@ -368,6 +474,41 @@ const scenarios = [
       return conn.closed
     },
   },
+  {
+    name: 'HTTP/2 streams',
+    did: '3 concurrent GETs on one h2 session, then idle',
+    reason: 'keep_alive_timeout',
+    state: 'idle',
+    due: (c) => c.lastResponseAt + GUARD.keepAliveTimeout,
+    async run() {
+      const conn = openH2(this.name)
+      const session = await conn.session
+      conn.statuses = await Promise.all([h2get(session), h2get(session), h2get(session)])
+      conn.lastResponseAt = performance.now()
+      return conn.closed
+    },
+  },
+  {
+    name: 'HTTP/2 dead route',
+    did: 'a long poll, then the route silently dies',
+    reason: 'ping_timeout',
+    state: 'active',
+    // A PING goes out within 1.25 × pingInterval of the last byte read and gets pingTimeout
+    // for its ACK; the last byte may have come up to a pingInterval before the route died.
+    due: (c) => c.diedAt + GUARD.pingInterval * 1.25 + GUARD.pingTimeout,
+    earlyMs: GUARD.pingInterval * 1.25,
+    async run() {
+      const conn = openH2(this.name, { relay: true })
+      const session = await conn.session
+      // A long poll: the stream stays open, so no idle deadline applies; only a PING finds
+      // that nobody is there any more.
+      h2get(session, '/wait')
+      conn.statuses = []
+      await sleep(GUARD.pingInterval * 1.5) // a PING or two answered while the route lives
+      conn.killRoute()
+      return conn.closed
+    },
+  },
 ]
 
 /** What went wrong with one client, if anything (empty: it ended as expected). */
@@ -389,7 +530,7 @@ function problemsOf(scenario, conn, rec) {
   if (Number.isNaN(due))
     return [...problems, 'the client never reached the phase this deadline guards']
   const late = conn.closedAt - due
-  if (late < -EARLY_MS || late > LATE_MS) {
+  if (late < -(scenario.earlyMs ?? EARLY_MS) || late > LATE_MS) {
     problems.push(
       `cut ${late < 0 ? `${secs(-late)} early` : `${secs(late)} after its deadline`} ` +
         `(allowed: up to ${secs(LATE_MS)} late)`,

@@ -12,8 +12,11 @@
  * connections being closed rather than held at the maximum, and (c) the tracker closed the
  * tool's connections with the reason that mode's deadline gives.
  *
- * Bounded: at most 200 connections per run, the tool's test length is 10 s and the process
- * is killed by its pid (SIGINT, then SIGKILL) at a hard timeout; 127.0.0.1 only.
+ * For -X the cut must reset the connection: a plain close would leave the FIN queued behind
+ * megabytes the kernel still holds for the slow reader, and the tool would never see it.
+ *
+ * Bounded: at most 200 connections per run (50 for -X), a test length of at most 10 s, the
+ * process killed by its pid (SIGINT, then SIGKILL) 5 s past that; 127.0.0.1 only. ~16 s.
  *
  * Where the binary is missing (`apt-get install slowhttptest`; .ci/run installs it): with
  * `CI` set the suite FAILS with a message saying so (CI must not silently lose this
@@ -25,6 +28,7 @@ import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
+import type { CloseReason } from '@connguard/core'
 import type { ConnguardFastifyOptions } from '@connguard/fastify'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { type GuardedApp, startGuarded, stopApps } from './helpers/fastify-app.js'
@@ -32,12 +36,12 @@ import { sleep } from './helpers/records.js'
 
 const BINARY = 'slowhttptest'
 
-/** The tool's version line, or null when it cannot be started. */
+/** `slowhttptest <version>`, or null when it cannot be started. */
 function probeBinary(): string | null {
   const r = spawnSync(BINARY, ['-h'], { encoding: 'utf8', timeout: 5_000 })
   if (r.error !== undefined) return null
-  const line = `${r.stdout}${r.stderr}`.split('\n').find((l) => /version/i.test(l))
-  return line?.trim() ?? 'slowhttptest (version unknown)'
+  const v = /version\s+(\S+)/i.exec(`${r.stdout}${r.stderr}`)?.[1]
+  return `${BINARY} ${v ?? '(version unknown)'}`
 }
 
 const version = probeBinary()
@@ -62,13 +66,10 @@ const GUARD: ConnguardFastifyOptions = {
 /** Body of `GET /big`: large enough that the kernel cannot take it all up front. */
 const BIG = Buffer.alloc(5 * 1024 * 1024, 'x')
 
-/** Connections the tool opens per run, and how fast. */
-const CONNECTIONS = 200
+/** Connections per second the tool opens. */
 const RATE = 100
-/** The tool's own test length (-l), seconds; it also stops once every connection closed. */
-const TEST_LENGTH_S = 10
-/** Killed by pid after this, whatever it is doing. */
-const HARD_TIMEOUT_MS = (TEST_LENGTH_S + 5) * 1_000
+/** Extra seconds past the tool's own test length (-l) before it is killed by pid. */
+const HARD_TIMEOUT_SLACK_MS = 5_000
 
 /** One row of the tool's CSV: its socket counts at each second of the test. */
 interface CsvRow {
@@ -90,17 +91,38 @@ interface ToolRun {
   output: string
   /** `Exit status:` line of the final report. */
   exitStatus: string | null
-  /** The last `slow HTTP test status` block printed. */
-  lastStatus: Record<string, string>
   rows: CsvRow[]
+  /** Most orphaned TCP sockets (closed by their process, still held by the kernel) seen during the run, machine-wide; null where /proc/net/sockstat is unreadable. */
+  maxOrphans: number | null
+  /** Most kernel TCP memory seen during the run, MiB, machine-wide. */
+  maxTcpMemMiB: number | null
 }
 
 const running = new Set<ChildProcess>()
 
-/** Run the tool in a scratch directory; kill it by pid at the hard timeout. */
-function runTool(args: string[]): Promise<ToolRun> {
+/** Orphaned sockets and TCP memory pages from /proc/net/sockstat (Linux), or null. */
+function sockstat(): { orphans: number; memPages: number } | null {
+  try {
+    const line = readFileSync('/proc/net/sockstat', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('TCP:'))
+    const orphans = /orphan (\d+)/.exec(line ?? '')?.[1]
+    const mem = /mem (\d+)/.exec(line ?? '')?.[1]
+    return orphans === undefined || mem === undefined
+      ? null
+      : { orphans: Number(orphans), memPages: Number(mem) }
+  } catch {
+    return null
+  }
+}
+
+/**
+ * Run the tool (test length `lengthS`) in a scratch directory; kill it by pid if it is
+ * still running `HARD_TIMEOUT_SLACK_MS` after that.
+ */
+function runTool(args: string[], lengthS: number): Promise<ToolRun> {
   const dir = mkdtempSync(join(tmpdir(), 'connguard-slowhttptest-'))
-  const fullArgs = [...args, '-g', '-o', join(dir, 'report')]
+  const fullArgs = [...args, '-l', String(lengthS), '-g', '-o', join(dir, 'report')]
   const started = performance.now()
   const child = spawn(BINARY, fullArgs, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] })
   running.add(child)
@@ -112,19 +134,32 @@ function runTool(args: string[]): Promise<ToolRun> {
     output += s
   })
   let killed = false
-  const hard = setTimeout(() => {
-    killed = true
-    killChild(child)
-  }, HARD_TIMEOUT_MS)
+  const hard = setTimeout(
+    () => {
+      killed = true
+      killChild(child)
+    },
+    lengthS * 1_000 + HARD_TIMEOUT_SLACK_MS,
+  )
+  let maxOrphans: number | null = null
+  let maxMemPages: number | null = null
+  const sample = setInterval(() => {
+    const s = sockstat()
+    if (s === null) return
+    maxOrphans = Math.max(maxOrphans ?? 0, s.orphans)
+    maxMemPages = Math.max(maxMemPages ?? 0, s.memPages)
+  }, 250)
   return new Promise((resolve, reject) => {
     child.once('error', (err) => {
       clearTimeout(hard)
+      clearInterval(sample)
       running.delete(child)
       rmSync(dir, { recursive: true, force: true })
       reject(err)
     })
     child.once('close', (exitCode, signal) => {
       clearTimeout(hard)
+      clearInterval(sample)
       running.delete(child)
       const text = stripAnsi(output)
       let rows: CsvRow[] = []
@@ -142,8 +177,9 @@ function runTool(args: string[]): Promise<ToolRun> {
         elapsedMs: performance.now() - started,
         output: text,
         exitStatus: /Exit status:\s*(.+)/.exec(text)?.[1]?.trim() ?? null,
-        lastStatus: lastStatusBlock(text),
         rows,
+        maxOrphans,
+        maxTcpMemMiB: maxMemPages === null ? null : Math.round((maxMemPages * 4096) / 2 ** 20),
       })
     })
   })
@@ -201,20 +237,6 @@ function parseCsv(text: string): CsvRow[] {
         serviceAvailable: cells[idx.serviceAvailable] ?? Number.NaN,
       }
     })
-}
-
-/** `name: value` pairs of the last status block the tool printed. */
-function lastStatusBlock(text: string): Record<string, string> {
-  const at = text.lastIndexOf('slow HTTP test status on')
-  if (at < 0) return {}
-  const block: Record<string, string> = {}
-  const head = /slow HTTP test status on (\d+)th second/.exec(text.slice(at))
-  if (head?.[1] !== undefined) block.second = head[1]
-  for (const line of text.slice(at).split('\n').slice(1, 10)) {
-    const m = /^\s*([a-z ]+):\s*(\S+)\s*$/.exec(line)
-    if (m?.[1] !== undefined && m[2] !== undefined) block[m[1].trim()] = m[2]
-  }
-  return block
 }
 
 interface LegitResult {
@@ -292,8 +314,21 @@ interface ModeCase {
   mode: '-H' | '-B' | '-X'
   name: string
   path: string
+  /** -c: connections the tool opens. */
+  connections: number
+  /** -l: the tool's test length, seconds (it also stops once every connection is closed). */
+  lengthS: number
   extra: string[]
-  reason: string
+  reason: CloseReason
+  /**
+   * Whether the tool can see the server's close within the run. False for -X, a KNOWN
+   * LIBRARY BUG: the cut `socket.destroy()`s a connection whose kernel send buffer still
+   * holds ~4 MB; the kernel keeps that orphaned socket and goes on feeding the slow reader
+   * (its FIN queued behind the data), so the attacker sees its connection alive long after
+   * the tracker recorded the close. A reset (`socket.resetAndDestroy()`) ends it at once.
+   * Once packages/core/src/http1.ts cuts such connections with a reset, set this to true.
+   */
+  toolSeesCloses: boolean
 }
 
 const summaries: string[] = []
@@ -312,33 +347,47 @@ const MODES: ModeCase[] = [
     mode: '-H',
     name: 'slowloris',
     path: '/',
-    // A header line every second: an unguarded server would keep these for ever.
+    connections: 200,
+    lengthS: 10,
+    // A header line every second: an unguarded server keeps these until its own timers.
     extra: ['-i', '1'],
     reason: 'request_headers_timeout',
+    toolSeesCloses: true,
   },
   {
     mode: '-B',
     name: 'slow body',
     path: '/upload',
-    // Content-Length 8192, then a few bytes every second.
+    connections: 200,
+    lengthS: 10,
+    // Content-Length 8192, then a few bytes of body every second.
     extra: ['-i', '1', '-s', '8192'],
     reason: 'min_request_body_data_rate',
+    toolSeesCloses: true,
   },
   {
     mode: '-X',
     name: 'slow read',
     path: '/big',
-    // Advertised window 512..1024 bytes, 32 bytes read every second.
-    extra: ['-w', '512', '-y', '1024', '-n', '1', '-z', '32', '-k', '1'],
+    // Fewer connections: each one pins ~4 MB of kernel send buffer on the server side until
+    // it is cut, ~190 MB in all, on a shared machine.
+    connections: 50,
+    lengthS: 6,
+    // Receive window 512..1024 bytes, at most 1 KB read per second: a 5 MB response fills
+    // the server's send buffer and then moves at ~1 KB/s, far below the 10 KB/s minimum.
+    extra: ['-w', '512', '-y', '1024', '-n', '1', '-z', '1024', '-k', '1'],
     reason: 'min_response_data_rate',
+    toolSeesCloses: true,
   },
 ]
 
-describe.skipIf(missing && !process.env.CI)(`${BINARY} against a guarded Fastify server`, () => {
+const describeTool = describe.skipIf(missing && !process.env.CI)
+
+describeTool(`${BINARY} against a guarded Fastify server (${version ?? 'not installed'})`, () => {
   if (missing) {
     it(`${BINARY} is installed`, () => {
       throw new Error(
-        `'${BINARY}' not found on PATH and CI is set: install it (apt-get install -y slowhttptest; .ci/run does) — this suite must not be skipped in CI`,
+        `'${BINARY}' not found on PATH and CI is set: install it (apt-get install -y slowhttptest; .ci/run does); this suite must not be skipped in CI`,
       )
     })
     return
@@ -346,55 +395,71 @@ describe.skipIf(missing && !process.env.CI)(`${BINARY} against a guarded Fastify
 
   it.each(MODES)(
     '$mode ($name): legit client served, tool connections closed with $reason',
-    async ({ mode, path, extra, reason }) => {
-      const { app, port } = await startTarget()
+    async ({ mode, path, connections, lengthS, extra, reason, toolSeesCloses }) => {
+      const { app, port, closes } = await startTarget()
       const legit = legitClient(port)
-      const run = await runTool([
-        mode,
-        '-c',
-        String(CONNECTIONS),
-        '-r',
-        String(RATE),
-        '-l',
-        String(TEST_LENGTH_S),
-        '-p',
-        '2',
-        '-u',
-        `http://127.0.0.1:${port}${path}`,
-        ...extra,
-      ])
+      const run = await runTool(
+        [
+          mode,
+          '-c',
+          String(connections),
+          '-r',
+          String(RATE),
+          '-p',
+          '2',
+          '-u',
+          `http://127.0.0.1:${port}${path}`,
+          ...extra,
+        ],
+        lengthS,
+      )
       const legitResult = await legit.stop()
       const snap = app.connguard.snapshot()
       const last = run.rows.at(-1)
       const total = legitResult.ok + legitResult.failed
+      const available = run.rows.every((r) => r.serviceAvailable > 0)
+      const cutAfter = closes.records
+        .filter((r) => r.closeReason === reason)
+        .map((r) => r.duration ?? Number.NaN)
+        .sort((x, y) => x - y)
       summaries.push(
         [
           `${mode}: ${BINARY} ${run.args.join(' ')}`,
-          `  tool: exit ${run.exitCode ?? run.signal}${run.killed ? ' (killed)' : ''} after ${(run.elapsedMs / 1000).toFixed(1)} s; "${run.exitStatus}"; last status ${JSON.stringify(run.lastStatus)}`,
-          `  csv: ${run.rows.map((r) => `${r.seconds}s c${r.closed}/p${r.pending}/k${r.connected}/a${r.serviceAvailable}`).join(' ')}`,
-          `  legit: ${legitResult.ok}/${total} ok ${legitResult.errors.length > 0 ? JSON.stringify(legitResult.errors) : ''}`,
-          `  tracker: closedByReason ${JSON.stringify(snap.closedByReason)}; live ${snap.total}`,
+          `  tool: exit ${run.exitCode ?? run.signal}${run.killed ? ' (killed)' : ''} after ${(run.elapsedMs / 1000).toFixed(1)} s, "${run.exitStatus}"; last row: second ${last?.seconds}, closed ${last?.closed}, pending ${last?.pending}, connected ${last?.connected}, service available ${available ? 'YES' : 'NO'} throughout`,
+          `  csv (s:closed/pending/connected): ${run.rows.map((r) => `${r.seconds}:${r.closed}/${r.pending}/${r.connected}`).join(' ')}`,
+          `  legit client: ${legitResult.ok}/${total} ok${legitResult.errors.length > 0 ? ` ${JSON.stringify(legitResult.errors)}` : ''}`,
+          `  tracker: closedByReason ${JSON.stringify(snap.closedByReason)}, live ${snap.total}; ${reason} ${cutAfter[0]?.toFixed(0)}..${cutAfter.at(-1)?.toFixed(0)} ms after accept (median ${cutAfter[cutAfter.length >> 1]?.toFixed(0)})`,
+          `  kernel (machine-wide, max during run): ${run.maxOrphans} orphaned TCP sockets, ${run.maxTcpMemMiB} MiB TCP memory`,
         ].join('\n'),
       )
 
-      // (a) the legitimate client kept being served.
+      // (a) The legitimate client kept being served.
       expect(total, 'legit client made requests').toBeGreaterThan(5)
       expect(legitResult.ok / total, JSON.stringify(legitResult)).toBeGreaterThanOrEqual(0.95)
+      expect(available, "the tool's probe saw the service unavailable").toBe(true)
 
-      // (b) the tool's own report: connections closed, not held at the maximum.
-      expect(run.rows.length, `no CSV rows; output:\n${run.output.slice(-2000)}`).toBeGreaterThan(0)
-      expect(last?.closed, 'tool reports closed connections').toBeGreaterThan(0)
-      expect((last?.pending ?? 0) + (last?.connected ?? 0)).toBeLessThan(CONNECTIONS)
-      // Its probe was answered throughout.
-      expect(
-        run.rows.every((r) => r.serviceAvailable > 0),
-        'tool saw service unavailable',
-      ).toBe(true)
-
-      // (c) the tracker closed them for this mode's reason.
-      expect(snap.closedByReason[reason as keyof typeof snap.closedByReason] ?? 0).toBeGreaterThan(
-        CONNECTIONS * 0.9,
+      // (c) The tracker closed (nearly) every tool connection for this mode's reason. The
+      // rest of closedByReason is the legit client's and the tool's probe connections.
+      expect(snap.closedByReason[reason] ?? 0, JSON.stringify(snap.closedByReason)).toBeGreaterThan(
+        connections * 0.9,
       )
+
+      // (b) The tool's own report.
+      const csv = `tool CSV: ${JSON.stringify(run.rows)}; output tail:\n${run.output.slice(-1500)}`
+      expect(run.rows.length, csv).toBeGreaterThan(0)
+      if (toolSeesCloses) {
+        // Its connections were closed, not held at the maximum; it stopped early because
+        // none was left.
+        expect(last?.closed, csv).toBeGreaterThan(connections / 2)
+        expect((last?.pending ?? 0) + (last?.connected ?? 0), csv).toBeLessThan(connections)
+        expect(run.exitStatus, csv).toMatch(/No open connections left/)
+      } else {
+        // KNOWN BUG (see toolSeesCloses): every connection the tracker closed still counts as
+        // connected for the tool until its test length runs out. When this fails because
+        // the tool now sees the closes, the bug is fixed: set toolSeesCloses to true.
+        expect(last?.closed, `${csv}\nslow-read closes now reach the tool: bug fixed?`).toBe(0)
+        expect(run.exitStatus, csv).toMatch(/Hit test time limit/)
+      }
     },
   )
 })

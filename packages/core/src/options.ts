@@ -74,7 +74,7 @@ export interface ConnectionTrackerOptions {
   requestTimeout?: number | false
   /** Minimum request body rate (default 240 B/s after 5 s). Time the application is not reading the body does not count. Closes with `min_request_body_data_rate`. */
   minBodyRate?: DataRate | false
-  /** Minimum rate at which the client takes response bytes the application has queued (default 240 B/s after 5 s). Closes with `min_response_data_rate`. */
+  /** Minimum rate at which the client takes response bytes the application has queued (default 240 B/s over 30 s windows). Closes with `min_response_data_rate`. */
   minResponseRate?: DataRate | false
   /** Live connections at most (default off); one more is closed at accept with `max_concurrent_connections_exceeded`. */
   maxConnections?: number | false

@@ -264,7 +264,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#closed = true
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
-    this.#drain?.cancel()
+    // A drain still waiting settles now: nothing is tracked any more.
+    this.#drain?.settle(0)
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
     // `server.close()` calls back before the 'close' events of the sockets it
@@ -407,6 +408,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     const now = this.#clock.now()
     if (rec.inFlight > 0) rec.inFlight--
     if (last !== null) rec.closeIntent = last
+    // Node closes after this response even with requests pipelined behind it.
+    if (last !== null && rec.rotateReason !== null) rec.pendingReason ??= rec.rotateReason
     if (rec.inFlight > 0) {
       // Pipelined: the next request's absolute limit runs from now.
       const t = this.options.requestTimeout
@@ -482,7 +485,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   _streamClosed(rec: ConnectionRecord): void {
     if (rec.state === 'closed' || rec.inFlight === 0) return
     rec.inFlight--
-    if (rec.inFlight > 0) return
+    // Streams torn down with a session we cut: the record keeps the state it was cut in.
+    if (rec.inFlight > 0 || rec.pendingReason !== null) return
     const now = this.#clock.now()
     this.#setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
     this.#transition(rec, 'idle', now)

@@ -291,6 +291,24 @@ describe('rates switched off', () => {
     conn.destroy()
   })
 
+  it('an override switches the body rate on where the options switch it off', async () => {
+    // A route that needs a rate on an app that has none (or a handler that re-enables one).
+    const s = await setup({ minBodyRate: false })
+    const conn = await startPost(s, 10_000)
+    const { req } = s.requests[0] as Setup['requests'][0]
+    consume(req)
+    expect(
+      s.tracker.overrideRequest(req, { minBodyRate: { bytesPerSecond: RATE, graceMs: WINDOW } }),
+    ).toBe(true)
+    s.clock.t += WINDOW - 1
+    expect(s.tracker.sweep()).toBe(0)
+    s.clock.t += 1
+    expect(s.tracker.sweep(), 'a stalled body under the rate the override set').toBe(1)
+    await conn.closed
+    await until(() => s.closes.length === 1, 'close')
+    expect(s.closes[0]?.closeReason).toBe('min_request_body_data_rate')
+  })
+
   it('an override with another rate starts a fresh window from the override', async () => {
     const s = await setup()
     const conn = await startPost(s, 10_000)

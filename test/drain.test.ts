@@ -1,0 +1,778 @@
+/**
+ * Graceful drain over real sockets on loopback, for both adapters: `tracker.drain()` /
+ * `guard.drain()` (Express 5) and Fastify's `app.close()`, which drains in a preClose hook.
+ *
+ * What a drain must do: new, handshaking and idle connections close at once with
+ * `app_shutdown`; a request in flight finishes, its response says `Connection: close`, then
+ * the connection closes with `app_shutdown`; what is left at the timeout (an upgraded
+ * connection, a hanging handler, a slow client) is closed with `app_shutdown_timeout`; a
+ * connection accepted during the drain is closed at accept (`app_shutdown`). The promise
+ * resolves, once nothing is left, with the count of each outcome.
+ *
+ * The sweep runs every 50 ms; a timed close must land in [timeout − 20 ms, timeout + 400 ms]
+ * (the drain timeout is a timer of its own, not a sweep). Tests run one after another: they
+ * measure time. CONNGUARD_TIMINGS=1 prints a table.
+ */
+import http from 'node:http'
+import https from 'node:https'
+import net from 'node:net'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as delay } from 'node:timers/promises'
+import tls from 'node:tls'
+import {
+  type ConnectionRecord,
+  ConnectionTracker,
+  type ConnectionTrackerOptions,
+  type DrainResult,
+} from '@connguard/core'
+import { connguard as expressGuard } from '@connguard/express'
+import { type ConnguardFastifyOptions, connguard as fastifyGuard } from '@connguard/fastify'
+import express from 'express'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
+import { captureClientHello, getRequest } from './helpers/clients.js'
+import { printTimings, type TimingRow } from './helpers/guard-timing.js'
+import { type ParsedResponse, parseResponses } from './helpers/http-response.js'
+import {
+  type CloseWatcher,
+  expectConsistentRecord,
+  sleep,
+  waitUntil,
+  watchCloses,
+} from './helpers/records.js'
+import { closeServer, listen } from './helpers/server.js'
+import { clientTlsOptions, tlsOptions } from './helpers/tls.js'
+
+const SWEEP = 50
+const EARLY = 20
+const LATE = 400
+/** "At once": a close the drain does synchronously, seen by the client within this. */
+const AT_ONCE = 200
+/** Deadlines that must never fire in these scenarios. */
+const FAR = 20_000
+
+const timings: TimingRow[] = []
+afterAll(() => printTimings(timings))
+
+// ---- a raw client that can bind its local address -----------------------------------------
+
+interface Ended {
+  at: number
+  how: 'end' | 'error' | 'close' | 'destroyed'
+  error?: NodeJS.ErrnoException
+}
+
+interface Client {
+  socket: net.Socket
+  /** Local port of the TCP socket (the server's `remotePort`), kept after it closes. */
+  readonly localPort: number | undefined
+  /** performance.now() at TCP connect. */
+  readonly openedAt: number
+  /** True on connect (TCP) / secureConnect (TLS); false if the connection ended first. */
+  ready: Promise<boolean>
+  /** Settles once when the connection ends; rejects on the hard life. */
+  ended: Promise<Ended>
+  received(): Buffer
+  isOpen(): boolean
+  send(data: string | Buffer): boolean
+  /** Send a GET and resolve with its response (requests on one client are sequential). */
+  get(path?: string): Promise<ParsedResponse>
+  destroy(): void
+}
+
+function dial(
+  port: number,
+  {
+    secure = false,
+    localAddress,
+    timeoutMs = 10_000,
+  }: { secure?: boolean; localAddress?: string; timeoutMs?: number } = {},
+): Client {
+  const tcp = net.connect({ host: '127.0.0.1', port, ...(localAddress && { localAddress }) })
+  const socket = secure ? tls.connect({ ...clientTlsOptions, socket: tcp }) : tcp
+  let buf = Buffer.alloc(0)
+  let openedAt = Number.NaN
+  let localPort: number | undefined
+  let settled = false
+  let answered = 0
+  const waiters = new Set<() => void>()
+  let resolveEnded!: (e: Ended) => void
+  let rejectEnded!: (err: Error) => void
+  const ended = new Promise<Ended>((resolve, reject) => {
+    resolveEnded = resolve
+    rejectEnded = reject
+  })
+  ended.catch(() => {})
+  const finish = (how: Ended['how'], error?: NodeJS.ErrnoException) => {
+    if (settled) return
+    settled = true
+    clearTimeout(hard)
+    resolveEnded({ at: performance.now(), how, ...(error && { error }) })
+    socket.destroy()
+    tcp.destroy()
+    for (const wake of [...waiters]) wake()
+  }
+  const hard = setTimeout(() => {
+    if (settled) return
+    settled = true
+    rejectEnded(new Error(`client hard life of ${timeoutMs} ms ran out`))
+    socket.destroy()
+    tcp.destroy()
+    for (const wake of [...waiters]) wake()
+  }, timeoutMs)
+  tcp.once('connect', () => {
+    openedAt = performance.now()
+    localPort = tcp.localPort
+  })
+  socket.on('data', (chunk: Buffer) => {
+    buf = Buffer.concat([buf, chunk])
+    for (const wake of [...waiters]) wake()
+  })
+  socket.once('end', () => finish('end'))
+  socket.once('error', (err) => finish('error', err))
+  if (socket !== tcp) tcp.once('error', (err) => finish('error', err))
+  socket.once('close', () => finish('close'))
+  const ready = new Promise<boolean>((resolve) => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => resolve(true))
+    ended.then(
+      () => resolve(false),
+      () => resolve(false),
+    )
+  })
+  const nth = (n: number) =>
+    new Promise<ParsedResponse>((resolve, reject) => {
+      const check = () => {
+        const responses = parseResponses(buf, { eof: settled })
+        if (responses.length >= n) {
+          waiters.delete(check)
+          resolve(responses[n - 1] as ParsedResponse)
+        } else if (settled) {
+          waiters.delete(check)
+          reject(new Error(`connection ended before response #${n} (${buf.length} bytes in)`))
+        }
+      }
+      waiters.add(check)
+      check()
+    })
+  const client: Client = {
+    socket,
+    get localPort() {
+      return localPort
+    },
+    get openedAt() {
+      return openedAt
+    },
+    ready,
+    ended,
+    received: () => buf,
+    isOpen: () => !settled,
+    send: (data) => {
+      if (settled || !socket.writable) return false
+      socket.write(data)
+      return true
+    },
+    get: async (path = '/') => {
+      if (!(await ready)) throw new Error('connection ended before it was established')
+      answered++
+      client.send(getRequest(path))
+      return nth(answered)
+    },
+    destroy: () => finish('destroyed'),
+  }
+  return client
+}
+
+/** Clients opened by a test, destroyed by afterEach. */
+const clients: Client[] = []
+function open(port: number, options?: Parameters<typeof dial>[1]): Client {
+  const c = dial(port, options)
+  clients.push(c)
+  return c
+}
+
+// ---- both adapters behind one shape --------------------------------------------------------
+
+type AdapterName = 'Fastify' | 'Express 5'
+
+interface Started {
+  port: number
+  server: http.Server
+  tracker: ConnectionTracker
+  closes: CloseWatcher
+  /** 'request' events on the server: how many requests reached the application. */
+  requests(): number
+  /** `tracker.drain()` for Fastify, `guard.drain()` for Express. */
+  drain(options?: { timeout?: number | false }): Promise<DrainResult>
+  /** Fastify only. */
+  app?: FastifyInstance
+}
+
+const cleanups: (() => unknown)[] = []
+afterEach(async () => {
+  for (const c of clients.splice(0)) c.destroy()
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+const UPGRADE_101 =
+  'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n'
+
+/** The application's 'upgrade' handler: answers 101 and ends when the peer does (as `ws`). */
+function onUpgrade(_req: http.IncomingMessage, socket: net.Socket): void {
+  socket.on('error', () => {})
+  socket.write(UPGRADE_101)
+  socket.on('end', () => socket.end())
+}
+
+/**
+ * Routes: `GET /` → 'ok'; `GET /slow?ms=N` → 'slow' after N ms; `GET /hang` never answers;
+ * `GET /stream?ms=N` sends its head and 'a' at once, then 'b' and the end after N ms;
+ * an 'upgrade' listener answering 101. Guarded with `{ sweepInterval: SWEEP, ...options }`;
+ * `drainTimeout` is Fastify's plugin option (omitted: the plugin's default).
+ */
+async function start(
+  adapter: AdapterName,
+  secure: boolean,
+  options: ConnectionTrackerOptions,
+  fastifyOptions: Pick<ConnguardFastifyOptions, 'drainTimeout'> = {},
+): Promise<Started> {
+  const guardOptions = { sweepInterval: SWEEP, ...options }
+  let server: http.Server
+  let tracker: ConnectionTracker
+  let drain: Started['drain']
+  let fastify: FastifyInstance | undefined
+  if (adapter === 'Fastify') {
+    const app = (secure ? Fastify({ https: tlsOptions }) : Fastify()) as unknown as FastifyInstance
+    fastify = app
+    await app.register(fastifyGuard, { ...guardOptions, ...fastifyOptions })
+    app.get('/', async () => 'ok')
+    app.get('/slow', async (request) => {
+      await delay(Number((request.query as { ms?: string }).ms ?? 0))
+      return 'slow'
+    })
+    app.get('/hang', () => new Promise<never>(() => {}))
+    app.get('/stream', (request, reply) => {
+      reply.hijack()
+      reply.raw.writeHead(200, { 'Content-Type': 'text/plain' })
+      reply.raw.write('a')
+      setTimeout(() => reply.raw.end('b'), Number((request.query as { ms?: string }).ms ?? 0))
+    })
+    await app.ready()
+    server = app.server
+    tracker = app.connguard
+    drain = (o) => app.connguard.drain(o)
+    cleanups.push(() => app.close())
+  } else {
+    const app = express()
+    const guard = expressGuard(guardOptions)
+    app.use(guard)
+    app.get('/', (_req, res) => {
+      res.send('ok')
+    })
+    app.get('/slow', (req, res) => {
+      setTimeout(() => res.send('slow'), Number(req.query.ms ?? 0))
+    })
+    app.get('/hang', () => {})
+    app.get('/stream', (req, res) => {
+      res.writeHead(200, { 'Content-Type': 'text/plain' })
+      res.write('a')
+      setTimeout(() => res.end('b'), Number(req.query.ms ?? 0))
+    })
+    server = secure ? https.createServer(tlsOptions, app) : http.createServer(app)
+    guard.attach(server)
+    tracker = guard.tracker
+    drain = (o) => guard.drain(o)
+    cleanups.push(() => tracker.close())
+  }
+  server.on('upgrade', onUpgrade)
+  let requests = 0
+  server.on('request', () => {
+    requests++
+  })
+  const closes = watchCloses(tracker)
+  cleanups.push(() => {
+    closes.stop()
+    for (const rec of closes.records) expectConsistentRecord(rec)
+  })
+  const port = await listen(server)
+  cleanups.push(() => closeServer(server))
+  return {
+    port,
+    server,
+    tracker,
+    closes,
+    requests: () => requests,
+    drain,
+    ...(fastify && { app: fastify }),
+  }
+}
+
+/** Open a connection, get one 200 on it, and leave it idle (keep-alive). */
+async function idleClient(port: number, secure: boolean): Promise<Client> {
+  const c = open(port, { secure })
+  const res = await c.get('/')
+  expect(res.status).toBe(200)
+  return c
+}
+
+/** A connection upgraded (101) and left open. */
+async function upgradedClient(port: number, secure: boolean): Promise<Client> {
+  const c = open(port, { secure })
+  expect(await c.ready).toBe(true)
+  c.send(
+    getRequest('/', {
+      Connection: 'Upgrade',
+      Upgrade: 'websocket',
+      'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==',
+      'Sec-WebSocket-Version': '13',
+    }),
+  )
+  await waitUntil(() => c.received().includes('\r\n\r\n'), { what: '101 received' })
+  expect(c.received().toString('latin1')).toMatch(/^HTTP\/1\.1 101 /)
+  return c
+}
+
+/** Raw TCP that sends half a real ClientHello and stalls (a handshake that never completes). */
+async function stalledHandshake(port: number): Promise<Client> {
+  const hello = await captureClientHello()
+  const c = open(port)
+  expect(await c.ready).toBe(true)
+  c.send(hello.subarray(0, Math.floor(hello.length / 2)))
+  return c
+}
+
+/** A client that sends a request line and then one header line every `intervalMs`, for ever. */
+async function slowHeaders(port: number, intervalMs: number): Promise<Client> {
+  const c = open(port)
+  expect(await c.ready).toBe(true)
+  c.send('GET / HTTP/1.1\r\nHost: localhost\r\n')
+  let n = 0
+  const timer = setInterval(() => {
+    n++
+    if (!c.send(`X-Slow-${n}: ${n}\r\n`)) clearInterval(timer)
+  }, intervalMs)
+  c.ended.finally(() => clearInterval(timer)).catch(() => {})
+  return c
+}
+
+/** A connection opened while draining: closed at accept, no HTTP byte, no request served. */
+async function expectShedAtAccept(
+  s: Started,
+  secure: boolean,
+): Promise<{ rec: ConnectionRecord; heldMs: number }> {
+  const before = s.requests()
+  const c = open(s.port, { secure })
+  if (!secure) c.socket.once('connect', () => c.send(getRequest('/')))
+  const ended = await c.ended
+  expect(await c.ready).toBe(!secure)
+  expect(c.received().length, `received ${c.received().toString()}`).toBe(0)
+  expect(ended.how).not.toBe('destroyed')
+  const rec = await s.closes.forClientPort(c.localPort, 3_000)
+  expect(rec.closeReason).toBe('app_shutdown')
+  expect(rec.stateAtClose).toBe('new')
+  expect(rec.requests).toBe(0)
+  expect(rec.bytesWritten).toBe(0)
+  expect(s.requests()).toBe(before)
+  return { rec, heldMs: ended.at - c.openedAt }
+}
+
+/** The error code `fn` throws or rejects with (sync throw or rejected promise alike). */
+async function errorCode(fn: () => unknown): Promise<string | undefined> {
+  try {
+    await fn()
+  } catch (err) {
+    return (err as { code?: string }).code
+  }
+  return undefined
+}
+
+const ADAPTERS: AdapterName[] = ['Fastify', 'Express 5']
+const TRANSPORTS = [
+  { transport: 'http', secure: false },
+  { transport: 'https', secure: true },
+]
+
+describe.each(ADAPTERS)('%s', (adapter) => {
+  const how = adapter === 'Fastify' ? 'app.connguard.drain' : 'guard.drain'
+
+  describe.each(TRANSPORTS)('over $transport', ({ transport, secure }) => {
+    const suite = `${adapter} ${transport}`
+
+    it(`${how}({ timeout: 1500 }): idle/handshake at once, in-flight finishes, upgraded forced at the timeout, new ones shed`, async () => {
+      const TIMEOUT = 1_500
+      const HANDLER = 500
+      const s = await start(adapter, secure, {
+        handshakeTimeout: FAR,
+        headersTimeout: FAR,
+        keepAliveTimeout: FAR,
+      })
+      const upgraded = await upgradedClient(s.port, secure)
+      const idle = await idleClient(s.port, secure)
+      const handshake = secure ? await stalledHandshake(s.port) : null
+      const inFlight = open(s.port, { secure })
+      let requestSentAt = Number.NaN
+      const response = inFlight.ready.then(() => {
+        requestSentAt = performance.now()
+        return inFlight.get(`/slow?ms=${HANDLER}`)
+      })
+      response.catch(() => {})
+      await waitUntil(
+        () => {
+          const snap = s.tracker.snapshot()
+          return (
+            snap.upgraded === 1 &&
+            snap.idle === 1 &&
+            snap.active === 1 &&
+            snap.handshaking === (secure ? 1 : 0)
+          )
+        },
+        { what: 'one upgraded, idle, active (and handshaking) connection' },
+      )
+      const requestsBefore = s.requests()
+
+      const t0 = performance.now()
+      const drained = s.drain({ timeout: TIMEOUT })
+      let drainedAt = Number.NaN
+      drained.then(() => {
+        drainedAt = performance.now()
+      })
+
+      // Idle (and a stalled handshake): closed at once.
+      const idleEnd = await idle.ended
+      expect(idleEnd.how).not.toBe('destroyed')
+      expect(idleEnd.at - t0).toBeLessThan(AT_ONCE)
+      const idleRec = await s.closes.forClientPort(idle.localPort)
+      expect(idleRec.closeReason).toBe('app_shutdown')
+      expect(idleRec.stateAtClose).toBe('idle')
+      let handshakeRow: [string, number, ConnectionRecord] | null = null
+      if (handshake !== null) {
+        const hsEnd = await handshake.ended
+        expect(hsEnd.how).not.toBe('destroyed')
+        expect(hsEnd.at - t0).toBeLessThan(AT_ONCE)
+        const hsRec = await s.closes.forClientPort(handshake.localPort)
+        expect(hsRec.closeReason).toBe('app_shutdown')
+        expect(hsRec.stateAtClose).toBe('handshaking')
+        handshakeRow = ['drain: stalled handshake', hsEnd.at - t0, hsRec]
+      }
+
+      // A connection accepted during the drain is closed at accept.
+      await sleep(100)
+      const { rec: late, heldMs: lateHeldMs } = await expectShedAtAccept(s, secure)
+
+      // The request in flight completes, says Connection: close, and the connection closes.
+      const res = await response
+      const answeredAt = performance.now()
+      expect(res.status).toBe(200)
+      expect(res.body.toString()).toBe('slow')
+      expect(res.headers.connection).toBe('close')
+      expect(answeredAt - requestSentAt).toBeGreaterThanOrEqual(HANDLER - EARLY)
+      const inFlightEnd = await inFlight.ended
+      expect(inFlightEnd.how).not.toBe('destroyed')
+      expect(inFlightEnd.at - answeredAt).toBeLessThan(AT_ONCE)
+      expect(inFlightEnd.at - t0).toBeLessThan(TIMEOUT - 200)
+      const inFlightRec = await s.closes.forClientPort(inFlight.localPort)
+      expect(inFlightRec.closeReason).toBe('app_shutdown')
+      expect(inFlightRec.requests).toBe(1)
+      expect(upgraded.isOpen()).toBe(true)
+
+      // The upgraded connection is forced at the timeout.
+      const upEnd = await upgraded.ended
+      expect(upEnd.how).not.toBe('destroyed')
+      const forcedMs = upEnd.at - t0
+      expect(forcedMs).toBeGreaterThanOrEqual(TIMEOUT - EARLY)
+      expect(forcedMs).toBeLessThanOrEqual(TIMEOUT + LATE)
+      const upRec = await s.closes.forClientPort(upgraded.localPort)
+      expect(upRec.closeReason).toBe('app_shutdown_timeout')
+      expect(upRec.stateAtClose).toBe('upgraded')
+
+      const result = await drained
+      expect(result).toEqual({
+        // The idle one (and the stalled handshake), plus the one shed during the drain.
+        closedIdle: (secure ? 2 : 1) + 1,
+        finished: 1,
+        forced: 1,
+      })
+      expect(drainedAt - t0).toBeGreaterThanOrEqual(TIMEOUT - EARLY)
+      expect(drainedAt - t0).toBeLessThanOrEqual(TIMEOUT + LATE)
+      expect(s.tracker.snapshot()).toMatchObject({
+        total: 0,
+        closedByReason: { app_shutdown: secure ? 4 : 3, app_shutdown_timeout: 1 },
+      })
+      expect(s.requests()).toBe(requestsBefore)
+      // A second call returns the same outcome.
+      await expect(s.drain({ timeout: TIMEOUT })).resolves.toEqual(result)
+
+      // Nothing is left: closing the server (what the application does next) is immediate.
+      const closeStart = performance.now()
+      if (s.app !== undefined) await s.app.close()
+      else
+        await new Promise<void>((resolve, reject) =>
+          s.server.close((e) => (e ? reject(e) : resolve())),
+        )
+      expect(performance.now() - closeStart).toBeLessThan(AT_ONCE)
+
+      for (const [scenario, clientMs, rec] of [
+        ['drain: idle', idleEnd.at - t0, idleRec],
+        ...(handshakeRow === null ? [] : [handshakeRow]),
+        ['drain: accepted during drain (client: accept → close)', lateHeldMs, late],
+        ['drain: in flight (handler 500 ms)', inFlightEnd.at - t0, inFlightRec],
+        ['drain: upgraded (forced)', forcedMs, upRec],
+      ] as const) {
+        timings.push({
+          suite,
+          scenario,
+          deadlineMs: scenario === 'drain: upgraded (forced)' ? TIMEOUT : null,
+          clientMs,
+          // Server side: from drain() to the record's 'close' event.
+          serverMs: s.closes.closedAt(rec) - t0,
+          reason: rec.closeReason,
+        })
+      }
+      timings.push({
+        suite,
+        scenario: `drain resolved ${JSON.stringify(result)}`,
+        deadlineMs: TIMEOUT,
+        clientMs: drainedAt - t0,
+        serverMs: null,
+        reason: null,
+      })
+    })
+  })
+
+  it(`${how}(): a response whose head is already out finishes, then the connection closes with app_shutdown`, async () => {
+    const s = await start(adapter, false, { keepAliveTimeout: FAR, headersTimeout: FAR })
+    const c = open(s.port)
+    const response = c.get('/stream?ms=400')
+    response.catch(() => {})
+    await waitUntil(() => c.received().includes('\r\n\r\n'), { what: 'response head' })
+    const t0 = performance.now()
+    const drained = s.drain({ timeout: 5_000 })
+    const res = await response
+    expect(res.status).toBe(200)
+    expect(res.body.toString()).toBe('ab')
+    // The head went out before the drain: it could not say close.
+    expect(res.headers.connection).toBe('keep-alive')
+    const ended = await c.ended
+    expect(ended.how).not.toBe('destroyed')
+    expect(ended.at - t0).toBeLessThan(400 + AT_ONCE)
+    const rec = await s.closes.forClientPort(c.localPort)
+    expect(rec.closeReason).toBe('app_shutdown')
+    await expect(drained).resolves.toEqual({ closedIdle: 0, finished: 1, forced: 0 })
+  })
+
+  it(`${how}() with a pipelined request behind the one in flight: one response with Connection: close, then app_shutdown`, async () => {
+    // KNOWN BUG (fails at the time of writing): the response that says `Connection: close`
+    // is not the last request in flight, so the tracker's `_responseEnd` returns early
+    // ("pipelined") without making the drain's `app_shutdown` the pending close reason;
+    // Node closes the connection after that response and the record says `client_closed`.
+    const s = await start(adapter, false, { keepAliveTimeout: FAR, headersTimeout: FAR })
+    const c = open(s.port)
+    expect(await c.ready).toBe(true)
+    c.send(getRequest('/slow?ms=300').repeat(2))
+    await waitUntil(() => s.tracker.snapshot().active === 1, { what: 'request in flight' })
+    await sleep(50)
+    const drained = s.drain({ timeout: 5_000 })
+    const ended = await c.ended
+    expect(ended.how).not.toBe('destroyed')
+    const responses = parseResponses(c.received(), { eof: true })
+    expect(responses.map((r) => [r.status, r.headers.connection])).toEqual([[200, 'close']])
+    const rec = await s.closes.forClientPort(c.localPort)
+    expect(rec.closeReason).toBe('app_shutdown')
+    await expect(drained).resolves.toEqual({ closedIdle: 0, finished: 1, forced: 0 })
+  })
+
+  it(`${how}() with nothing in flight resolves at once; an invalid timeout throws and drains nothing`, async () => {
+    const s = await start(adapter, false, { keepAliveTimeout: FAR, headersTimeout: FAR })
+    for (const timeout of ['x', -1, 1.5, null]) {
+      expect(await errorCode(() => s.drain({ timeout: timeout as unknown as number }))).toBe(
+        'CONNGUARD_ERR_INVALID_OPTION',
+      )
+    }
+    // The rejected calls did not start a drain: connections are still admitted and served.
+    const idle = await idleClient(s.port, false)
+    const t0 = performance.now()
+    const result = await s.drain({ timeout: false })
+    expect(performance.now() - t0).toBeLessThan(AT_ONCE)
+    expect(result).toEqual({ closedIdle: 1, finished: 0, forced: 0 })
+    await idle.ended
+    const rec = await s.closes.forClientPort(idle.localPort)
+    expect(rec.closeReason).toBe('app_shutdown')
+  })
+})
+
+describe('Fastify app.close() drains (plugin option drainTimeout)', () => {
+  it('drainTimeout 1000: a hanging handler is forced at ~1 s, a slow one finishes with Connection: close, an idle one closes at once, a new one is shed', async () => {
+    const DRAIN = 1_000
+    const s = await start(
+      'Fastify',
+      false,
+      { keepAliveTimeout: FAR, headersTimeout: FAR },
+      { drainTimeout: DRAIN },
+    )
+    const app = s.app as FastifyInstance
+    const idle = await idleClient(s.port, false)
+    const hanging = open(s.port)
+    const hangingRes = hanging.get('/hang')
+    hangingRes.catch(() => {})
+    const slow = open(s.port)
+    const slowRes = slow.get('/slow?ms=300')
+    slowRes.catch(() => {})
+    await waitUntil(() => s.tracker.snapshot().active === 2, { what: 'two requests in flight' })
+
+    const t0 = performance.now()
+    let closedAt = Number.NaN
+    const closing = app.close().then(() => {
+      closedAt = performance.now()
+    })
+
+    const idleEnd = await idle.ended
+    expect(idleEnd.at - t0).toBeLessThan(AT_ONCE)
+    const idleRec = await s.closes.forClientPort(idle.localPort)
+    expect(idleRec.closeReason).toBe('app_shutdown')
+
+    await sleep(50)
+    await expectShedAtAccept(s, false)
+
+    const res = await slowRes
+    expect(res.status).toBe(200)
+    expect(res.headers.connection).toBe('close')
+    await slow.ended
+    const slowRec = await s.closes.forClientPort(slow.localPort)
+    expect(slowRec.closeReason).toBe('app_shutdown')
+
+    const hangEnd = await hanging.ended
+    expect(hanging.received().length).toBe(0)
+    const forcedMs = hangEnd.at - t0
+    expect(forcedMs).toBeGreaterThanOrEqual(DRAIN - EARLY)
+    expect(forcedMs).toBeLessThanOrEqual(DRAIN + LATE)
+    const hangRec = await s.closes.forClientPort(hanging.localPort)
+    expect(hangRec.closeReason).toBe('app_shutdown_timeout')
+    expect(hangRec.stateAtClose).toBe('active')
+
+    await closing
+    expect(closedAt - t0).toBeGreaterThanOrEqual(DRAIN - EARLY)
+    expect(closedAt - t0).toBeLessThanOrEqual(DRAIN + LATE)
+    expect(s.server.listening).toBe(false)
+    timings.push({
+      suite: 'Fastify http',
+      scenario: 'app.close(): hanging handler forced',
+      deadlineMs: DRAIN,
+      clientMs: forcedMs,
+      serverMs: hangRec.duration,
+      reason: hangRec.closeReason,
+    })
+    timings.push({
+      suite: 'Fastify http',
+      scenario: 'app.close() resolved',
+      deadlineMs: DRAIN,
+      clientMs: closedAt - t0,
+      serverMs: null,
+      reason: null,
+    })
+  })
+
+  it('default drainTimeout: an idle connection closes at once with app_shutdown and app.close() does not wait', async () => {
+    const s = await start('Fastify', true, { keepAliveTimeout: FAR, headersTimeout: FAR })
+    const idle = await idleClient(s.port, true)
+    const t0 = performance.now()
+    await (s.app as FastifyInstance).close()
+    const closeMs = performance.now() - t0
+    expect(closeMs).toBeLessThan(AT_ONCE)
+    const idleEnd = await idle.ended
+    expect(idleEnd.how).not.toBe('destroyed')
+    const rec = await s.closes.forClientPort(idle.localPort)
+    expect(rec.closeReason).toBe('app_shutdown')
+    expect(rec.stateAtClose).toBe('idle')
+    timings.push({
+      suite: 'Fastify https',
+      scenario: 'app.close() (default drainTimeout): idle',
+      deadlineMs: null,
+      clientMs: idleEnd.at - t0,
+      serverMs: rec.duration,
+      reason: rec.closeReason,
+    })
+  })
+
+  it('a slow client (headers dripping every 100 ms) does not hold app.close() past drainTimeout 800', async () => {
+    const DRAIN = 800
+    const s = await start(
+      'Fastify',
+      false,
+      { keepAliveTimeout: FAR, headersTimeout: FAR },
+      { drainTimeout: DRAIN },
+    )
+    const slow = await slowHeaders(s.port, 100)
+    await waitUntil(() => s.tracker.snapshot().active === 1, { what: 'slow head in progress' })
+    const t0 = performance.now()
+    await (s.app as FastifyInstance).close()
+    const closeMs = performance.now() - t0
+    expect(closeMs).toBeGreaterThanOrEqual(DRAIN - EARLY)
+    expect(closeMs).toBeLessThanOrEqual(DRAIN + LATE)
+    const slowEnd = await slow.ended
+    expect(slowEnd.how).not.toBe('destroyed')
+    const rec = await s.closes.forClientPort(slow.localPort)
+    expect(rec.closeReason).toBe('app_shutdown_timeout')
+    expect(rec.stateAtClose).toBe('active')
+    expect(rec.requests).toBe(0)
+    expect(s.requests()).toBe(0)
+    timings.push({
+      suite: 'Fastify http',
+      scenario: 'app.close(): slow headers forced',
+      deadlineMs: DRAIN,
+      clientMs: slowEnd.at - t0,
+      serverMs: rec.duration,
+      reason: rec.closeReason,
+    })
+  })
+
+  it('an invalid drainTimeout fails registration with CONNGUARD_ERR_INVALID_OPTION', async () => {
+    for (const drainTimeout of ['x', -1, 1.5]) {
+      const app = Fastify()
+      try {
+        await expect(
+          app.register(fastifyGuard, { drainTimeout: drainTimeout as unknown as number }).ready(),
+        ).rejects.toMatchObject({ code: 'CONNGUARD_ERR_INVALID_OPTION' })
+      } finally {
+        await app.close().catch(() => {})
+      }
+    }
+  })
+})
+
+it('core: tracker.close() while a drain is pending settles the drain promise', async () => {
+  // KNOWN BUG (fails at the time of writing): close() cancels the drain's timer and forgets
+  // the live connections, but never settles the drain, so `await drain()` hangs for ever.
+  const s = await start('Express 5', false, { keepAliveTimeout: FAR, headersTimeout: FAR })
+  const c = open(s.port)
+  const response = c.get('/hang')
+  response.catch(() => {})
+  await waitUntil(() => s.tracker.snapshot().active === 1, { what: 'request in flight' })
+  const drained = s.drain({ timeout: 5_000 })
+  let settled = false
+  drained.then(
+    () => {
+      settled = true
+    },
+    () => {
+      settled = true
+    },
+  )
+  s.tracker.close()
+  await sleep(300)
+  expect(settled, 'drain() still pending 300 ms after tracker.close()').toBe(true)
+})
+
+it('core: drain({ timeout: "x" }) on a bare tracker → CONNGUARD_ERR_INVALID_OPTION', async () => {
+  const tracker = new ConnectionTracker()
+  try {
+    expect(await errorCode(() => tracker.drain({ timeout: 'x' as unknown as number }))).toBe(
+      'CONNGUARD_ERR_INVALID_OPTION',
+    )
+    await expect(tracker.drain({ timeout: 100 })).resolves.toEqual({
+      closedIdle: 0,
+      finished: 0,
+      forced: 0,
+    })
+  } finally {
+    tracker.close()
+  }
+})
