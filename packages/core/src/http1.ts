@@ -123,7 +123,9 @@ function onRequestStart(message: HttpServerMessage): void {
 }
 function onResponseFinish(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
-  if (rec === undefined) return
+  // Node emits 'finish' even for a response whose socket we destroyed mid-write:
+  // the record keeps the state it was cut in.
+  if (rec === undefined || rec.pendingReason !== null || message.socket.destroyed) return
   const res = message.response as http.ServerResponse & { _last?: boolean }
   // `_last` is Node's "close after this response"; `shouldKeepAlive` false
   // means the client asked for it (Connection: close, HTTP/1.0).

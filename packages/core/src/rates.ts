@@ -20,12 +20,15 @@ export function meetsRate(bytes: number, rate: ResolvedRate, elapsedMs: number):
 /** Starts measuring a request's rates at its head: `bodyRate` applies only when it has a body. */
 export function startRates(
   rec: ConnectionRecord,
+  hasBody: boolean,
   bodyRate: ResolvedRate,
   responseRate: ResolvedRate,
   now: number,
 ): void {
+  rec.hasBody = hasBody
+  rec.bodyPaused = false
   rec.bodyRate = bodyRate
-  rec.bodyWindowAt = bodyRate.bytesPerSecond > 0 ? now : -1
+  rec.bodyWindowAt = hasBody && bodyRate.bytesPerSecond > 0 ? now : -1
   rec.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
   rec.responseRate = responseRate
   rec.responseWindowAt = -1
@@ -34,6 +37,8 @@ export function startRates(
 
 /** Stops measuring (the request is done). */
 export function stopRates(rec: ConnectionRecord): void {
+  rec.hasBody = false
+  rec.bodyPaused = false
   rec.bodyWindowAt = -1
   rec.responseWindowAt = -1
   rec.rateCheckAt = INFINITY
@@ -42,7 +47,8 @@ export function stopRates(rec: ConnectionRecord): void {
 /** Replaces the body rate of the request in flight: a new rate starts a fresh window from now. */
 export function setBodyRate(rec: ConnectionRecord, rate: ResolvedRate, now: number): void {
   rec.bodyRate = rate
-  if (rec.bodyWindowAt >= 0 && rate.bytesPerSecond > 0) restartBodyWindow(rec, now)
+  const bodyLeft = rec.hasBody && rec.req !== null && !rec.req.complete
+  if (bodyLeft && rate.bytesPerSecond > 0) restartBodyWindow(rec, now)
   else rec.bodyWindowAt = -1
 }
 
@@ -63,16 +69,28 @@ export function scheduleRateCheck(rec: ConnectionRecord, now: number): void {
  * Checks the windows that ended by `now`; returns the close reason if the
  * client fell below a rate. Time the server is not reading the body, or has
  * nothing queued for the client, restarts a window instead of counting.
+ * While the body is paused the check comes back every `pausedRecheckMs`, so a
+ * window restarts when reading resumes rather than when it would have ended.
  */
-export function checkRates(rec: ConnectionRecord, now: number): CloseReason | null {
+export function checkRates(
+  rec: ConnectionRecord,
+  now: number,
+  pausedRecheckMs: number,
+): CloseReason | null {
   rec.rateCheckAt = INFINITY
   const raw = rec.rawSocket
   if (raw === null) return null
   if (rec.bodyWindowAt >= 0) {
     const req = rec.req
     if (req === null || req.complete) rec.bodyWindowAt = -1
-    else if (bodyReadPaused(raw)) restartBodyWindow(rec, now)
-    else if (now - rec.bodyWindowAt >= rec.bodyRate.windowMs) {
+    else if (bodyReadPaused(raw)) {
+      rec.bodyPaused = true
+      restartBodyWindow(rec, now)
+    } else if (rec.bodyPaused) {
+      // Reading again: the client's window starts now.
+      rec.bodyPaused = false
+      restartBodyWindow(rec, now)
+    } else if (now - rec.bodyWindowAt >= rec.bodyRate.windowMs) {
       const got = raw.bytesRead - rec.bodyWindowBytes
       if (!meetsRate(got, rec.bodyRate, now - rec.bodyWindowAt)) return 'min_request_body_data_rate'
       restartBodyWindow(rec, now)
@@ -90,6 +108,9 @@ export function checkRates(rec: ConnectionRecord, now: number): CloseReason | nu
     }
   }
   scheduleRateCheck(rec, now)
+  if (rec.bodyPaused && rec.bodyWindowAt >= 0) {
+    rec.rateCheckAt = Math.min(rec.rateCheckAt, now + pausedRecheckMs)
+  }
   return null
 }
 

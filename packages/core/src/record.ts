@@ -140,6 +140,10 @@ export class ConnectionRecord implements Scheduled {
   responseRate: ResolvedRate = OFF_RATE
   /** @internal Due time of the next rate check. */
   rateCheckAt = Number.POSITIVE_INFINITY
+  /** @internal The request in flight has a body (Content-Length > 0 or chunked). */
+  hasBody = false
+  /** @internal The last rate check found the server not reading the body. */
+  bodyPaused = false
   /** @internal Start of the body rate window (clock ms), -1 when no body is being measured. */
   bodyWindowAt = -1
   /** @internal bytesRead at the start of the body window. */

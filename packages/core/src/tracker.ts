@@ -11,7 +11,6 @@ import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
 import {
   type ConnectionTrackerOptions,
-  OFF_RATE,
   type RequestOverrides,
   type ResolvedOptions,
   ResolvedRequestOverrides,
@@ -226,7 +225,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
           }
           if (step === 'send') rec.binding?.ping(rec)
         }
-        const failed = rec.rateCheckAt <= now ? checkRates(rec, now) : null
+        const failed =
+          rec.rateCheckAt <= now ? checkRates(rec, now, this.options.sweepInterval) : null
         if (failed !== null) {
           this.#cut(rec, failed)
           cut++
@@ -390,7 +390,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       const length = headers['content-length']
       const hasBody =
         length !== undefined ? length !== '0' : headers['transfer-encoding'] !== undefined
-      startRates(rec, hasBody ? o.minBodyRate : OFF_RATE, o.minResponseRate, now)
+      startRates(rec, hasBody, o.minBodyRate, o.minResponseRate, now)
     }
     // Rotation or drain decided: this response says `Connection: close`.
     if (rec.rotateReason !== null) res.shouldKeepAlive = false
