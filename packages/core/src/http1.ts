@@ -291,8 +291,16 @@ class Http1Binding implements ServerBinding {
   #secureConnection(socket: TLSSocket & Marked): void {
     const raw = (socket as unknown as { _parent?: Socket & Marked })._parent
     const rec = raw?.[kRecord]
-    // An h2 session was set up already, inside Node's listener (which runs before this one).
-    if (rec === undefined || rec.state === 'closed' || rec.session !== null) return
+    if (rec === undefined || rec.state === 'closed') return
+    if (rec.session !== null) {
+      // An h2 session was set up already, inside Node's listener (which runs before this
+      // one). Under TLS only the TLSSocket sees the peer's FIN: listen for it, nothing more
+      // (never write to a socket under a live session).
+      socket[kRecord] = rec
+      socket.on('end', onSocketEnd)
+      rec.httpSocket = socket
+      return
+    }
     socket[kRecord] = rec
     socket.on('error', onSocketError)
     socket.on('end', onSocketEnd)

@@ -1,4 +1,16 @@
 export type { Clock } from './clock.js'
+export {
+  type CloseLogger,
+  type CloseLogLine,
+  type CloseLogOptions,
+  closeLogLine,
+  closeLogMessage,
+  DEFAULT_CLOSE_LOG_LEVELS,
+  LOG_LEVELS,
+  type LogLevel,
+  logCloses,
+  resolveCloseLogOptions,
+} from './close-log.js'
 export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
 export type { DrainResult } from './drain.js'
 export {
@@ -9,6 +21,17 @@ export {
   UnknownOptionError,
   UnsupportedServerError,
 } from './errors.js'
+export {
+  DEFAULT_LIST_LIMIT,
+  DEFAULT_RECENT_CLOSES,
+  type LiveConnection,
+  LiveView,
+  type LiveViewData,
+  type LiveViewOptions,
+  liveView,
+  type RecentClose,
+  resolveLiveViewOptions,
+} from './live-view.js'
 export {
   type ConnectionTrackerOptions,
   type DataRate,

@@ -242,6 +242,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (
         kind === 'keep_alive_timeout' &&
         this.#pollIdle &&
+        rec.session === null &&
         rec.httpSocket !== null &&
         rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
       ) {
@@ -586,7 +587,17 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   }
 
   #cut(rec: ConnectionRecord, reason: CloseReason): void {
-    rec.pendingReason ??= reason
+    // A session sent GOAWAY for rotation or drain is still open: a later cut
+    // (the drain timeout, a dead peer) is what actually ends it.
+    if (
+      rec.session !== null &&
+      rec.pendingReason !== null &&
+      rec.pendingReason === rec.rotateReason
+    ) {
+      rec.pendingReason = reason
+    } else {
+      rec.pendingReason ??= reason
+    }
     rec.phaseDeadlineAt = INFINITY
     rec.requestDeadlineAt = INFINITY
     rec.ageDeadlineAt = INFINITY
@@ -633,7 +644,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #pollRequests(now: number): void {
     for (const rec of this.#records) {
       const socket = rec.httpSocket
-      if (socket === null || rec.inFlight > 0) continue
+      // HTTP/2 sessions read PING ACKs and SETTINGS while idle: never an HTTP/1 request.
+      if (socket === null || rec.inFlight > 0 || rec.session !== null) continue
       if (
         (rec.state === 'idle' || rec.state === 'new') &&
         socket.bytesRead !== rec.bytesReadAtIdle

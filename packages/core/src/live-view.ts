@@ -1,0 +1,456 @@
+import { createHash } from 'node:crypto'
+import type { CloseReason } from './close-reasons.js'
+import { InvalidOptionError, UnknownOptionError } from './errors.js'
+import type { ConnectionRecord, DeadlineKind } from './record.js'
+import type { ConnectionState, LiveState } from './states.js'
+import type { ConnectionTracker, Snapshot } from './tracker.js'
+
+/** 100 closes: a minute of churn on a quiet service, a screenful on the page. */
+export const DEFAULT_RECENT_CLOSES = 100
+/** 500 rows: the page stays readable and the JSON small (~100 KB) when polled every second. */
+export const DEFAULT_LIST_LIMIT = 500
+const MAX_LIMIT = 100_000
+
+export interface LiveViewOptions {
+  /** Closes kept for the view (a ring buffer), newest first; 0 keeps none. Default 100. */
+  recentCloses?: number
+  /** Live connections listed at most, oldest first (the rest are counted). Default 500. */
+  listLimit?: number
+}
+
+/** One live connection, as the view lists it. */
+export interface LiveConnection {
+  id: number
+  state: ConnectionState
+  /** Since accept, ms. */
+  ageMs: number
+  /** The deadline it waits on now, and ms left (0 when due and about to be cut); null when none. */
+  deadline: { kind: DeadlineKind; msLeft: number } | null
+  requests: number
+  bytesRead: number
+  bytesWritten: number
+  remoteAddress: string | null
+  remotePort: number | null
+  /** `'1.1'`, `'2.0'`; null before the first request. */
+  httpVersion: string | null
+  secure: boolean
+  tlsVersion: string | null
+}
+
+/** One recent close. */
+export interface RecentClose {
+  id: number
+  /** Epoch ms. */
+  closedAt: number
+  reason: CloseReason
+  stateAtClose: LiveState | null
+  errorCode: string | null
+  durationMs: number
+  requests: number
+  bytesRead: number
+  bytesWritten: number
+  remoteAddress: string | null
+  remotePort: number | null
+  httpVersion: string | null
+  secure: boolean
+}
+
+export interface LiveViewData {
+  /** Epoch ms when this was generated. */
+  generatedAt: number
+  /** `tracker.snapshot()`: live counts by state, closes by reason since start. */
+  snapshot: Snapshot
+  /** Live connections, oldest first, at most `listLimit`. */
+  connections: LiveConnection[]
+  /** True when more connections are live than listed (`snapshot.total` has them all). */
+  truncated: boolean
+  /** The last closes seen while the view existed, newest first. */
+  recentCloses: RecentClose[]
+  /** `recentCloses` counted by reason. */
+  recentClosesByReason: Partial<Record<CloseReason, number>>
+}
+
+const OPTION_NAMES = [
+  'recentCloses',
+  'listLimit',
+] as const satisfies readonly (keyof LiveViewOptions)[]
+
+/**
+ * An operator's view of a tracker's live connections: `json()` for an
+ * endpoint, `html(basePath)` for a page polling `<basePath>/json`. Keeps the
+ * last closes in a ring buffer fed by the tracker's 'close' event while the
+ * view exists; `close()` stops that. It exposes remote addresses and traffic:
+ * serve it only behind authentication.
+ */
+export class LiveView {
+  readonly #tracker: ConnectionTracker
+  readonly #listLimit: number
+  readonly #ring: (RecentClose | undefined)[]
+  /** Next slot to write. */
+  #head = 0
+  #closed = false
+  readonly #onClose = (rec: ConnectionRecord): void => {
+    const ring = this.#ring
+    if (ring.length === 0) return
+    ring[this.#head] = recentClose(rec)
+    this.#head = (this.#head + 1) % ring.length
+  }
+
+  constructor(tracker: ConnectionTracker, options: LiveViewOptions = {}) {
+    const resolved = resolveLiveViewOptions(options)
+    this.#tracker = tracker
+    this.#listLimit = resolved.listLimit
+    this.#ring = new Array<RecentClose | undefined>(resolved.recentCloses).fill(undefined)
+    tracker.on('close', this.#onClose)
+  }
+
+  /** The snapshot, the live connections and the recent closes. */
+  json(): LiveViewData {
+    const now = Date.now()
+    const connections: LiveConnection[] = []
+    let truncated = false
+    for (const rec of this.#tracker.connections()) {
+      if (connections.length >= this.#listLimit) {
+        truncated = true
+        break
+      }
+      connections.push(liveConnection(rec, now))
+    }
+    const recent: RecentClose[] = []
+    const byReason: Partial<Record<CloseReason, number>> = {}
+    const ring = this.#ring
+    for (let i = 1; i <= ring.length; i++) {
+      const entry = ring[(this.#head - i + ring.length) % ring.length]
+      if (entry === undefined) break
+      recent.push(entry)
+      byReason[entry.reason] = (byReason[entry.reason] ?? 0) + 1
+    }
+    return {
+      generatedAt: now,
+      snapshot: this.#tracker.snapshot(),
+      connections,
+      truncated,
+      recentCloses: recent,
+      recentClosesByReason: byReason,
+    }
+  }
+
+  /** A self-contained page (no external assets) that polls `<basePath>/json` every second. */
+  html(basePath: string): string {
+    return renderPage(basePath)
+  }
+
+  /**
+   * Response headers for `html()` or `json()`: no caching, no framing, no
+   * sniffing, and for the page a Content-Security-Policy that allows only its
+   * own inline script and style and fetches to its own origin.
+   */
+  headers(kind: 'html' | 'json'): Record<string, string> {
+    return kind === 'html' ? HTML_HEADERS : JSON_HEADERS
+  }
+
+  /** Stops recording closes; the view keeps answering with what it has. Idempotent. */
+  close(): void {
+    if (this.#closed) return
+    this.#closed = true
+    this.#tracker.off('close', this.#onClose)
+  }
+}
+
+/** `new LiveView(tracker, options)`. */
+export function liveView(tracker: ConnectionTracker, options?: LiveViewOptions): LiveView {
+  return new LiveView(tracker, options)
+}
+
+/** Validates live-view options; `where` names them in errors (`liveView`, a plugin option). */
+export function resolveLiveViewOptions(
+  options: unknown,
+  where = 'liveView',
+  extra: readonly string[] = [],
+): Required<LiveViewOptions> {
+  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
+    throw new InvalidOptionError(where, options, 'an object { recentCloses?, listLimit? }')
+  }
+  const known = [...extra, ...OPTION_NAMES]
+  for (const key of Object.keys(options)) {
+    if (!known.includes(key)) throw new UnknownOptionError(key, known, `${where} option`)
+  }
+  const { recentCloses, listLimit } = options as LiveViewOptions
+  return {
+    recentCloses: limit(`${where}.recentCloses`, recentCloses, DEFAULT_RECENT_CLOSES, 0),
+    listLimit: limit(`${where}.listLimit`, listLimit, DEFAULT_LIST_LIMIT, 1),
+  }
+}
+
+function limit(name: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_LIMIT) {
+    throw new InvalidOptionError(name, value, `a whole number from ${min} to ${MAX_LIMIT}`)
+  }
+  return value
+}
+
+function liveConnection(rec: ConnectionRecord, now: number): LiveConnection {
+  const deadline = rec.deadline
+  return {
+    id: rec.id,
+    state: rec.state,
+    ageMs: Math.max(0, Math.round(now - rec.openedAt)),
+    deadline:
+      deadline === null
+        ? null
+        : { kind: deadline.kind, msLeft: Math.max(0, Math.round(deadline.at - now)) },
+    requests: rec.requests,
+    bytesRead: rec.bytesRead,
+    bytesWritten: rec.bytesWritten,
+    remoteAddress: rec.remoteAddress ?? null,
+    remotePort: rec.remotePort ?? null,
+    httpVersion: rec.httpVersion,
+    secure: rec.secure,
+    tlsVersion: rec.tls?.protocol ?? null,
+  }
+}
+
+function recentClose(rec: ConnectionRecord): RecentClose {
+  return {
+    id: rec.id,
+    closedAt: Math.round(rec.closedAt ?? Date.now()),
+    reason: rec.closeReason ?? 'error',
+    stateAtClose: rec.stateAtClose,
+    errorCode: rec.errorCode,
+    durationMs: Math.round(rec.duration ?? 0),
+    requests: rec.requests,
+    bytesRead: rec.bytesRead,
+    bytesWritten: rec.bytesWritten,
+    remoteAddress: rec.remoteAddress ?? null,
+    remotePort: rec.remotePort ?? null,
+    httpVersion: rec.httpVersion,
+    secure: rec.secure,
+  }
+}
+
+// ---- the page ---------------------------------------------------------------
+
+const STYLE = `
+:root{color-scheme:light dark;--bg:#fff;--fg:#1d2125;--muted:#5f6b76;--line:#d9dee3;--card:#f4f6f8;--warn:#a15c00;--bad:#b3261e;--ok:#1b7f3b}
+@media (prefers-color-scheme:dark){:root{--bg:#15181b;--fg:#e6e9ec;--muted:#9aa5b1;--line:#2c3238;--card:#1e2328;--warn:#f0a33a;--bad:#ff7b72;--ok:#5cc27c}}
+*{box-sizing:border-box}
+body{margin:0;padding:20px 24px;background:var(--bg);color:var(--fg);font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
+h1{font-size:18px;margin:0 0 4px}
+h2{font-size:15px;margin:24px 0 8px}
+.status{color:var(--muted);font-size:13px}
+.status.error{color:var(--bad)}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin-top:14px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:8px 14px;min-width:96px}
+.card .n{font-size:22px;font-weight:600;font-variant-numeric:tabular-nums}
+.card .l{color:var(--muted);font-size:12px;text-transform:uppercase;letter-spacing:.04em}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
+th,td{text-align:left;padding:4px 10px;border-bottom:1px solid var(--line);white-space:nowrap}
+th{color:var(--muted);font-weight:600;font-size:12px}
+td.num,th.num{text-align:right}
+.state{display:inline-block;padding:0 6px;border-radius:4px;background:var(--card);border:1px solid var(--line);font-size:12px}
+.state-active{color:var(--ok)}
+.state-handshaking,.state-new{color:var(--warn)}
+.soon{color:var(--bad);font-weight:600}
+.empty{color:var(--muted);padding:8px 10px}
+.cols{display:grid;grid-template-columns:minmax(220px,1fr) 3fr;gap:24px}
+@media (max-width:900px){.cols{grid-template-columns:1fr}}
+code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
+`
+
+const SCRIPT = `
+(function () {
+  'use strict';
+  var base = document.body.getAttribute('data-base') || '';
+  var url = base.replace(/\\/+$/, '') + '/json';
+  var STATES = ['new', 'handshaking', 'idle', 'active', 'upgraded'];
+  var busy = false;
+  function $(id) { return document.getElementById(id); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function dur(ms) {
+    if (ms === null || ms === undefined) return '-';
+    if (ms < 1000) return ms + ' ms';
+    if (ms < 60000) return (ms / 1000).toFixed(1) + ' s';
+    if (ms < 3600000) return Math.floor(ms / 60000) + ' m ' + Math.floor((ms % 60000) / 1000) + ' s';
+    return Math.floor(ms / 3600000) + ' h ' + Math.floor((ms % 3600000) / 60000) + ' m';
+  }
+  function bytes(n) {
+    if (n < 1024) return n + ' B';
+    if (n < 1048576) return (n / 1024).toFixed(1) + ' KiB';
+    if (n < 1073741824) return (n / 1048576).toFixed(1) + ' MiB';
+    return (n / 1073741824).toFixed(2) + ' GiB';
+  }
+  function remote(c) {
+    var a = c.remoteAddress === null ? '?' : String(c.remoteAddress);
+    if (a.indexOf(':') >= 0) a = '[' + a + ']';
+    return c.remotePort === null ? a : a + ':' + c.remotePort;
+  }
+  function proto(c) {
+    var p = c.httpVersion === null ? '-' : (c.httpVersion === '2.0' ? 'h2' : 'HTTP/' + c.httpVersion);
+    if (c.secure) p += ' ' + (c.tlsVersion || 'TLS');
+    return p;
+  }
+  function row(cells, attrs) {
+    var tr = el('tr');
+    for (var k in attrs) tr.setAttribute(k, attrs[k]);
+    for (var i = 0; i < cells.length; i++) tr.appendChild(cells[i]);
+    return tr;
+  }
+  function td(text, cls) { return el('td', cls, text); }
+  function fill(id, rows, span, emptyText) {
+    var body = $(id);
+    body.textContent = '';
+    if (rows.length === 0) {
+      var tr = el('tr'); var cell = el('td', 'empty', emptyText);
+      cell.colSpan = span; tr.appendChild(cell); body.appendChild(tr); return;
+    }
+    for (var i = 0; i < rows.length; i++) body.appendChild(rows[i]);
+  }
+  function render(d) {
+    var s = d.snapshot;
+    var cards = $('counts');
+    cards.textContent = '';
+    var list = ['total'].concat(STATES);
+    for (var i = 0; i < list.length; i++) {
+      var c = el('div', 'card'); c.setAttribute('data-state', list[i]);
+      c.appendChild(el('div', 'n', s[list[i]]));
+      c.appendChild(el('div', 'l', list[i]));
+      cards.appendChild(c);
+    }
+    var rows = [];
+    for (var j = 0; j < d.connections.length; j++) {
+      var x = d.connections[j];
+      var st = el('td'); st.appendChild(el('span', 'state state-' + x.state, x.state));
+      var dl = x.deadline;
+      var left = td(dl === null ? '-' : dur(dl.msLeft), 'num' + (dl !== null && dl.msLeft < 1000 ? ' soon' : ''));
+      rows.push(row([
+        td(x.id, 'num'), td(remote(x)), td(proto(x)), st, td(dur(x.ageMs), 'num'),
+        td(dl === null ? '-' : dl.kind), left, td(x.requests, 'num'),
+        td(bytes(x.bytesRead), 'num'), td(bytes(x.bytesWritten), 'num')
+      ], { 'data-id': String(x.id), 'data-state': String(x.state) }));
+    }
+    fill('live', rows, 10, 'no live connections');
+    $('truncated').textContent = d.truncated ? 'showing the ' + d.connections.length + ' oldest of ' + s.total : '';
+    var reasons = Object.keys(d.recentClosesByReason).sort(function (a, b) {
+      return d.recentClosesByReason[b] - d.recentClosesByReason[a] || (a < b ? -1 : 1);
+    });
+    var rr = [];
+    for (var k = 0; k < reasons.length; k++) {
+      rr.push(row([td(reasons[k]), td(d.recentClosesByReason[reasons[k]], 'num'),
+        td(s.closedByReason[reasons[k]] || 0, 'num')], { 'data-reason': reasons[k] }));
+    }
+    fill('reasons', rr, 3, 'no closes yet');
+    var cr = [];
+    for (var m = 0; m < d.recentCloses.length && m < 50; m++) {
+      var r = d.recentCloses[m];
+      cr.push(row([
+        td(new Date(r.closedAt).toLocaleTimeString()), td(r.id, 'num'), td(remote(r)),
+        td(r.reason + (r.errorCode ? ' (' + r.errorCode + ')' : '')), td(r.stateAtClose || '-'),
+        td(dur(r.durationMs), 'num'), td(r.requests, 'num'),
+        td(bytes(r.bytesRead), 'num'), td(bytes(r.bytesWritten), 'num')
+      ], { 'data-id': String(r.id), 'data-reason': String(r.reason) }));
+    }
+    fill('closes', cr, 9, 'no closes yet');
+    var status = $('status');
+    status.className = 'status';
+    status.textContent = 'updated ' + new Date(d.generatedAt).toLocaleTimeString() + ' \\u00b7 every 1 s';
+  }
+  function poll() {
+    if (busy || document.hidden) return;
+    busy = true;
+    fetch(url, { cache: 'no-store', credentials: 'same-origin', headers: { accept: 'application/json' } })
+      .then(function (res) {
+        if (!res.ok) throw new Error('HTTP ' + res.status);
+        return res.json();
+      })
+      .then(render)
+      .catch(function (err) {
+        var status = $('status');
+        status.className = 'status error';
+        status.textContent = 'cannot load ' + url + ': ' + (err && err.message ? err.message : err);
+      })
+      .then(function () { busy = false; });
+  }
+  poll();
+  setInterval(poll, 1000);
+  document.addEventListener('visibilitychange', poll);
+})();
+`
+
+const sha256 = (text: string): string =>
+  `'sha256-${createHash('sha256').update(text).digest('base64')}'`
+
+const HTML_HEADERS: Record<string, string> = Object.freeze({
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+  // The page's own script and style only (by hash), fetches to its own origin only.
+  'content-security-policy': `default-src 'none'; script-src ${sha256(SCRIPT)}; style-src ${sha256(STYLE)}; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+}) as Record<string, string>
+
+const JSON_HEADERS: Record<string, string> = Object.freeze({
+  'content-type': 'application/json; charset=utf-8',
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+}) as Record<string, string>
+
+const HTML_ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => HTML_ESCAPES[c] as string)
+}
+
+function renderPage(basePath: string): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>connguard · live connections</title>
+<style>${STYLE}</style>
+</head>
+<body data-base="${escapeHtml(basePath)}">
+<h1>connguard · live connections</h1>
+<div id="status" class="status">loading…</div>
+<div id="counts" class="cards"></div>
+<h2>Live connections <span id="truncated" class="status"></span></h2>
+<table>
+<thead><tr><th class="num">id</th><th>remote</th><th>protocol</th><th>state</th><th class="num">age</th><th>deadline</th><th class="num">left</th><th class="num">requests</th><th class="num">in</th><th class="num">out</th></tr></thead>
+<tbody id="live"></tbody>
+</table>
+<div class="cols">
+<div>
+<h2>Recent closes by reason</h2>
+<table>
+<thead><tr><th>reason</th><th class="num">recent</th><th class="num">since start</th></tr></thead>
+<tbody id="reasons"></tbody>
+</table>
+</div>
+<div>
+<h2>Recent closes</h2>
+<table>
+<thead><tr><th>time</th><th class="num">id</th><th>remote</th><th>reason</th><th>state</th><th class="num">duration</th><th class="num">requests</th><th class="num">in</th><th class="num">out</th></tr></thead>
+<tbody id="closes"></tbody>
+</table>
+</div>
+</div>
+<script>${SCRIPT}</script>
+</body>
+</html>
+`
+}
