@@ -7,7 +7,7 @@
  *   node scripts/test.mjs test/helpers.test.ts -t keepAlive
  */
 import { spawn } from 'node:child_process'
-import { existsSync, readFileSync, rmSync } from 'node:fs'
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -65,6 +65,13 @@ function finish(vitestCode) {
   }
   const { passed = 0, failed = 0, skipped = 0 } = counts ?? {}
   console.log(`${passed} passed, ${failed} failed${skipped > 0 ? `, ${skipped} skipped` : ''}`)
+  // .ci/run runs the suite on several Node versions and adds the runs up.
+  if (process.env.CONNGUARD_TALLY) {
+    appendFileSync(
+      process.env.CONNGUARD_TALLY,
+      `${process.version} ${passed} ${failed + (counts ? counts.brokenFiles.length : 1)} ${skipped}\n`,
+    )
+  }
   process.exit(exitCode)
 }
 
