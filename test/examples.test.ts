@@ -36,7 +36,7 @@ describe('examples', () => {
     expect(stdout).toMatch(/OK: /)
   }, 70_000)
 
-  it.each(['fastify-https.mjs', 'express-https.mjs', 'uploads-sse.mjs'])(
+  it.each(['fastify-https.mjs', 'express-https.mjs', 'uploads-sse.mjs', 'live-view.mjs'])(
     '%s --smoke exits 0 after a successful request',
     async (file) => {
       const { stdout } = await run('node', [`examples/${file}`, '--smoke'], {

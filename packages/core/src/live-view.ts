@@ -253,8 +253,10 @@ td.num,th.num{text-align:right}
 .state-handshaking,.state-new{color:var(--warn)}
 .soon{color:var(--bad);font-weight:600}
 .empty{color:var(--muted);padding:8px 10px}
-.cols{display:grid;grid-template-columns:minmax(220px,1fr) 3fr;gap:24px}
-@media (max-width:900px){.cols{grid-template-columns:1fr}}
+.cols{display:flex;flex-wrap:wrap;gap:8px 40px;align-items:flex-start}
+.cols>div:first-child{flex:0 0 auto}
+.cols>div:last-child{flex:1 1 600px;min-width:0}
+.scroll{overflow-x:auto}
 code{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px}
 `
 
@@ -429,10 +431,10 @@ function renderPage(basePath: string): string {
 <div id="status" class="status">loading…</div>
 <div id="counts" class="cards"></div>
 <h2>Live connections <span id="truncated" class="status"></span></h2>
-<table>
+<div class="scroll"><table>
 <thead><tr><th class="num">id</th><th>remote</th><th>protocol</th><th>state</th><th class="num">age</th><th>deadline</th><th class="num">left</th><th class="num">requests</th><th class="num">in</th><th class="num">out</th></tr></thead>
 <tbody id="live"></tbody>
-</table>
+</table></div>
 <div class="cols">
 <div>
 <h2>Recent closes by reason</h2>
@@ -443,10 +445,10 @@ function renderPage(basePath: string): string {
 </div>
 <div>
 <h2>Recent closes</h2>
-<table>
+<div class="scroll"><table>
 <thead><tr><th>time</th><th class="num">id</th><th>remote</th><th>reason</th><th>state</th><th class="num">duration</th><th class="num">requests</th><th class="num">in</th><th class="num">out</th></tr></thead>
 <tbody id="closes"></tbody>
-</table>
+</table></div>
 </div>
 </div>
 <script>${SCRIPT}</script>

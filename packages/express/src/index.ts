@@ -5,5 +5,6 @@ export {
   type ConnguardRequest,
   connguard,
   connguard as default,
+  type LiveViewMiddleware,
   type Middleware,
 } from './middleware.js'

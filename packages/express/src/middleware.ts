@@ -1,8 +1,14 @@
 import { IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import {
+  type CloseLogger,
+  type CloseLogOptions,
   ConnectionTracker,
   type ConnectionTrackerOptions,
+  liveView as createLiveView,
   type DrainResult,
+  type LiveView,
+  type LiveViewOptions,
+  logCloses,
   RequestController,
   type RequestOverrides,
   resolveRequestOverrides,
@@ -24,6 +30,24 @@ export interface ConnguardMiddleware extends Middleware {
   route(overrides: RequestOverrides): Middleware
   /** `guard.tracker.drain()`: for shutdown, next to `server.close()`. */
   drain(options?: { timeout?: number | false }): Promise<DrainResult>
+  /**
+   * One line per closed connection to a pino-compatible `logger` (reason,
+   * phase timings, bytes); see `logCloses` in `@connguard/core`. Returns a
+   * function that stops it.
+   */
+  logCloses(logger: CloseLogger, options?: CloseLogOptions): () => void
+  /**
+   * The live connections view as a middleware to mount yourself, behind
+   * authentication: `app.use('/_connguard', requireAdmin, guard.liveView())`
+   * serves the page at the mount path and its data at `<mount>/json`.
+   */
+  liveView(options?: LiveViewOptions): LiveViewMiddleware
+}
+
+/** `guard.liveView()`: serves `/` (HTML) and `/json` below its mount; `close()` stops recording closes. */
+export interface LiveViewMiddleware extends Middleware {
+  readonly view: LiveView
+  close(): void
 }
 
 /** A request passed through the guard: `req.connguard` is its controller. */
@@ -107,6 +131,13 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     drain: {
       value: (options?: { timeout?: number | false }) => tracker.drain(options),
     },
+    logCloses: {
+      value: (logger: CloseLogger, options?: CloseLogOptions) =>
+        logCloses(tracker, logger, options),
+    },
+    liveView: {
+      value: (options?: LiveViewOptions) => liveViewMiddleware(createLiveView(tracker, options)),
+    },
     route: {
       value: (overrides: RequestOverrides): Middleware => {
         const resolved = resolveRequestOverrides(overrides, 'guard.route() option')
@@ -118,4 +149,43 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     },
   })
   return guard
+}
+
+/**
+ * GET/HEAD `<mount>/` → the page, `<mount>/json` → the data; anything else
+ * passes on. `req.url` is relative to the mount (Express strips it); the page
+ * is told the mount from `req.baseUrl`, or from `originalUrl` elsewhere.
+ */
+function liveViewMiddleware(view: LiveView): LiveViewMiddleware {
+  const handler = ((req: IncomingMessage, res: ServerResponse, next: Next): void => {
+    const url = req.url ?? '/'
+    const query = url.indexOf('?')
+    const path = query < 0 ? url : url.slice(0, query)
+    const kind = path === '/' || path === '' ? 'html' : path === '/json' ? 'json' : null
+    if (kind === null || (req.method !== 'GET' && req.method !== 'HEAD')) {
+      next()
+      return
+    }
+    const body = kind === 'html' ? view.html(mountOf(req, path)) : JSON.stringify(view.json())
+    res.writeHead(200, {
+      ...view.headers(kind),
+      'content-length': String(Buffer.byteLength(body)),
+    })
+    res.end(req.method === 'HEAD' ? undefined : body)
+  }) as LiveViewMiddleware
+  Object.defineProperties(handler, {
+    view: { value: view, enumerable: true },
+    close: { value: () => view.close() },
+  })
+  return handler
+}
+
+function mountOf(req: IncomingMessage, path: string): string {
+  const baseUrl = (req as { baseUrl?: unknown }).baseUrl
+  if (typeof baseUrl === 'string') return baseUrl
+  const original = (req as { originalUrl?: unknown }).originalUrl
+  if (typeof original !== 'string') return ''
+  const q = original.indexOf('?')
+  const full = q < 0 ? original : original.slice(0, q)
+  return full.endsWith(path) ? full.slice(0, full.length - path.length) : ''
 }

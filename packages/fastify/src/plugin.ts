@@ -1,13 +1,26 @@
 import {
+  type CloseLogOptions,
   ConnectionTracker,
   type ConnectionTrackerOptions,
+  liveView as createLiveView,
+  InvalidOptionError,
+  type LiveView,
+  type LiveViewOptions,
+  logCloses,
   RequestController,
   type RequestOverrides,
   type ResolvedRequestOverrides,
+  resolveCloseLogOptions,
   resolveDrainTimeout,
+  resolveLiveViewOptions,
   resolveRequestOverrides,
 } from '@connguard/core'
-import type { FastifyPluginAsync, onRequestHookHandler, RouteOptions } from 'fastify'
+import type {
+  FastifyInstance,
+  FastifyPluginAsync,
+  onRequestHookHandler,
+  RouteOptions,
+} from 'fastify'
 import fp from 'fastify-plugin'
 
 declare module 'fastify' {
@@ -32,7 +45,22 @@ export interface ConnguardFastifyOptions extends ConnectionTrackerOptions {
    * `false` waits for ever, as Fastify alone does).
    */
   drainTimeout?: number | false
+  /**
+   * One `app.log` line per closed connection (reason, phase timings, bytes):
+   * cuts at `info`, peer closes at `debug`, errors at `warn`; `{ levels, level }`
+   * changes that (see `logCloses` in `@connguard/core`). Default false.
+   */
+  closeLog?: boolean | CloseLogOptions
+  /**
+   * Mounts the live connections view: `GET <path>` (an HTML page) and
+   * `GET <path>/json`. Default false: nothing is exposed. It shows remote
+   * addresses and traffic: put it behind authentication (an onRequest hook).
+   */
+  liveView?: false | ({ path: string } & LiveViewOptions)
 }
+
+/** Options the plugin consumes itself; everything else goes to the tracker. */
+const PLUGIN_KEYS = new Set(['drainTimeout', 'closeLog', 'liveView'])
 
 /** Keys Fastify itself may pass along with a plugin's options. */
 const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
@@ -40,8 +68,9 @@ const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
 const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app, options) => {
   const trackerOptions: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(options)) {
-    if (!REGISTER_KEYS.has(key) && key !== 'drainTimeout') trackerOptions[key] = value
+    if (!REGISTER_KEYS.has(key) && !PLUGIN_KEYS.has(key)) trackerOptions[key] = value
   }
+  const observability = resolveObservability(options)
   const tracker = new ConnectionTracker(trackerOptions)
   const drainTimeout = resolveDrainTimeout(options.drainTimeout)
   // At register time, before listen: the first connection is already guarded.
@@ -60,6 +89,64 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
   app.addHook('onClose', async () => {
     tracker.close()
   })
+  addObservability(app, tracker, observability)
+}
+
+/** `closeLog` and `liveView` validated, before the tracker exists (a bad option leaves nothing attached). */
+function resolveObservability({ closeLog = false, liveView = false }: ConnguardFastifyOptions): {
+  closeLog: CloseLogOptions | null
+  liveView: { base: string; options: LiveViewOptions } | null
+} {
+  if (typeof closeLog !== 'boolean') resolveCloseLogOptions(closeLog, 'closeLog')
+  const log = closeLog === false ? null : closeLog === true ? {} : closeLog
+  if (liveView === false) return { closeLog: log, liveView: null }
+  if (liveView === null || typeof liveView !== 'object' || Array.isArray(liveView)) {
+    throw new InvalidOptionError(
+      'liveView',
+      liveView,
+      'false or { path, recentCloses?, listLimit? }',
+    )
+  }
+  const { path, ...rest } = liveView
+  const options = resolveLiveViewOptions(rest, 'liveView', ['path'])
+  // A literal route: no parameters or wildcards, no empty segments.
+  if (typeof path !== 'string' || !/^\/[\w\-./~]*$/.test(path) || path.includes('//')) {
+    throw new InvalidOptionError(
+      'liveView.path',
+      path,
+      'a path starting with "/" (letters, digits, "-", "_", ".", "~", "/"; no parameters)',
+    )
+  }
+  return { closeLog: log, liveView: { base: path.replace(/\/+$/, ''), options } }
+}
+
+/** Starts the close log and mounts the live view; both stop once the tracker has closed. */
+function addObservability(
+  app: FastifyInstance,
+  tracker: ConnectionTracker,
+  resolved: ReturnType<typeof resolveObservability>,
+): void {
+  const stopLog = resolved.closeLog === null ? null : logCloses(tracker, app.log, resolved.closeLog)
+  let view: LiveView | null = null
+  if (resolved.liveView !== null) {
+    const { base, options } = resolved.liveView
+    const v = createLiveView(tracker, options)
+    view = v
+    const page = v.html(base)
+    app.get(base === '' ? '/' : base, (_request, reply) => {
+      reply.headers(v.headers('html')).send(page)
+    })
+    // Polled every second by the page: its request lines would drown the log.
+    app.get(`${base}/json`, { logLevel: 'warn' }, (_request, reply) => {
+      reply.headers(v.headers('json')).send(JSON.stringify(v.json()))
+    })
+  }
+  if (stopLog !== null || view !== null) {
+    app.addHook('onClose', async () => {
+      stopLog?.()
+      view?.close()
+    })
+  }
 }
 
 /**
