@@ -20,7 +20,6 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs'
-import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -32,7 +31,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const PNPM = ['-y', 'pnpm@10']
 
 interface PackageCase {
-  name: 'core' | 'fastify' | 'express'
+  name: 'core' | 'fastify' | 'express' | 'prometheus' | 'opentelemetry'
   /** Third-party dependencies to link in from the workspace install. */
   links: string[]
   /**
@@ -60,6 +59,16 @@ const cases: PackageCase[] = [
       expect(api.connguard).toBe('function')
       expect(api['default === connguard']).toBe('true')
     },
+  },
+  {
+    name: 'prometheus',
+    links: ['prom-client'],
+    expectApi: (api) => expect(api.registerPrometheus).toBe('function'),
+  },
+  {
+    name: 'opentelemetry',
+    links: ['@opentelemetry/api'],
+    expectApi: (api) => expect(api.registerOpenTelemetry).toBe('function'),
   },
 ]
 
@@ -139,8 +148,9 @@ async function pack(name: string, destination: string): Promise<string> {
 
 /** The real directory of a dependency as the workspace package itself resolves it. */
 function installedDir(fromPackage: string, dep: string): string {
-  const require = createRequire(join(root, 'packages', fromPackage, 'package.json'))
-  return dirname(realpathSync(require.resolve(`${dep}/package.json`)))
+  // Through node_modules, not `require.resolve('<dep>/package.json')`: some packages
+  // (@opentelemetry/api) do not export their package.json.
+  return realpathSync(join(root, 'packages', fromPackage, 'node_modules', dep))
 }
 
 beforeAll(async () => {
@@ -164,7 +174,9 @@ beforeAll(async () => {
       await run('tar', ['-xzf', tarball, '-C', target, '--strip-components=1'])
       for (const dep of links) {
         const link = join(consumer, 'node_modules', dep)
-        if (!existsSync(link)) symlinkSync(installedDir(name, dep), link, 'dir')
+        if (existsSync(link)) continue
+        mkdirSync(dirname(link), { recursive: true }) // a scope folder, for @scope/name
+        symlinkSync(installedDir(name, dep), link, 'dir')
       }
     }),
   )

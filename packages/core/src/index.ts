@@ -33,6 +33,19 @@ export {
   resolveLiveViewOptions,
 } from './live-view.js'
 export {
+  activeTlsHandshakes,
+  BYTE_BUCKETS,
+  CLEAN_REASONS,
+  type ConnectionMeasures,
+  liveStates,
+  measureConnection,
+  PHASES,
+  type Phase,
+  REJECT_REASONS,
+  REQUEST_BUCKETS,
+  TIME_BUCKETS,
+} from './measures.js'
+export {
   type ConnectionTrackerOptions,
   type DataRate,
   DEFAULT_DRAIN_TIMEOUT,

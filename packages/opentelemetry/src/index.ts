@@ -1,1 +1,5 @@
-export {}
+export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core'
+export { AlreadyRegisteredError } from './errors.js'
+export { INSTRUMENT_NAMES, METER_NAME } from './instruments.js'
+export type { OpenTelemetryOptions } from './options.js'
+export { registerOpenTelemetry, type StopMetrics } from './register.js'

@@ -1,1 +1,5 @@
-export {}
+export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core'
+export { AlreadyRegisteredError, MetricConflictError } from './errors.js'
+export { METRIC_NAMES } from './instruments.js'
+export { DEFAULT_PREFIX, type PrometheusOptions } from './options.js'
+export { registerPrometheus, type StopMetrics } from './register.js'

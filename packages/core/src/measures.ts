@@ -1,0 +1,239 @@
+/**
+ * What one closed connection contributes to the metrics, read from its record's public
+ * fields once, at close: the instruments' values (seconds, counts, bytes) and their
+ * low-cardinality attributes. Nothing here touches a socket or keeps state.
+ *
+ * The record is the source and the exporters map it: @connguard/prometheus and
+ * @connguard/opentelemetry both read this one mapping, so they mean the same by every
+ * instrument; docs/metrics.md states each meaning.
+ */
+import type { CloseReason } from './close-reasons.js'
+import type { ConnectionRecord } from './record.js'
+import type { LiveState } from './states.js'
+import type { ConnectionTracker, Snapshot } from './tracker.js'
+
+/** The caps checked at accept: a connection closed with one of these never reached the app. */
+export const REJECT_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  'max_concurrent_connections_exceeded',
+  'max_connections_per_ip_exceeded',
+  'max_concurrent_handshakes_exceeded',
+])
+
+/**
+ * Ends that are not failures: the peer or the server closed after a normal exchange, a
+ * graceful shutdown, a planned rotation. OpenTelemetry's `error.type` is left unset for
+ * them, as Kestrel does ("error.type isn't set for non-error reasons", dotnet/aspnetcore
+ * #56164), so an error-rate query over `connection.duration` does not count every
+ * browser that hung up; `connguard.close_reason` always carries the reason.
+ */
+export const CLEAN_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>([
+  'client_closed',
+  'server_closed',
+  'app_shutdown',
+  'max_connection_age',
+  'max_requests_per_connection',
+])
+
+/**
+ * Bucket upper bounds for every time histogram, in seconds. 1–10 ms holds loopback and
+ * same-region handshakes and first requests; 25–250 ms cross-region round trips; the
+ * 10 s, 30 s and 60/120 s edges sit at connguard's default handshake (10 s), headers
+ * (30 s) and keep-alive (72 s) deadlines, so a phase cut by one lands in the bucket right
+ * above the edge and stands apart from those that completed; 300 s – 1 h keeps long-lived
+ * pooled and upgraded connections out of +Inf. The 10 ms – 300 s span is the one ASP.NET
+ * Core gives kestrel.connection.duration; connection phases need the ends added.
+ */
+export const TIME_BUCKETS: readonly number[] = Object.freeze([
+  0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600,
+])
+
+/**
+ * Requests per connection. `0` is its own bucket: connections that never sent a request
+ * (pre-connects, scanners, silent clients) are the population the guard is about.
+ */
+export const REQUEST_BUCKETS: readonly number[] = Object.freeze([
+  0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10_000,
+])
+
+/**
+ * Wire bytes per connection and direction, powers of 4 from 256 B to 1 GiB: a TLS
+ * handshake alone is 0.5–6 KB (the certificate chain), one small request or response
+ * about 1 KB, so handshake-only, single-request, busy keep-alive and bulk-transfer
+ * connections fall in different buckets.
+ */
+export const BYTE_BUCKETS: readonly number[] = Object.freeze([
+  256, 1024, 4096, 16_384, 65_536, 262_144, 1_048_576, 4_194_304, 16_777_216, 67_108_864,
+  268_435_456, 1_073_741_824,
+])
+
+/** The phases a connection's time is split into; see docs/metrics.md for each one's bounds. */
+export const PHASES = ['handshake', 'first_request', 'request', 'keep_alive', 'upgraded'] as const
+export type Phase = (typeof PHASES)[number]
+
+/** What one closed connection contributes. Seconds for times; -1 = not recorded. */
+export interface ConnectionMeasures {
+  readonly reason: CloseReason
+  /** Closed at accept by a cap: counted as rejected, and only in the duration and close counts. */
+  readonly rejected: boolean
+  /** OpenTelemetry `error.type`: the reason, unless it is a clean end (CLEAN_REASONS). */
+  readonly errorType: CloseReason | undefined
+  /** Accept → close. */
+  readonly duration: number
+  /** `1.0`, `1.1`, `2` (semconv network.protocol.version); from ALPN before any request; undefined when unknown. */
+  readonly protocolVersion: string | undefined
+  /** `1.2`, `1.3` (semconv tls.protocol.version); undefined for plain and failed handshakes. */
+  readonly tlsVersion: string | undefined
+  /** The local (server) port; undefined on a Unix socket. */
+  readonly port: number | undefined
+  readonly transport: 'tcp' | 'unix'
+  /** TLS: accept → established, or → close when the handshake never completed; -1 otherwise. */
+  readonly handshake: number
+  /** The handshake did not complete (`handshake` then runs to the close). */
+  readonly handshakeFailed: boolean
+  readonly requests: number
+  readonly bytesReceived: number
+  readonly bytesTransmitted: number
+  /** Seconds spent in each phase; -1 when the connection never was in it. */
+  readonly phases: Readonly<Record<Phase, number>>
+}
+
+/** Node's `req.httpVersion` (and the tracker's `'2.0'`) → semconv network.protocol.version. */
+const HTTP_VERSIONS = new Map([
+  ['1.0', '1.0'],
+  ['1.1', '1.1'],
+  ['2.0', '2'],
+  ['2', '2'],
+])
+const ALPN_VERSIONS = new Map([
+  ['h2', '2'],
+  ['http/1.1', '1.1'],
+  ['http/1.0', '1.0'],
+])
+/** OpenSSL's protocol names → semconv tls.protocol.version (tls.protocol.name is "tls"). */
+const TLS_VERSIONS = new Map([
+  ['TLSv1.3', '1.3'],
+  ['TLSv1.2', '1.2'],
+  ['TLSv1.1', '1.1'],
+  ['TLSv1', '1.0'],
+])
+
+/**
+ * Unknown values collapse to `other`, never pass through: label values come from a fixed
+ * set whatever a client sends, so no client can grow the number of series.
+ */
+function mapped(map: ReadonlyMap<string, string>, value: string): string {
+  return map.get(value) ?? 'other'
+}
+
+const ms = (value: number): number => (value > 0 ? value / 1000 : 0)
+
+/** Reads a closed record. Called once per connection, from the tracker's 'close' event. */
+export function measureConnection(rec: ConnectionRecord): ConnectionMeasures {
+  const reason = rec.closeReason ?? 'error'
+  const sd = rec.stateDurations
+  const duration = rec.duration ?? 0
+  const rejected = REJECT_REASONS.has(reason) && rec.stateAtClose === 'new'
+  const alpn = rec.tls?.alpnProtocol
+  const protocolVersion =
+    rec.httpVersion !== null
+      ? mapped(HTTP_VERSIONS, rec.httpVersion)
+      : typeof alpn === 'string'
+        ? mapped(ALPN_VERSIONS, alpn)
+        : undefined
+  const tlsProtocol = rec.tls?.protocol
+  const phases: Record<Phase, number> = {
+    handshake: -1,
+    first_request: -1,
+    request: -1,
+    keep_alive: -1,
+    upgraded: -1,
+  }
+  let handshake = -1
+  const handshakeFailed = rec.secure && rec.handshakeDuration === null
+  if (!rejected) {
+    // A TLS connection is in `new`/`handshaking` exactly until it is established, so
+    // their sum is the handshake whether it completed (= handshakeDuration) or not.
+    if (rec.secure) {
+      handshake = ms(rec.handshakeDuration ?? sd.new + sd.handshaking)
+      phases.handshake = handshake
+    }
+    if (!handshakeFailed) {
+      const first = rec.timeToFirstRequest
+      // Established → first request; a connection that never sent one waited until its close.
+      phases.first_request = ms(first ?? duration - (rec.handshakeDuration ?? 0))
+      if (sd.active > 0 || rec.requests > 0) phases.request = ms(sd.active)
+      if (first !== null) {
+        // The wait for the first request is spent in `new` on plain HTTP/1 (it goes
+        // new → active) and in `idle` after TLS or an h2c preface; every other idle
+        // millisecond is a keep-alive gap, the last one included (the gap a
+        // keep_alive_timeout or a client hang-up ended).
+        const idleBeforeFirst = Math.max(0, first - (rec.secure ? 0 : sd.new))
+        const gaps = sd.idle - idleBeforeFirst
+        if (gaps > 0 || rec.stateAtClose === 'idle') phases.keep_alive = ms(gaps)
+      }
+      if (sd.upgraded > 0 || rec.stateAtClose === 'upgraded') phases.upgraded = ms(sd.upgraded)
+    }
+  }
+  return {
+    reason,
+    rejected,
+    errorType: CLEAN_REASONS.has(reason) ? undefined : reason,
+    duration: ms(duration),
+    protocolVersion,
+    tlsVersion:
+      typeof tlsProtocol === 'string' && !handshakeFailed
+        ? mapped(TLS_VERSIONS, tlsProtocol)
+        : undefined,
+    port: rec.localPort,
+    // Node reports no local port for a Unix domain socket (or a Windows pipe).
+    transport: rec.localPort === undefined ? 'unix' : 'tcp',
+    handshake,
+    handshakeFailed,
+    requests: rec.requests,
+    bytesReceived: rec.bytesRead,
+    bytesTransmitted: rec.bytesWritten,
+    phases,
+  }
+}
+
+/** Live connections per state, summed over `trackers`: `snapshot()` only, O(1) per tracker. */
+export function liveStates(
+  trackers: Iterable<Pick<ConnectionTracker, 'snapshot'>>,
+): Record<LiveState, number> {
+  const states: Record<LiveState, number> = {
+    new: 0,
+    handshaking: 0,
+    idle: 0,
+    active: 0,
+    upgraded: 0,
+  }
+  for (const tracker of trackers) {
+    const s: Snapshot = tracker.snapshot()
+    states.new += s.new
+    states.handshaking += s.handshaking
+    states.idle += s.idle
+    states.active += s.active
+    states.upgraded += s.upgraded
+  }
+  return states
+}
+
+/**
+ * TLS handshakes in progress, summed over `trackers`: connections in `handshaking` (a
+ * state only TLS enters) plus secure ones still in `new` (accepted, no byte yet). Plain
+ * HTTP waits for its first request in `new` too, so those are told apart by walking
+ * `connections()`, and only when something is in `new`. Read at collection time.
+ */
+export function activeTlsHandshakes(
+  trackers: Iterable<Pick<ConnectionTracker, 'snapshot' | 'connections'>>,
+): number {
+  let n = 0
+  for (const tracker of trackers) {
+    const s = tracker.snapshot()
+    n += s.handshaking
+    if (s.new > 0) {
+      for (const rec of tracker.connections()) if (rec.secure && rec.state === 'new') n++
+    }
+  }
+  return n
+}
