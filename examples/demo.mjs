@@ -21,7 +21,9 @@ import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import tls from 'node:tls'
 import { connguard } from '@connguard/fastify'
+import { registerPrometheus } from '@connguard/prometheus'
 import Fastify from 'fastify'
+import { Registry } from 'prom-client'
 
 // ---- settings ------------------------------------------------------------------------------
 
@@ -89,7 +91,11 @@ const watchdog = setTimeout(() => {
 
 // HTTP/2 over TLS, with HTTP/1.1 for clients that do not offer h2 (most of the ones below).
 const app = Fastify({ http2: true, https: { key: KEY, cert: CERT, allowHTTP1: true } })
-await app.register(connguard, GUARD)
+// The live connections page is opt-in (and belongs behind authentication in production).
+await app.register(connguard, { ...GUARD, liveView: { path: '/_connguard' } })
+// Prometheus metrics from the same records, on a registry of our own.
+const registry = new Registry()
+registerPrometheus(app.connguard, { registry })
 
 app.get('/', async () => ({ hello: 'world' }))
 // A long poll that never answers (the HTTP/2 dead-route client waits on it).
@@ -139,6 +145,7 @@ say(
     `pingInterval ${GUARD.pingInterval} ms, pingTimeout ${GUARD.pingTimeout} ms, sweepInterval ${GUARD.sweepInterval} ms`,
 )
 say(dim(`          (demo values; defaults are 10 s, 30 s, 72 s, off, 60 s, 20 s, 250 ms)`))
+say(`live view https://${HOST}:${port}/_connguard  ${dim('(while the demo runs)')}`)
 say()
 
 // ---- the client harness --------------------------------------------------------------------
@@ -651,6 +658,18 @@ const reasons = Object.entries(snap.closedByReason).sort(
 )
 const reasonWidth = Math.max(...reasons.map(([r]) => r.length))
 for (const [reason, count] of reasons) say(`    ${cyan(reason.padEnd(reasonWidth))}  ${count}`)
+
+// An excerpt of what Prometheus would scrape (@connguard/prometheus): closes by reason,
+// and how many TLS handshakes completed or failed.
+const scrape = (await registry.metrics()).split('\n')
+const excerpt = scrape.filter(
+  (line) =>
+    (line.startsWith('connguard_connections_closed_total{') && !line.endsWith(' 0')) ||
+    line.startsWith('connguard_tls_handshake_duration_seconds_count'),
+)
+say()
+say(bold('Prometheus scrape (excerpt of registry.metrics())'))
+for (const line of excerpt) say(`  ${dim(line)}`)
 
 await app.close()
 clearTimeout(watchdog)

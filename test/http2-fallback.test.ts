@@ -10,7 +10,6 @@
  */
 import https from 'node:https'
 import { performance } from 'node:perf_hooks'
-import type { ConnectionRecord } from '@connguard/core'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { printTimings, type TimingRow } from './helpers/guard-timing.js'
 import {
@@ -65,10 +64,12 @@ describe('HTTP/1.1 fallback on an allowHTTP1 secure server', () => {
       expect(first.status).toBe(200)
       const second = await get11(h2.port, agent)
       expect(second.status).toBe(200)
-      const rec = [...h2.tracker.connections()][0] as ConnectionRecord
-      expect(rec.httpVersion).toBe('1.1')
-      expect(rec.requests).toBe(2)
-      expect(rec.state).toBe('idle')
+      // Usually one keep-alive socket; an agent may still open a second one (seen on Node 24
+      // under load), so count requests over the HTTP/1.1 records rather than index one.
+      const recs = [...h2.tracker.connections()].filter((r) => r.httpVersion === '1.1')
+      expect(recs.length).toBeGreaterThanOrEqual(1)
+      expect(recs.reduce((n, r) => n + r.requests, 0)).toBe(2)
+      for (const r of recs) expect(r.state).toBe('idle')
 
       // An h2 client on the same server is HTTP/2.
       const client = await connectH2(h2.origin)
@@ -76,7 +77,7 @@ describe('HTTP/1.1 fallback on an allowHTTP1 secure server', () => {
       expect(recordOf(h2, client.localPort).httpVersion).toBe('2.0')
 
       const closed = await h2.closes.next((r) => r.httpVersion === '1.1', 5_000)
-      expect(closed).toBe(rec)
+      expect(recs).toContain(closed)
       expect(closed.closeReason).toBe('keep_alive_timeout')
       expect(closed.tls?.alpnProtocol).toBe('http/1.1')
       expect(closed.peakConcurrentStreams).toBe(0)
