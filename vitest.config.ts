@@ -10,7 +10,7 @@ export default defineConfig({
   resolve: {
     // Tests run against source, not dist: no build step between an edit and a test run.
     // Exact-match regexes so `@connguard/core/package.json` still resolves normally.
-    alias: ['core', 'fastify', 'express', 'prometheus', 'opentelemetry'].map((name) => ({
+    alias: ['core', 'fastify', 'express', 'prometheus', 'opentelemetry', 'client'].map((name) => ({
       find: new RegExp(`^@connguard/${name}$`),
       replacement: sourceEntry(name),
     })),
