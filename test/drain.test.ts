@@ -15,10 +15,9 @@
  */
 import http from 'node:http'
 import https from 'node:https'
-import net from 'node:net'
+import type net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as delay } from 'node:timers/promises'
-import tls from 'node:tls'
 import {
   type ConnectionRecord,
   ConnectionTracker,
@@ -31,8 +30,9 @@ import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { captureClientHello, getRequest } from './helpers/clients.js'
+import { type Client, destroyClients, open } from './helpers/dial.js'
 import { printTimings, type TimingRow } from './helpers/guard-timing.js'
-import { type ParsedResponse, parseResponses } from './helpers/http-response.js'
+import { parseResponses } from './helpers/http-response.js'
 import {
   type CloseWatcher,
   expectConsistentRecord,
@@ -41,7 +41,7 @@ import {
   watchCloses,
 } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
-import { clientTlsOptions, tlsOptions } from './helpers/tls.js'
+import { tlsOptions } from './helpers/tls.js'
 
 const SWEEP = 50
 const EARLY = 20
@@ -53,142 +53,6 @@ const FAR = 20_000
 
 const timings: TimingRow[] = []
 afterAll(() => printTimings(timings))
-
-// ---- a raw client that can bind its local address -----------------------------------------
-
-interface Ended {
-  at: number
-  how: 'end' | 'error' | 'close' | 'destroyed'
-  error?: NodeJS.ErrnoException
-}
-
-interface Client {
-  socket: net.Socket
-  /** Local port of the TCP socket (the server's `remotePort`), kept after it closes. */
-  readonly localPort: number | undefined
-  /** performance.now() at TCP connect. */
-  readonly openedAt: number
-  /** True on connect (TCP) / secureConnect (TLS); false if the connection ended first. */
-  ready: Promise<boolean>
-  /** Settles once when the connection ends; rejects on the hard life. */
-  ended: Promise<Ended>
-  received(): Buffer
-  isOpen(): boolean
-  send(data: string | Buffer): boolean
-  /** Send a GET and resolve with its response (requests on one client are sequential). */
-  get(path?: string): Promise<ParsedResponse>
-  destroy(): void
-}
-
-function dial(
-  port: number,
-  {
-    secure = false,
-    localAddress,
-    timeoutMs = 10_000,
-  }: { secure?: boolean; localAddress?: string; timeoutMs?: number } = {},
-): Client {
-  const tcp = net.connect({ host: '127.0.0.1', port, ...(localAddress && { localAddress }) })
-  const socket = secure ? tls.connect({ ...clientTlsOptions, socket: tcp }) : tcp
-  let buf = Buffer.alloc(0)
-  let openedAt = Number.NaN
-  let localPort: number | undefined
-  let settled = false
-  let answered = 0
-  const waiters = new Set<() => void>()
-  let resolveEnded!: (e: Ended) => void
-  let rejectEnded!: (err: Error) => void
-  const ended = new Promise<Ended>((resolve, reject) => {
-    resolveEnded = resolve
-    rejectEnded = reject
-  })
-  ended.catch(() => {})
-  const finish = (how: Ended['how'], error?: NodeJS.ErrnoException) => {
-    if (settled) return
-    settled = true
-    clearTimeout(hard)
-    resolveEnded({ at: performance.now(), how, ...(error && { error }) })
-    socket.destroy()
-    tcp.destroy()
-    for (const wake of [...waiters]) wake()
-  }
-  const hard = setTimeout(() => {
-    if (settled) return
-    settled = true
-    rejectEnded(new Error(`client hard life of ${timeoutMs} ms ran out`))
-    socket.destroy()
-    tcp.destroy()
-    for (const wake of [...waiters]) wake()
-  }, timeoutMs)
-  tcp.once('connect', () => {
-    openedAt = performance.now()
-    localPort = tcp.localPort
-  })
-  socket.on('data', (chunk: Buffer) => {
-    buf = Buffer.concat([buf, chunk])
-    for (const wake of [...waiters]) wake()
-  })
-  socket.once('end', () => finish('end'))
-  socket.once('error', (err) => finish('error', err))
-  if (socket !== tcp) tcp.once('error', (err) => finish('error', err))
-  socket.once('close', () => finish('close'))
-  const ready = new Promise<boolean>((resolve) => {
-    socket.once(secure ? 'secureConnect' : 'connect', () => resolve(true))
-    ended.then(
-      () => resolve(false),
-      () => resolve(false),
-    )
-  })
-  const nth = (n: number) =>
-    new Promise<ParsedResponse>((resolve, reject) => {
-      const check = () => {
-        const responses = parseResponses(buf, { eof: settled })
-        if (responses.length >= n) {
-          waiters.delete(check)
-          resolve(responses[n - 1] as ParsedResponse)
-        } else if (settled) {
-          waiters.delete(check)
-          reject(new Error(`connection ended before response #${n} (${buf.length} bytes in)`))
-        }
-      }
-      waiters.add(check)
-      check()
-    })
-  const client: Client = {
-    socket,
-    get localPort() {
-      return localPort
-    },
-    get openedAt() {
-      return openedAt
-    },
-    ready,
-    ended,
-    received: () => buf,
-    isOpen: () => !settled,
-    send: (data) => {
-      if (settled || !socket.writable) return false
-      socket.write(data)
-      return true
-    },
-    get: async (path = '/') => {
-      if (!(await ready)) throw new Error('connection ended before it was established')
-      answered++
-      client.send(getRequest(path))
-      return nth(answered)
-    },
-    destroy: () => finish('destroyed'),
-  }
-  return client
-}
-
-/** Clients opened by a test, destroyed by afterEach. */
-const clients: Client[] = []
-function open(port: number, options?: Parameters<typeof dial>[1]): Client {
-  const c = dial(port, options)
-  clients.push(c)
-  return c
-}
 
 // ---- both adapters behind one shape --------------------------------------------------------
 
@@ -209,7 +73,7 @@ interface Started {
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
-  for (const c of clients.splice(0)) c.destroy()
+  destroyClients()
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
