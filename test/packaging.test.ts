@@ -31,7 +31,7 @@ const root = fileURLToPath(new URL('..', import.meta.url))
 const PNPM = ['-y', 'pnpm@10']
 
 interface PackageCase {
-  name: 'core' | 'fastify' | 'express' | 'prometheus' | 'opentelemetry'
+  name: 'core' | 'fastify' | 'express' | 'prometheus' | 'opentelemetry' | 'client'
   /** Third-party dependencies to link in from the workspace install. */
   links: string[]
   /**
@@ -69,6 +69,14 @@ const cases: PackageCase[] = [
     name: 'opentelemetry',
     links: ['@opentelemetry/api'],
     expectApi: (api) => expect(api.registerOpenTelemetry).toBe('function'),
+  },
+  {
+    name: 'client',
+    links: ['undici'],
+    expectApi: (api) => {
+      expect(api.createDispatcher).toBe('function')
+      expect(api.PingTimeoutError).toBe('function')
+    },
   },
 ]
 

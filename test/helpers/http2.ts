@@ -241,6 +241,13 @@ export interface Relay {
   port: number
   /** From now on, every byte in either direction is dropped; nothing is closed or ended. */
   stop(): void
+  /**
+   * The route of every connection open now dies as with `stop()`; connections accepted
+   * later are forwarded normally (a client that reconnects finds a working route).
+   */
+  stopExisting(): void
+  /** Connections accepted so far. */
+  accepted(): number
   /** performance.now() of stop(), NaN before. */
   stoppedAt(): number
   /** Bytes dropped since stop(), per direction. */
@@ -259,6 +266,9 @@ export interface Relay {
 export async function startRelay(target: number): Promise<Relay> {
   const sockets = new Set<net.Socket>()
   let forwarding = true
+  let accepted = 0
+  /** One per relayed connection: false once its route died. */
+  const routes = new Set<{ alive: boolean }>()
   let stoppedAt = Number.NaN
   const dropped = { toServer: 0, toClient: 0 }
   const track = (socket: net.Socket) => {
@@ -267,6 +277,11 @@ export async function startRelay(target: number): Promise<Relay> {
     socket.once('close', () => sockets.delete(socket))
   }
   const server = net.createServer({ allowHalfOpen: true }, (down) => {
+    accepted++
+    const route = { alive: true }
+    routes.add(route)
+    down.once('close', () => routes.delete(route))
+    const live = () => forwarding && route.alive
     track(down)
     const up = net.connect({ host: '127.0.0.1', port: target, allowHalfOpen: true })
     track(up)
@@ -277,7 +292,7 @@ export async function startRelay(target: number): Promise<Relay> {
       for (const chunk of pending.splice(0)) up.write(chunk)
     })
     down.on('data', (chunk: Buffer) => {
-      if (!forwarding) {
+      if (!live()) {
         dropped.toServer += chunk.length
         return
       }
@@ -285,17 +300,17 @@ export async function startRelay(target: number): Promise<Relay> {
       else pending.push(chunk)
     })
     up.on('data', (chunk: Buffer) => {
-      if (!forwarding) {
+      if (!live()) {
         dropped.toClient += chunk.length
         return
       }
       down.write(chunk)
     })
     // While the route is alive, an end or a close on one side is passed on to the other.
-    down.on('end', () => forwarding && up.end())
-    up.on('end', () => forwarding && down.end())
-    down.on('close', () => forwarding && up.destroy())
-    up.on('close', () => forwarding && down.destroy())
+    down.on('end', () => live() && up.end())
+    up.on('end', () => live() && down.end())
+    down.on('close', () => live() && up.destroy())
+    up.on('close', () => live() && down.destroy())
   })
   const port = await new Promise<number>((resolve) => {
     server.listen(0, '127.0.0.1', () => resolve((server.address() as net.AddressInfo).port))
@@ -306,6 +321,11 @@ export async function startRelay(target: number): Promise<Relay> {
       forwarding = false
       stoppedAt = performance.now()
     },
+    stopExisting: () => {
+      for (const route of routes) route.alive = false
+      stoppedAt = performance.now()
+    },
+    accepted: () => accepted,
     stoppedAt: () => stoppedAt,
     dropped,
     close: () => {

@@ -1,1 +1,14 @@
-export {}
+export { ConnguardDispatcher, createDispatcher } from './dispatcher.js'
+export { PingTimeoutError } from './errors.js'
+export {
+  type ClientClock,
+  type ClientLivenessOptions,
+  type ClientOptions,
+  DEFAULT_PING_TIMEOUT,
+  DEFAULT_READ_IDLE_TIMEOUT,
+  DEFAULT_TCP_KEEP_ALIVE,
+  type ResolvedClientOptions,
+  resolveClientOptions,
+} from './options.js'
+export { ClientConnectionRecord } from './record.js'
+export { type ClientSnapshot, ClientTracker, type ClientTrackerEvents } from './tracker.js'

@@ -1,0 +1,35 @@
+/**
+ * examples/client.mjs --smoke: the before/after of the seed article's dead route, run as a
+ * user would (global fetch, the built @connguard/client): plain undici stays stuck on the
+ * dead HTTP/2 connection, connguard closes it with ping_timeout and recovers.
+ */
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { beforeAll, expect, it } from 'vitest'
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+beforeAll(async () => {
+  const built = ['core', 'client'].every((name) =>
+    existsSync(`${root}packages/${name}/dist/index.js`),
+  )
+  if (!built) {
+    await run('npx', ['-y', 'pnpm@10', '-r', '--filter', './packages/*', 'run', 'build'], {
+      cwd: root,
+      timeout: 240_000,
+    })
+  }
+}, 250_000)
+
+it('examples/client.mjs --smoke: plain undici stays stuck, connguard recovers, exit 0', async () => {
+  const { stdout } = await run('node', ['examples/client.mjs', '--smoke'], {
+    cwd: root,
+    timeout: 25_000,
+  })
+  expect(stdout).toContain('closed: ping_timeout')
+  expect(stdout).toMatch(/failed: TimeoutError/)
+  expect(stdout).toContain('OK: connguard recovered, plain undici did not')
+}, 30_000)
