@@ -298,6 +298,8 @@ class Http1Binding implements ServerBinding {
       // (never write to a socket under a live session).
       socket[kRecord] = rec
       socket.on('end', onSocketEnd)
+      // The session's error reaches the TLS socket first: listening is safe, writing is not.
+      socket.on('error', onSocketError)
       rec.httpSocket = socket
       return
     }

@@ -31,6 +31,11 @@ import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
+/**
+ * A session cut with GOAWAY gets two sweeps to flush it and close before it is destroyed:
+ * enough for the frame to leave, short enough that a stalled header block holds nothing.
+ */
+const SESSION_CLOSE_GRACE_SWEEPS = 2
 
 /** Live connections by state, and closes by reason since the tracker was created. */
 export interface Snapshot {
@@ -486,8 +491,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   _streamClosed(rec: ConnectionRecord): void {
     if (rec.state === 'closed' || rec.inFlight === 0) return
     rec.inFlight--
-    // Streams torn down with a session we cut: the record keeps the state it was cut in.
-    if (rec.inFlight > 0 || rec.pendingReason !== null) return
+    // Streams torn down with a session we cut, or that died: the record keeps its state.
+    if (rec.inFlight > 0 || rec.pendingReason !== null || rec.session?.destroyed === true) return
     const now = this.#clock.now()
     this.#setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
     this.#transition(rec, 'idle', now)
@@ -606,6 +611,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)
+    const session = rec.session
+    if (session !== null && !session.destroyed) {
+      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends):
+      // if the session is still there a moment later, the next cut destroys it.
+      rec.phaseDeadlineAt =
+        this.#clock.now() + SESSION_CLOSE_GRACE_SWEEPS * this.options.sweepInterval
+      this.#queue.schedule(rec, rec.phaseDeadlineAt)
+    }
   }
 
   /** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
@@ -666,12 +679,16 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * the next tick, where it surfaces as any uncaught exception would.
    */
   #safeEmit(event: keyof ConnectionTrackerEvents, ...args: unknown[]): void {
-    try {
-      ;(this.emit as (event: string, ...a: unknown[]) => boolean)(event, ...args)
-    } catch (err) {
-      process.nextTick(() => {
-        throw err
-      })
+    // Each listener on its own: one that throws must not hide the event from the
+    // listeners after it (exporters, the close log, the live view).
+    for (const listener of this.rawListeners(event) as ((...a: unknown[]) => unknown)[]) {
+      try {
+        listener.apply(this, args)
+      } catch (err) {
+        process.nextTick(() => {
+          throw err
+        })
+      }
     }
   }
 }
