@@ -118,7 +118,9 @@ describe('clients against node:http', () => {
     expect(result.statuses).toEqual([200])
     expect(result.close?.how).toBe('end')
     const idleMs = (result.close?.at ?? 0) - (result.respondedAt[0] ?? 0)
-    expect(idleMs).toBeGreaterThanOrEqual(90)
+    // The server's 100 ms start when it answers, the client's clock when it has parsed the
+    // answer: under load the latter lags by tens of ms, so only a loose lower bound holds.
+    expect(idleMs).toBeGreaterThanOrEqual(50)
     expect(idleMs).toBeLessThan(400)
   })
 
