@@ -1,0 +1,72 @@
+/**
+ * The attacked server: Fastify over HTTPS on 127.0.0.1, hello world. Started by attack.mjs
+ * under `ulimit -n 2048`.
+ *
+ *   node attack-server.mjs bare               Fastify's defaults
+ *   node attack-server.mjs guarded '<json>'   connguard with these options
+ *
+ * Sends `{ type: 'ready', port }`, then `{ type: 'sample', … }` every second: open files,
+ * live connections and, when guarded, the tracker's counts.
+ */
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import Fastify from 'fastify'
+import { HOST, openFiles, serveParent, tlsOptions } from './common.mjs'
+
+const [variant, json] = process.argv.slice(2)
+const app = Fastify({ logger: false, https: tlsOptions })
+if (variant === 'guarded') {
+  const { connguard } = await import('@connguard/fastify')
+  await app.register(connguard, JSON.parse(json))
+}
+app.get('/', async () => ({ hello: 'world' }))
+let serverErrors = 0
+app.server.on('error', () => {
+  serverErrors++
+})
+await app.listen({ host: HOST, port: 0, backlog: 511 })
+
+const delay = monitorEventLoopDelay({ resolution: 10 })
+delay.enable()
+const t0 = performance.now()
+let lastCpu = process.cpuUsage()
+let lastWait = runQueueWait()
+let lastFiles = 0
+const timer = setInterval(() => {
+  const cpu = process.cpuUsage(lastCpu)
+  lastCpu = process.cpuUsage()
+  const wait = runQueueWait()
+  const waited = wait - lastWait
+  lastWait = wait
+  // At the file limit, listing /proc/self/fd fails too (it needs a descriptor): report the limit.
+  const files = openFiles()
+  if (Number.isFinite(files)) lastFiles = files
+  app.server.getConnections((_err, connections) => {
+    const snap = variant === 'guarded' ? app.connguard.snapshot() : null
+    process.send({
+      type: 'sample',
+      t: (performance.now() - t0) / 1000,
+      files: Number.isFinite(files) ? files : `≥ ${Math.max(lastFiles, 2040)} (EMFILE)`,
+      cpu: (cpu.user + cpu.system) / 1e6,
+      // ms this process was runnable but waiting for a CPU (other processes had it)
+      runQueueWaitMs: waited,
+      connections,
+      handshaking: snap === null ? null : snap.new + snap.handshaking,
+      closedByReason: snap?.closedByReason ?? null,
+      loopDelayP99: delay.percentile(99) / 1e6,
+      serverErrors,
+    })
+    delay.reset()
+  })
+}, 1_000)
+timer.unref()
+/** ns → ms this process spent waiting on a run queue (Linux schedstat); NaN elsewhere. */
+function runQueueWait() {
+  try {
+    return Number(readFileSync('/proc/self/schedstat', 'utf8').split(' ')[1]) / 1e6
+  } catch {
+    return Number.NaN
+  }
+}
+
+serveParent({})
+process.send({ type: 'ready', port: app.server.address().port, limit: null })

@@ -1,0 +1,57 @@
+#!/usr/bin/env node
+/**
+ * Runs the benchmarks, each in its own Node process, and prints their tables.
+ *
+ *   node bench/run.mjs                       all of them (about 9 minutes on 2 cores)
+ *   node bench/run.mjs sweep accuracy        only these
+ *   node bench/run.mjs --full                overhead with 5 s runs and the wrk cross-check
+ *                                            (about 12 minutes; what RESULTS.md reports)
+ *   node bench/run.mjs overhead -- --only fastify-http-ka --pairs 7
+ *                                            arguments after `--` go to each named benchmark
+ *
+ * `pnpm bench` builds the packages first: the benchmarks load their dist builds.
+ */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import { machine } from './lib/common.mjs'
+
+const BENCHMARKS = {
+  sweep: { nodeArgs: ['--expose-gc'], args: [] },
+  memory: { nodeArgs: [], args: [] },
+  accuracy: { nodeArgs: [], args: [] },
+  overhead: { nodeArgs: [], args: ['--pairs', '5', '--duration', '3'] },
+  attack: { nodeArgs: [], args: [] },
+}
+const FULL = { overhead: ['--pairs', '5', '--duration', '5', '--wrk'] }
+
+const argv = process.argv.slice(2)
+const dash = argv.indexOf('--')
+const own = dash < 0 ? argv : argv.slice(0, dash)
+const passThrough = dash < 0 ? [] : argv.slice(dash + 1)
+const full = own.includes('--full')
+const names = own.filter((a) => !a.startsWith('--'))
+for (const name of names) {
+  if (!(name in BENCHMARKS)) {
+    console.error(`unknown benchmark ${name}; one of: ${Object.keys(BENCHMARKS).join(', ')}`)
+    process.exit(2)
+  }
+}
+const selected = names.length > 0 ? names : Object.keys(BENCHMARKS)
+
+console.log(`# connguard benchmarks\n\n${machine()}; started ${new Date().toISOString()}`)
+const started = performance.now()
+let failed = 0
+for (const name of selected) {
+  const b = BENCHMARKS[name]
+  const args = passThrough.length > 0 ? passThrough : full && FULL[name] ? FULL[name] : b.args
+  const script = fileURLToPath(new URL(`./${name}.mjs`, import.meta.url))
+  const t0 = performance.now()
+  const child = spawn(process.execPath, [...b.nodeArgs, script, ...args], { stdio: 'inherit' })
+  const [code] = await once(child, 'exit')
+  const seconds = ((performance.now() - t0) / 1000).toFixed(0)
+  console.log(`\n(${name}: ${seconds} s${code === 0 ? '' : `, exit code ${code}`})`)
+  if (code !== 0) failed++
+}
+console.log(`\nall done in ${((performance.now() - started) / 60_000).toFixed(1)} min`)
+process.exitCode = failed > 0 ? 1 : 0

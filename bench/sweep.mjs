@@ -1,0 +1,316 @@
+#!/usr/bin/env node
+/**
+ * Sweep cost: how long one `tracker.sweep()` takes with N tracked connections, driven through
+ * the core with an injected clock (no sockets: records are opened with fake socket objects and
+ * a fake server binding, then moved to idle the way the HTTP binding would).
+ *
+ *   node bench/sweep.mjs            (run with --expose-gc for steadier numbers; run.mjs does)
+ *
+ * Target: under 0.5 ms for 50,000 idle connections with nothing expiring, and a cost that
+ * grows with the number expired, not the number tracked.
+ */
+import { ConnectionTracker } from '@connguard/core'
+import { fmt, machine, median, pct, sorted, table } from './lib/common.mjs'
+
+const gc = globalThis.gc ?? (() => {})
+const KEEP_ALIVE = 72_000
+
+function fakeSocket(i) {
+  return {
+    bytesRead: 0,
+    bytesWritten: 0,
+    remoteAddress: '127.0.0.1',
+    remotePort: 1024 + (i % 60_000),
+    localAddress: '127.0.0.1',
+    localPort: 8080,
+    destroyed: false,
+    on() {},
+    once() {},
+    removeListener() {},
+    destroy() {},
+    _handle: null,
+  }
+}
+
+/** A tracker (never attached: no sweeper timer) with a manual clock and a no-op binding. */
+function makeTracker(options = {}) {
+  const clock = { t: 0, now: () => clock.t }
+  const tracker = new ConnectionTracker({ ...options, clock })
+  const binding = {
+    tracker,
+    cut() {},
+    release() {},
+    endAfterResponse() {},
+    ping() {},
+    goaway() {},
+    detach() {},
+  }
+  return { tracker, clock, binding }
+}
+
+const idleReq = { httpVersion: '1.1', headers: {}, complete: true, destroyed: false }
+const idleRes = { shouldKeepAlive: true, headersSent: false }
+
+/**
+ * `n` plain connections that each served one request and went idle, one per ms of fake
+ * time: connection i's keep-alive deadline is at i + 72 s.
+ */
+function idleTracker(n, options) {
+  const t = makeTracker(options)
+  const { tracker, clock, binding } = t
+  for (let i = 0; i < n; i++) {
+    clock.t = i
+    const rec = tracker._open(fakeSocket(i), false, binding)
+    tracker._requestBegin(rec)
+    tracker._requestHead(rec, idleReq, idleRes)
+    tracker._responseEnd(rec, null)
+  }
+  return t
+}
+
+/** Mean ns per call of a sweep that finds nothing due, over many calls. */
+function sweepNothingDue(tracker, now, calls) {
+  for (let i = 0; i < 1000; i++) tracker.sweep(now) // warm up
+  gc()
+  const single = new Float64Array(2000)
+  for (let i = 0; i < single.length; i++) {
+    const t0 = process.hrtime.bigint()
+    tracker.sweep(now)
+    single[i] = Number(process.hrtime.bigint() - t0)
+  }
+  const t0 = process.hrtime.bigint()
+  for (let i = 0; i < calls; i++) tracker.sweep(now)
+  const meanNs = Number(process.hrtime.bigint() - t0) / calls
+  const s = sorted(single)
+  return { meanNs, p99Ns: pct(s, 99), maxNs: s[s.length - 1] }
+}
+
+/** One sweep that finds `expired` connections due (a fresh tracker each repetition). */
+function sweepExpiring(n, expired, reps, options) {
+  const times = []
+  let cut = 0
+  for (let r = 0; r < reps; r++) {
+    const { tracker } = idleTracker(n, options)
+    // Deadlines are at i + 72 s: at 72 s + expired - 1, exactly `expired` are due.
+    const now = KEEP_ALIVE + expired - 1
+    gc()
+    const t0 = process.hrtime.bigint()
+    cut = tracker.sweep(now)
+    times.push(Number(process.hrtime.bigint() - t0))
+    tracker.close()
+  }
+  if (cut !== expired) throw new Error(`expected ${expired} cut, got ${cut}`)
+  return median(times)
+}
+
+const us = (ns) => fmt(ns / 1000, 1)
+const ms = (ns) => fmt(ns / 1e6, 3)
+
+export async function main() {
+  console.log(`\n## Sweep cost (${machine()})\n`)
+  const sizes = [1_000, 10_000, 50_000]
+  const reps = 15
+  // Warm the cut path up first (JIT), as it is in a server that has been cutting for a while.
+  for (let r = 0; r < 10; r++) sweepExpiring(10_000, 1_000, 1)
+
+  // 1. Nothing due, and 1% / a fixed 100 due, at each size.
+  const rows = []
+  for (const n of sizes) {
+    const { tracker } = idleTracker(n)
+    const idle = sweepNothingDue(tracker, KEEP_ALIVE - 1, 200_000)
+    if (tracker.snapshot().idle !== n) throw new Error('records did not reach idle')
+    tracker.close()
+    const onePct = n / 100
+    const tOnePct = sweepExpiring(n, onePct, reps)
+    const tHundred = sweepExpiring(n, 100, reps)
+    rows.push([
+      n.toLocaleString('en'),
+      `${fmt(idle.meanNs, 0)} ns`,
+      `${fmt(idle.p99Ns, 0)} ns`,
+      `${onePct} → ${us(tOnePct)} µs (${fmt(tOnePct / onePct, 0)} ns each)`,
+      `${us(tHundred)} µs (${fmt(tHundred / 100, 0)} ns each)`,
+    ])
+  }
+  console.log('One sweep of N idle keep-alive connections (median of', reps, 'for the expiring)')
+  table(
+    [
+      'tracked (idle)',
+      'nothing due: mean',
+      'nothing due: p99 single',
+      '1% expiring',
+      '100 expiring',
+    ],
+    rows,
+  )
+
+  // 2. Cost against expired count at a fixed size: linear in expired.
+  const curve = []
+  for (const expired of [10, 100, 1_000, 5_000]) {
+    const t = sweepExpiring(50_000, expired, 7)
+    curve.push([expired.toLocaleString('en'), `${ms(t)} ms`, `${fmt(t / expired, 0)} ns`])
+  }
+  console.log('\nOne sweep at 50,000 tracked, by number expired (median of 7)')
+  table(['expired', 'sweep', 'per expired'], curve)
+
+  // 3. Rate checks: 5,000 connections with a request body in progress.
+  console.log(
+    '\n5,000 connections with a request body in progress (minBodyRate: 240 B/s, 5 s window)',
+  )
+  table(['case', 'per sweep', 'checks due', 'per check'], bodyInProgress(5_000))
+
+  // 4. What is not O(expired): TLS connections with no byte yet, and the parser-hook fallback.
+  const extra = []
+  {
+    const { tracker, clock, binding } = makeTracker()
+    for (let i = 0; i < 50_000; i++) tracker._open(fakeSocket(i), true, binding)
+    clock.t = 1
+    const r = sweepNothingDue(tracker, 1, 200)
+    extra.push([
+      '50,000 TLS connections accepted, no byte yet (polled for `handshaking`)',
+      `${ms(r.meanNs)} ms`,
+    ])
+    tracker.close()
+  }
+  {
+    const { tracker, clock, binding } = idleTracker(50_000)
+    // A request head with no message-begin report switches the tracker to polling (fallback).
+    clock.t = 50_000
+    const rec = tracker._open(fakeSocket(1), false, binding)
+    tracker._requestHead(rec, idleReq, idleRes)
+    tracker._responseEnd(rec, null)
+    const r = sweepNothingDue(tracker, KEEP_ALIVE - 1, 200)
+    extra.push(['50,000 idle, parser hook unavailable (fallback polling)', `${ms(r.meanNs)} ms`])
+    tracker.close()
+  }
+  console.log('\nSweeps that are O(connections) by design (mean per sweep)')
+  table(['case', 'per sweep'], extra)
+
+  // 5. The tracker's bookkeeping per request, without sockets or Node's HTTP code.
+  const perRequest = []
+  for (const n of [50, 10_000]) {
+    const r = requestBookkeeping(n)
+    perRequest.push([n.toLocaleString('en'), `${fmt(r, 0)} ns`])
+  }
+  console.log(
+    '\nTracker bookkeeping per keep-alive request (request begin, head, response end; ' +
+      'hot loop, real clock, round-robin over N connections; median of 5)',
+  )
+  table(['connections', 'per request'], perRequest)
+}
+
+/** ns per request of `_requestBegin` + `_requestHead` + `_responseEnd`, as the binding calls them. */
+function requestBookkeeping(n) {
+  const tracker = new ConnectionTracker()
+  const binding = {
+    tracker,
+    cut() {},
+    release() {},
+    endAfterResponse() {},
+    ping() {},
+    goaway() {},
+    detach() {},
+  }
+  const handle = { bytesRead: 0 }
+  const recs = []
+  for (let i = 0; i < n; i++) {
+    const socket = fakeSocket(i)
+    socket._handle = handle
+    Object.defineProperty(socket, 'bytesRead', { get: () => handle.bytesRead })
+    recs.push(tracker._open(socket, false, binding))
+  }
+  const run = (count) => {
+    for (let i = 0; i < count; i++) {
+      const rec = recs[i % n]
+      tracker._requestBegin(rec)
+      tracker._requestHead(rec, idleReq, idleRes)
+      tracker._responseEnd(rec, null)
+    }
+  }
+  run(200_000)
+  const times = []
+  for (let k = 0; k < 5; k++) {
+    const t0 = process.hrtime.bigint()
+    run(300_000)
+    times.push(Number(process.hrtime.bigint() - t0) / 300_000)
+  }
+  tracker.close()
+  return median(times)
+}
+
+/**
+ * 5,000 requests whose bodies arrive at 1 KB/s (above the rate): (a) all opened at once, so
+ * every check falls due in the same sweep; (b) opened one per ms over 5 s, the steady state,
+ * where each 250 ms sweep finds about 1/20 of them due.
+ */
+function bodyInProgress(n) {
+  const rows = []
+  const bodyReq = () => ({
+    httpVersion: '1.1',
+    headers: { 'content-length': '10000000' },
+    complete: false,
+    destroyed: false,
+  })
+  const open = (t, spreadMs) => {
+    const { tracker, clock, binding } = t
+    const sockets = []
+    for (let i = 0; i < n; i++) {
+      clock.t = spreadMs === 0 ? 0 : Math.floor((i * spreadMs) / n)
+      const socket = fakeSocket(i)
+      sockets.push(socket)
+      const rec = tracker._open(socket, false, binding)
+      tracker._requestBegin(rec)
+      tracker._requestHead(rec, bodyReq(), { shouldKeepAlive: true, headersSent: false })
+    }
+    return sockets
+  }
+  // (a) all due at once
+  {
+    const times = []
+    for (let r = 0; r < 9; r++) {
+      const t = makeTracker()
+      const sockets = open(t, 0)
+      for (const s of sockets) s.bytesRead += 5_000 // 1 KB/s over the 5 s window
+      gc()
+      const t0 = process.hrtime.bigint()
+      const cut = t.tracker.sweep(5_000)
+      times.push(Number(process.hrtime.bigint() - t0))
+      if (cut !== 0) throw new Error('a healthy body was cut')
+      t.tracker.close()
+    }
+    const m = median(times)
+    rows.push(['all 5,000 checks due in one sweep', `${ms(m)} ms`, n, `${fmt(m / n, 0)} ns`])
+  }
+  // (b) steady state: sweeps every 250 ms for 30 s of fake time
+  {
+    const t = makeTracker()
+    const sockets = open(t, 5_000)
+    const per = []
+    for (let now = 5_000; now <= 35_000; now += 250) {
+      // 1 KB/s since each request began (request i began at i ms).
+      for (let i = 0; i < n; i++) sockets[i].bytesRead = now - Math.floor((i * 5_000) / n)
+      const t0 = process.hrtime.bigint()
+      if (t.tracker.sweep(now) !== 0) throw new Error('a healthy body was cut')
+      per.push(Number(process.hrtime.bigint() - t0))
+    }
+    const m = median(per)
+    rows.push([
+      'spread over the window, sweep every 250 ms (median)',
+      `${ms(m)} ms`,
+      `~${n / 20}`,
+      `${fmt(m / (n / 20), 0)} ns`,
+    ])
+    rows.push(['  same, p99 of 121 sweeps', `${ms(pct(sorted(per), 99))} ms`, '', ''])
+    t.tracker.close()
+  }
+  // (c) nothing due between checks
+  {
+    const t = makeTracker()
+    open(t, 0)
+    const r = sweepNothingDue(t.tracker, 4_999, 100_000)
+    rows.push(['no check due (between windows)', `${fmt(r.meanNs, 0)} ns`, 0, '-'])
+    t.tracker.close()
+  }
+  return rows
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main()
