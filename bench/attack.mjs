@@ -122,6 +122,16 @@ async function runVariant(variant, o) {
       if (m?.type === 'sample') attackSamples.push(m)
     })
     const under = await legit(server.info.port, o.legit, o.seconds)
+    const slow = under.filter((x) => !x.ok || x.ms > 500)
+    if (slow.length > 0) {
+      console.error(
+        `  ${variant}: ${slow.length} legit requests failed or took > 500 ms; first: ` +
+          slow
+            .slice(0, 8)
+            .map((x) => `${fmt(x.at, 1)} s ${x.ok ? `${fmt(x.ms, 0)} ms` : x.why}`)
+            .join(', '),
+      )
+    }
     await attacker.stop()
     return {
       variant,
@@ -157,6 +167,11 @@ function timeline(r, seconds) {
       aw.length ? `${fmt(avg(aw, 'cpu') * 100, 0)}%` : '-',
       sw.length ? fmt(Math.max(...sw.map((x) => x.loopDelayP99)), 0) : '-',
       sw.length ? fmt(avg(sw, 'runQueueWaitMs'), 0) : '-',
+      sw.length ? Math.max(...sw.map((x) => x.acceptQueue)) : '-',
+      r.variant === 'guarded' && sw.length
+        ? `${fmt(Math.max(...sw.map((x) => x.sweepMaxMs)), 1)} (${Math.max(...sw.map((x) => x.sweepMaxCut))})`
+        : '-',
+      sw.length ? fmt(Math.max(...sw.map((x) => x.gcMaxMs)), 1) : '-',
       `${fmt(s.success * 100, 1)}%`,
       fmt(s.p99, 0),
       s.failures || '',
@@ -238,6 +253,9 @@ export async function main(argv) {
         'attacker CPU',
         'loop delay p99 ms',
         'run-queue wait ms/s',
+        'accept queue (max)',
+        'longest sweep ms (cuts)',
+        'longest GC ms',
         'legit success',
         'legit p99 ms',
         'failures',

@@ -8,7 +8,7 @@
  * Sends `{ type: 'ready', port }`, then `{ type: 'sample', … }` every second: open files,
  * live connections and, when guarded, the tracker's counts.
  */
-import { monitorEventLoopDelay, performance } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import { HOST, openFiles, serveParent, tlsOptions } from './common.mjs'
 
@@ -19,6 +19,29 @@ if (variant === 'guarded') {
   await app.register(connguard, JSON.parse(json))
 }
 app.get('/', async () => ({ hello: 'world' }))
+// Instrumentation (bench only): the sweeper calls `this.sweep()`, so an own property on the
+// tracker wraps it: how long each sweep blocks the loop and how many connections it cuts.
+const sweeps = { maxMs: 0, totalMs: 0, maxCut: 0 }
+if (variant === 'guarded') {
+  const tracker = app.connguard
+  const sweep = tracker.sweep.bind(tracker)
+  tracker.sweep = (now) => {
+    const t = performance.now()
+    const cut = sweep(now)
+    const ms = performance.now() - t
+    sweeps.totalMs += ms
+    if (ms > sweeps.maxMs) sweeps.maxMs = ms
+    if (cut > sweeps.maxCut) sweeps.maxCut = cut
+    return cut
+  }
+}
+const gc = { maxMs: 0, totalMs: 0 }
+new PerformanceObserver((list) => {
+  for (const e of list.getEntries()) {
+    gc.totalMs += e.duration
+    if (e.duration > gc.maxMs) gc.maxMs = e.duration
+  }
+}).observe({ entryTypes: ['gc'] })
 let serverErrors = 0
 app.server.on('error', () => {
   serverErrors++
@@ -49,6 +72,12 @@ const timer = setInterval(() => {
       cpu: (cpu.user + cpu.system) / 1e6,
       // ms this process was runnable but waiting for a CPU (other processes had it)
       runQueueWaitMs: waited,
+      acceptQueue: acceptQueue(),
+      sweepMaxMs: sweeps.maxMs,
+      sweepTotalMs: sweeps.totalMs,
+      sweepMaxCut: sweeps.maxCut,
+      gcMaxMs: gc.maxMs,
+      gcTotalMs: gc.totalMs,
       connections,
       handshaking: snap === null ? null : snap.new + snap.handshaking,
       closedByReason: snap?.closedByReason ?? null,
@@ -56,9 +85,23 @@ const timer = setInterval(() => {
       serverErrors,
     })
     delay.reset()
+    sweeps.maxMs = sweeps.totalMs = sweeps.maxCut = 0
+    gc.maxMs = gc.totalMs = 0
   })
 }, 1_000)
 timer.unref()
+/** Connections completed by the kernel and waiting for accept() (LISTEN socket's rx_queue). */
+function acceptQueue() {
+  try {
+    const hexPort = app.server.address().port.toString(16).toUpperCase().padStart(4, '0')
+    for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
+      const f = line.trim().split(/\s+/)
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') return Number.parseInt(f[4].split(':')[1], 16)
+    }
+  } catch {}
+  return Number.NaN
+}
+
 /** ns → ms this process spent waiting on a run queue (Linux schedstat); NaN elsewhere. */
 function runQueueWait() {
   try {
