@@ -187,10 +187,12 @@ export async function main(argv) {
     rows,
   )
   console.log(
-    "\nNode's header check runs every connectionsCheckingInterval (30 s by default), so its " +
-      'lateness is spread evenly over [0, interval): the 5000 ms row measures that model. Its ' +
-      'keep-alive and handshake limits are per-socket timers; Node 20 adds a 1 s buffer to ' +
-      'keepAliveTimeout by design (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER).',
+    "\nNode's header check runs every connectionsCheckingInterval (30 s by default) and closes " +
+      'a connection at the first check after its deadline: lateness anywhere in [0, interval), ' +
+      'evenly spread when deadlines cover a whole interval. The 5000 ms row measures that (its ' +
+      'deadlines span 2 s of one interval, hence 2.5–4.5 s); the defaults rows are computed. ' +
+      "Node's keep-alive and handshake limits are per-socket timers; Node 20 arms the keep-alive " +
+      'one 1 s after keepAliveTimeout by design (HTTP_SERVER_KEEP_ALIVE_TIMEOUT_BUFFER).',
   )
 }
 

@@ -8,17 +8,20 @@
  * baseline p99. 127.0.0.1 only; every phase is bounded in time.
  *
  *   node bench/attack.mjs [--seconds 30] [--rate 200] [--max 4000] [--legit 20] [--cpu-prof dir]
- *                         [--variants guarded,bare] [--options '{"sweepInterval":50}']
+ *                         [--variants guarded,bare] [--options '{"sweepInterval":50}'] [--repeat 3]
  *
  * Target: guarded keeps ≥ 99% success with p99 within 2× its no-attack value.
  */
 import https from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import {
   fmt,
   HOST,
   machine,
+  median,
   parseArgs,
   pct,
   sleep,
@@ -155,19 +158,17 @@ function timeline(r, seconds) {
     const s = summarize(r.under.filter((x) => x.at >= from && x.at < from + 5))
     const aw = r.attackSamples.slice(from, from + 5)
     const sw = r.serverSamples.slice(from, from + 5)
-    const a = aw.at(-1)
     const sv = sw.at(-1)
     rows.push([
       `${from}–${from + 5} s`,
       sv ? sv.connections : '-',
       sv ? sv.files : '-',
-      a ? `${a.open} (${a.slowloris} / ${a.stalled})` : '-',
-      a ? a.closedByServer : '-',
       sw.length ? `${fmt(avg(sw, 'cpu') * 100, 0)}%` : '-',
       aw.length ? `${fmt(avg(aw, 'cpu') * 100, 0)}%` : '-',
       sw.length ? fmt(Math.max(...sw.map((x) => x.loopDelayP99)), 0) : '-',
       sw.length ? fmt(avg(sw, 'runQueueWaitMs'), 0) : '-',
       sw.length ? Math.max(...sw.map((x) => x.acceptQueue)) : '-',
+      sw.length ? sw.reduce((sum, x) => sum + (x.listenOverflows || 0), 0) : '-',
       r.variant === 'guarded' && sw.length
         ? `${fmt(Math.max(...sw.map((x) => x.sweepMaxMs)), 1)} (${Math.max(...sw.map((x) => x.sweepMaxCut))})`
         : '-',
@@ -187,11 +188,16 @@ export async function main(argv) {
     baseline: Number(args.baseline ?? 10),
     rate: Number(args.rate ?? 200),
     max: Number(args.max ?? 4000),
-    legit: Number(args.legit ?? 20),
+    legit: Number(args.legit ?? 50),
     options: { ...UNDER_ATTACK, ...(args.options ? JSON.parse(args.options) : {}) },
     variants: String(args.variants ?? 'guarded,bare').split(','),
+    repeat: Number(args.repeat ?? 1),
     cpuProf: args['cpu-prof']
-      ? String(args['cpu-prof'] === true ? 'bench-profiles' : args['cpu-prof'])
+      ? String(
+          args['cpu-prof'] === true
+            ? join(tmpdir(), 'connguard-attack-profiles')
+            : args['cpu-prof'],
+        )
       : null,
   }
   console.log(`\n## Under attack (${machine()})`)
@@ -203,10 +209,14 @@ export async function main(argv) {
       'defaults (Node: handshake 120 s, headers 60 s checked every 30 s).\n',
   )
   const results = []
-  for (const variant of o.variants) results.push(await runVariant(variant, o))
+  for (let i = 0; i < o.repeat; i++) {
+    for (const variant of o.variants)
+      results.push({ ...(await runVariant(variant, o)), run: i + 1 })
+  }
   table(
     [
       'server',
+      'run',
       'no attack: success',
       'p99 ms',
       'under attack: success',
@@ -226,6 +236,7 @@ export async function main(argv) {
       const met = r.attack.success >= 0.99 && ratio <= 2
       return [
         r.variant,
+        r.run,
         `${fmt(r.base.success * 100, 1)}%`,
         fmt(r.base.p99, 0),
         `${fmt(r.attack.success * 100, 1)}% of ${r.attack.n}`,
@@ -238,22 +249,32 @@ export async function main(argv) {
       ]
     }),
   )
+  const guarded = results.filter((r) => r.variant === 'guarded')
+  if (guarded.length > 1) {
+    const ratios = guarded.map((r) => r.attack.p99 / r.base.p99)
+    const success = Math.min(...guarded.map((r) => r.attack.success))
+    const m = median(ratios)
+    console.log(
+      `\nguarded over ${guarded.length} runs: lowest success ${fmt(success * 100, 1)}%, ` +
+        `p99 ratio median ${fmt(m, 2)} (${ratios.map((x) => fmt(x, 2)).join(', ')}): ` +
+        `${success >= 0.99 && m <= 2 ? 'met' : 'MISSED'}`,
+    )
+  }
   for (const r of results) {
     console.log(
-      `\n${r.variant}: over time (counts at the end of each 5 s window; CPU = share of one core)`,
+      `\n${r.variant} (run ${r.run}): over time (counts at the end of each 5 s window; CPU = share of one core)`,
     )
     table(
       [
         'window',
         'server: connections',
         'files',
-        'attackers see open (slowloris / stalled)',
-        'closed by server (cumul.)',
         'server CPU',
         'attacker CPU',
         'loop delay p99 ms',
         'run-queue wait ms/s',
         'accept queue (max)',
+        'listen overflows',
         'longest sweep ms (cuts)',
         'longest GC ms',
         'legit success',

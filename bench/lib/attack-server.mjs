@@ -53,10 +53,14 @@ delay.enable()
 const t0 = performance.now()
 let lastCpu = process.cpuUsage()
 let lastWait = runQueueWait()
+let lastOverflows = listenOverflows()
 let lastFiles = 0
 const timer = setInterval(() => {
   const cpu = process.cpuUsage(lastCpu)
   lastCpu = process.cpuUsage()
+  const overflows = listenOverflows()
+  const overflowed = overflows - lastOverflows
+  lastOverflows = overflows
   const wait = runQueueWait()
   const waited = wait - lastWait
   lastWait = wait
@@ -73,6 +77,8 @@ const timer = setInterval(() => {
       // ms this process was runnable but waiting for a CPU (other processes had it)
       runQueueWaitMs: waited,
       acceptQueue: acceptQueue(),
+      // Machine-wide: connections the kernel dropped because an accept queue was full.
+      listenOverflows: overflowed,
       sweepMaxMs: sweeps.maxMs,
       sweepTotalMs: sweeps.totalMs,
       sweepMaxCut: sweeps.maxCut,
@@ -96,10 +102,24 @@ function acceptQueue() {
     const hexPort = app.server.address().port.toString(16).toUpperCase().padStart(4, '0')
     for (const line of readFileSync('/proc/net/tcp', 'utf8').split('\n')) {
       const f = line.trim().split(/\s+/)
-      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A') return Number.parseInt(f[4].split(':')[1], 16)
+      if (f[1]?.endsWith(`:${hexPort}`) && f[3] === '0A')
+        return Number.parseInt(f[4].split(':')[1], 16)
     }
   } catch {}
   return Number.NaN
+}
+
+/** TcpExt ListenOverflows (machine-wide counter): completed handshakes dropped, queue full. */
+function listenOverflows() {
+  try {
+    const [names, values] = readFileSync('/proc/net/netstat', 'utf8')
+      .split('\n')
+      .filter((l) => l.startsWith('TcpExt:'))
+      .map((l) => l.split(/\s+/))
+    return Number(values[names.indexOf('ListenOverflows')])
+  } catch {
+    return Number.NaN
+  }
 }
 
 /** ns → ms this process spent waiting on a run queue (Linux schedstat); NaN elsewhere. */
