@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net'
 import {
   ConnectionRecord,
+  LIVE_STATES,
   measureConnection,
   type StateDurations,
   type TlsInfo,
@@ -30,7 +31,9 @@ function closed(c: Closed): ConnectionRecord {
     localPort: 'localPort' in c ? c.localPort : 8443,
   } as unknown as Socket
   const rec = new ConnectionRecord(socket, c.secure ?? false, 0, 0)
-  Object.assign(rec.stateDurations, c.sd)
+  LIVE_STATES.forEach((state, i) => {
+    rec.durations[i] = c.sd?.[state] ?? 0
+  })
   const duration = Object.values(rec.stateDurations).reduce((a, b) => a + b, 0)
   rec.rawSocket = null
   rec.finalBytesRead = c.bytes?.[0] ?? 0

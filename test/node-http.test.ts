@@ -426,6 +426,25 @@ describe('ConnectionTracker on a bare node:https server', () => {
     })
   })
 
+  it('300 stalled handshakes due in the same sweep: every one cut, tls_handshake_timeout, none left', async () => {
+    // Closing a TLS connection costs real CPU: the sweeper cuts them in slices of a few ms,
+    // yielding to I/O in between. None may be lost or cut twice on the way.
+    const N = 300
+    const { tracker, port, closes } = await start({ handshakeTimeout: D }, { secure: true })
+    const conns = await Promise.all(Array.from({ length: N }, () => openSocket(port)))
+    await Promise.all(conns.map((conn) => conn.closed))
+    const records: ConnectionRecord[] = []
+    for (let i = 0; i < N; i++) records.push(await closes.next())
+    expect(new Set(records.map((r) => r.id)).size).toBe(N)
+    for (const record of records) {
+      expect(record.closeReason).toBe('tls_handshake_timeout')
+      expect(record.stateAtClose).toBe('new')
+      expectDeadline(record.duration ?? -1, D, 'record.duration')
+    }
+    expect(tracker.snapshot().total).toBe(0)
+    expect(tracker.snapshot().closedByReason).toEqual({ tls_handshake_timeout: N })
+  })
+
   it('plain HTTP bytes to the TLS port: tls_handshake_failed at once', async () => {
     const { port, closes } = await start(
       { handshakeTimeout: FAR, headersTimeout: FAR },

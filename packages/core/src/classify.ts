@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
 import type { ConnectionRecord } from './record.js'
 
@@ -39,4 +40,19 @@ export function classifyClose(rec: ConnectionRecord): CloseReason {
   // sets its reason first) ends a TLS connection; Node emits no 'end' there.
   if (rec.secure && rec.establishedAtClock < 0) return 'client_closed'
   return 'server_closed'
+}
+
+type EndState = Socket & { readonly errored?: Error | null; _readableState?: { ended?: boolean } }
+
+/**
+ * Reads, at close, what classifying needs: the error the socket was destroyed
+ * with (`errored`, the first error of the stream) and whether the peer sent
+ * FIN (the readable side ended). Read here rather than from 'error' and 'end'
+ * listeners on every socket, which cost memory per connection.
+ */
+export function readEndState(rec: ConnectionRecord): void {
+  const http = rec.httpSocket as EndState | null
+  const raw = rec.rawSocket as EndState | null
+  if (rec.error === null) rec.error = http?.errored ?? raw?.errored ?? null
+  if (!rec.peerEnded && http?._readableState?.ended === true) rec.peerEnded = true
 }

@@ -280,12 +280,11 @@ class Http1Binding implements ServerBinding {
     if (raw[kRecord] !== undefined) return
     const rec = this.tracker._open(raw, this.#secure, this)
     raw[kRecord] = rec
+    // 'close' is the one listener per connection: the error and the peer's FIN
+    // are read from the socket when it closes (`_closed`). Each listener added
+    // to a socket Node already listens on costs an array (measured ~100–170 B).
     raw.on('close', onRawClose)
-    if (!this.#secure) {
-      raw.on('error', onSocketError)
-      raw.on('end', onSocketEnd)
-      hookParser(raw)
-    }
+    if (!this.#secure) hookParser(raw)
   }
 
   #secureConnection(socket: TLSSocket & Marked): void {
@@ -304,8 +303,6 @@ class Http1Binding implements ServerBinding {
       return
     }
     socket[kRecord] = rec
-    socket.on('error', onSocketError)
-    socket.on('end', onSocketEnd)
     hookParser(socket)
     const cipher = socket.getCipher() as { name?: string } | undefined
     const info: TlsInfo = {

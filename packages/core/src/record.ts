@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
+import { readEnds } from './addresses.js'
 import type { CloseReason } from './close-reasons.js'
 import type { Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
-import { OFF_RATE, type ResolvedRate } from './options.js'
+import type { RateWindows } from './rates.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
@@ -68,14 +69,6 @@ export class ConnectionRecord implements Scheduled {
   timeToFirstRequest: number | null = null
   /** Request heads received. */
   requests = 0
-  /** Time spent in each state. */
-  readonly stateDurations: StateDurations = {
-    new: 0,
-    handshaking: 0,
-    idle: 0,
-    active: 0,
-    upgraded: 0,
-  }
   closedAt: number | null = null
   /** Accept → close; null while open. */
   duration: number | null = null
@@ -100,6 +93,12 @@ export class ConnectionRecord implements Scheduled {
   openedAtClock: number
   /** @internal Clock ms when the current state began. */
   stateSince: number
+  /**
+   * @internal Ms spent in each live state, indexed as LIVE_STATES. An array of
+   * doubles holds them unboxed: an object with five number fields costs a heap
+   * number per field per record.
+   */
+  readonly durations: [number, number, number, number, number] = [0, 0, 0, 0, 0]
   /** @internal Clock ms when TLS completed (or accept, for plain); -1 before. */
   establishedAtClock = -1
   /** @internal Due time of the earliest deadline, clock ms (Scheduled). */
@@ -134,26 +133,10 @@ export class ConnectionRecord implements Scheduled {
   req: IncomingMessage | null = null
   /** @internal */
   res: ServerResponse | null = null
-  /** @internal The current request's body rate (per-route overrides applied). */
-  bodyRate: ResolvedRate = OFF_RATE
-  /** @internal The current request's response rate. */
-  responseRate: ResolvedRate = OFF_RATE
+  /** @internal Rate windows of the request in flight; null while none is. */
+  rates: RateWindows | null = null
   /** @internal Due time of the next rate check. */
   rateCheckAt = Number.POSITIVE_INFINITY
-  /** @internal The request in flight has a body (Content-Length > 0 or chunked). */
-  hasBody = false
-  /** @internal The last rate check found the server not reading the body. */
-  bodyPaused = false
-  /** @internal Start of the body rate window (clock ms), -1 when no body is being measured. */
-  bodyWindowAt = -1
-  /** @internal bytesRead at the start of the body window. */
-  bodyWindowBytes = 0
-  /** @internal Start of the response rate window, -1 when nothing is queued. */
-  responseWindowAt = -1
-  /** @internal Bytes the kernel had taken at the start of the response window. */
-  responseWindowBytes = 0
-  /** @internal When the response grace ends (first byte queued + grace). */
-  responseGraceEnd = -1
   /** @internal Due time of max connection age. */
   ageDeadlineAt = Number.POSITIVE_INFINITY
   /** @internal Close after the response in flight, for this reason (rotation, drain). */
@@ -178,10 +161,11 @@ export class ConnectionRecord implements Scheduled {
     this.id = nextId++
     this.rawSocket = rawSocket
     this.secure = secure
-    this.remoteAddress = rawSocket.remoteAddress
-    this.remotePort = rawSocket.remotePort
-    this.localAddress = rawSocket.localAddress
-    this.localPort = rawSocket.localPort
+    const e = readEnds(rawSocket)
+    this.remoteAddress = e.remoteAddress
+    this.remotePort = e.remotePort
+    this.localAddress = e.localAddress
+    this.localPort = e.localPort
     this.openedAt = nowEpoch
     this.openedAtClock = nowClock
     this.stateSince = nowClock
@@ -197,6 +181,12 @@ export class ConnectionRecord implements Scheduled {
   get bytesWritten(): number {
     const raw = this.rawSocket
     return raw === null ? this.finalBytesWritten : (raw.bytesWritten ?? 0)
+  }
+
+  /** Time spent in each state, ms (the current state counts up to its last transition). */
+  get stateDurations(): StateDurations {
+    const d = this.durations
+    return { new: d[0], handshaking: d[1], idle: d[2], active: d[3], upgraded: d[4] }
   }
 
   /** Which deadline the connection waits on now, and when it is due (epoch ms); null when none. */
@@ -233,7 +223,7 @@ export class ConnectionRecord implements Scheduled {
       requests: this.requests,
       bytesRead: this.bytesRead,
       bytesWritten: this.bytesWritten,
-      stateDurations: { ...this.stateDurations },
+      stateDurations: this.stateDurations,
       closedAt: this.closedAt,
       duration: this.duration,
       stateAtClose: this.stateAtClose,
