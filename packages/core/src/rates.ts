@@ -62,7 +62,14 @@ export function startRates(
   responseRate: ResolvedRate,
   now: number,
 ): void {
-  rec.rates = new RateWindows(hasBody, bodyRate, responseRate, now, rec.rawSocket?.bytesRead ?? 0)
+  const measureBody = hasBody && bodyRate.bytesPerSecond > 0
+  rec.rates = new RateWindows(
+    hasBody,
+    bodyRate,
+    responseRate,
+    now,
+    measureBody ? (rec.rawSocket?.bytesRead ?? 0) : 0,
+  )
   scheduleRateCheck(rec, now)
 }
 

@@ -417,13 +417,16 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
     if (rec.req === null) {
       // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
-      const now = this.#now()
       rec.req = req
       rec.res = res
       const headers = req.headers
       const length = headers['content-length']
       const hasBody =
         length !== undefined ? length !== '0' : headers['transfer-encoding'] !== undefined
+      // A body window starts now. Without a body only the response window is scheduled,
+      // and a first check a little early (from the request's first byte) only restarts it:
+      // a clock read saved per request (~0.2 µs on a VM without a fast clock source).
+      const now = hasBody ? this.#now() : rec.stateSince
       startRates(rec, hasBody, o.minBodyRate, o.minResponseRate, now)
     }
     // Rotation or drain decided: this response says `Connection: close`.
