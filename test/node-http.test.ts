@@ -343,6 +343,32 @@ describe('ConnectionTracker on a bare node:http server', () => {
  * Library bugs found while writing these tests (see the report that came with them). Each
  * test states the behaviour the design asks for; they fail until the tracker is fixed.
  */
+describe('the two ends of a connection', () => {
+  it('local end from the listening address; from the socket on a wildcard listener and after re-listening', async () => {
+    const tracker = new ConnectionTracker({ sweepInterval: SWEEP })
+    const server = http.createServer((_req, res) => res.end('ok'))
+    tracker.attach(server)
+    cleanups.push(() => tracker.close())
+    const closes = new CloseLog(tracker)
+    const listenOn = (host: string) =>
+      new Promise<number>((resolve) =>
+        server.listen(0, host, () => resolve((server.address() as { port: number }).port)),
+      )
+    const ends = async (port: number) => {
+      const result = await rawHttp(port, getRequest('/', { Connection: 'close' }))
+      expect(parseResponses(result.received, { eof: true })[0]?.status).toBe(200)
+      const record = await closes.next()
+      return [record.localAddress, record.localPort, record.remoteAddress] as const
+    }
+    const one = await listenOn('127.0.0.1')
+    expect(await ends(one)).toEqual(['127.0.0.1', one, '127.0.0.1'])
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    const wildcard = await listenOn('0.0.0.0')
+    expect(await ends(wildcard)).toEqual(['127.0.0.1', wildcard, '127.0.0.1'])
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+  })
+})
+
 describe('keep-alive idle vs bytes that are not a request', () => {
   it('a stray CRLF after a response (RFC 9112 §2.2) is not a request: idle still ends by keep_alive_timeout', async () => {
     const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: D })

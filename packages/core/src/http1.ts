@@ -3,6 +3,7 @@ import type { Http2Session } from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
 import tls, { type TLSSocket } from 'node:tls'
+import { type ListenEnd, listenEnd } from './addresses.js'
 import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
 import type { CloseReason } from './close-reasons.js'
 import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
@@ -62,6 +63,8 @@ export interface ServerBinding {
    * (`nodeCloses`: the response said `Connection: close`).
    */
   endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void
+  /** The local end every connection of the server has, when it listens on one address. */
+  listenEnd(): ListenEnd | null
   /** HTTP/2: sends a PING. */
   ping(rec: ConnectionRecord): void
   /** HTTP/2: GOAWAY, let the streams in flight finish, then close. */
@@ -161,6 +164,11 @@ class Http1Binding implements ServerBinding {
   }
   readonly #handshakeKey: symbol | undefined
   readonly #onConnection = (socket: Socket) => this.#accept(socket)
+  /** The server's listening end (see `listenEnd`); undefined until read after each 'listening'. */
+  #listenEnd: ListenEnd | null | undefined = undefined
+  readonly #onListening = () => {
+    this.#listenEnd = undefined
+  }
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
   readonly #onUpgrade = (_req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
@@ -219,6 +227,7 @@ class Http1Binding implements ServerBinding {
     for (const [event, listener] of this.#shadowed) {
       if (server.listenerCount(event) > 0) server.prependListener(event, listener)
     }
+    server.on('listening', this.#onListening)
     server.on('newListener', this.#onNewListener)
     server.on('removeListener', this.#onRemoveListener)
     subscribeHttp(onRequestStart, onResponseFinish)
@@ -252,6 +261,7 @@ class Http1Binding implements ServerBinding {
     server.removeListener('session', this.#onSession)
     server.removeListener('secureConnection', this.#onSecure)
     server.removeListener('tlsClientError', this.#onTlsClientError)
+    server.removeListener('listening', this.#onListening)
     server.removeListener('newListener', this.#onNewListener)
     server.removeListener('removeListener', this.#onRemoveListener)
     for (const [event, listener] of this.#shadowed) server.removeListener(event, listener)
@@ -335,6 +345,11 @@ class Http1Binding implements ServerBinding {
     }
     if (rec === undefined || rec.state === 'closed' || rec.pendingReason !== null) return
     bindSession(this.tracker, rec, session)
+  }
+
+  listenEnd(): ListenEnd | null {
+    if (this.#listenEnd === undefined) this.#listenEnd = listenEnd(this.#server)
+    return this.#listenEnd
   }
 
   ping(rec: ConnectionRecord): void {

@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { readEnds } from './addresses.js'
+import { type ListenEnd, readEnds } from './addresses.js'
 import type { CloseReason } from './close-reasons.js'
 import type { Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
@@ -157,11 +157,17 @@ export class ConnectionRecord implements Scheduled {
   finalBytesWritten = 0
 
   /** @internal */
-  constructor(rawSocket: Socket, secure: boolean, nowClock: number, nowEpoch: number) {
+  constructor(
+    rawSocket: Socket,
+    secure: boolean,
+    nowClock: number,
+    nowEpoch: number,
+    local: ListenEnd | null = null,
+  ) {
     this.id = nextId++
     this.rawSocket = rawSocket
     this.secure = secure
-    const e = readEnds(rawSocket)
+    const e = readEnds(rawSocket, local)
     this.remoteAddress = e.remoteAddress
     this.remotePort = e.remotePort
     this.localAddress = e.localAddress

@@ -317,7 +317,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** @internal A connection was accepted. */
   _open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
     const now = this.#now()
-    const rec = new ConnectionRecord(rawSocket, secure, now, this.#epochOffset + now)
+    const rec = new ConnectionRecord(
+      rawSocket,
+      secure,
+      now,
+      this.#epochOffset + now,
+      binding.listenEnd(),
+    )
     rec.binding = binding
     this.#records.add(rec)
     ;(this.#counts[0] as number)++
