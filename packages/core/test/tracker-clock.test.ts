@@ -163,6 +163,28 @@ describe('deadlines under a manual clock', () => {
     })
   })
 
+  it('a connection that keeps serving outlives every earlier deadline: idle is timed from its last response', async () => {
+    // Each request moves the idle deadline later without moving the heap entry: the sweeps
+    // below pop entries whose key is stale, find nothing due and queue them again.
+    const { clock, tracker, port, closes } = await setup()
+    const conn = await openSocket(port)
+    await until(() => tracker.snapshot().total === 1, 'open')
+    const rec = only(tracker)
+    for (let i = 1; i <= 6; i++) {
+      conn.send('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+      await until(() => rec.requests === i && rec.state === 'idle', `response ${i}`)
+      clock.t += KEEP_ALIVE - 1
+      expect(tracker.sweep()).toBe(0)
+    }
+    clock.t += 1
+    expect(tracker.sweep()).toBe(1)
+    await conn.closed
+    await until(() => closes.length === 1, 'close')
+    expect(rec.closeReason).toBe('keep_alive_timeout')
+    expect(rec.requests).toBe(6)
+    expect(rec.duration).toBe(6 * (KEEP_ALIVE - 1) + 1)
+  })
+
   it('applies requestTimeout from the first byte to the response, and a per-request override lifts it', async () => {
     const pending: http.ServerResponse[] = []
     let tracker!: ConnectionTracker
