@@ -41,6 +41,17 @@ export type DeadlineKind =
 
 let nextId = 1
 
+/** The facts a connection's close settles, kept apart from the live record's fields. */
+class CloseFacts {
+  closedAt: number | null = null
+  duration: number | null = null
+  stateAtClose: LiveState | null = null
+  closeReason: CloseReason | null = null
+  errorCode: string | null = null
+  bytesRead = 0
+  bytesWritten = 0
+}
+
 /**
  * One connection, from accept to close. The tracker creates it, moves it
  * through states and fills it in; users read it (events, `connections()`).
@@ -69,15 +80,8 @@ export class ConnectionRecord implements Scheduled {
   timeToFirstRequest: number | null = null
   /** Request heads received. */
   requests = 0
-  closedAt: number | null = null
-  /** Accept → close; null while open. */
-  duration: number | null = null
-  /** The state the connection was in when it closed. */
-  stateAtClose: LiveState | null = null
-  /** Why it ended; exactly one per connection, null while open. */
-  closeReason: CloseReason | null = null
-  /** The `code` of the error behind the close, when there was one (`ECONNRESET`, `HPE_INVALID_METHOD`, …). */
-  errorCode: string | null = null
+  /** @internal What only the close tells; null while open (an open record carries none of it). */
+  closing: CloseFacts | null = null
   /** HTTP/2: most streams open at once. */
   peakConcurrentStreams = 0
   /** HTTP/2: round-trip time of the last PING the tracker sent, ms; null before the first ACK. */
@@ -151,10 +155,6 @@ export class ConnectionRecord implements Scheduled {
   lastReadBytes = 0
   /** @internal */
   lastReadAt = 0
-  /** @internal Wire bytes, frozen at close. */
-  finalBytesRead = 0
-  /** @internal Wire bytes, frozen at close. */
-  finalBytesWritten = 0
 
   /** @internal */
   constructor(
@@ -180,13 +180,74 @@ export class ConnectionRecord implements Scheduled {
   /** Bytes received on the wire (ciphertext for TLS, handshake included). */
   get bytesRead(): number {
     const raw = this.rawSocket
-    return raw === null ? this.finalBytesRead : raw.bytesRead
+    return raw === null ? (this.closing?.bytesRead ?? 0) : raw.bytesRead
   }
 
   /** Bytes handed to the socket for sending, on the wire (ciphertext for TLS). */
   get bytesWritten(): number {
     const raw = this.rawSocket
-    return raw === null ? this.finalBytesWritten : (raw.bytesWritten ?? 0)
+    return raw === null ? (this.closing?.bytesWritten ?? 0) : (raw.bytesWritten ?? 0)
+  }
+
+  /** When it closed (epoch ms); null while open. */
+  get closedAt(): number | null {
+    return this.closing?.closedAt ?? null
+  }
+  set closedAt(value: number | null) {
+    this.#closing().closedAt = value
+  }
+
+  /** Accept → close; null while open. */
+  get duration(): number | null {
+    return this.closing?.duration ?? null
+  }
+  set duration(value: number | null) {
+    this.#closing().duration = value
+  }
+
+  /** The state the connection was in when it closed. */
+  get stateAtClose(): LiveState | null {
+    return this.closing?.stateAtClose ?? null
+  }
+  set stateAtClose(value: LiveState | null) {
+    this.#closing().stateAtClose = value
+  }
+
+  /** Why it ended; exactly one per connection, null while open. */
+  get closeReason(): CloseReason | null {
+    return this.closing?.closeReason ?? null
+  }
+  set closeReason(value: CloseReason | null) {
+    this.#closing().closeReason = value
+  }
+
+  /** The `code` of the error behind the close, when there was one (`ECONNRESET`, `HPE_INVALID_METHOD`, …). */
+  get errorCode(): string | null {
+    return this.closing?.errorCode ?? null
+  }
+  set errorCode(value: string | null) {
+    this.#closing().errorCode = value
+  }
+
+  /** @internal Wire bytes, frozen at close. */
+  get finalBytesRead(): number {
+    return this.closing?.bytesRead ?? 0
+  }
+  set finalBytesRead(value: number) {
+    this.#closing().bytesRead = value
+  }
+
+  /** @internal Wire bytes, frozen at close. */
+  get finalBytesWritten(): number {
+    return this.closing?.bytesWritten ?? 0
+  }
+  set finalBytesWritten(value: number) {
+    this.#closing().bytesWritten = value
+  }
+
+  #closing(): CloseFacts {
+    this.closing ??= new CloseFacts()
+    return this.closing
   }
 
   /** Time spent in each state, ms (the current state counts up to its last transition). */
