@@ -2,7 +2,7 @@ import type { Channel } from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import type { CloseReason, ConnectionState, LiveState } from '@connguard/core'
+import type { ClientTrackerLike, CloseReason, ConnectionState, LiveState } from '@connguard/core'
 import {
   clientCloseChannel,
   clientOpenChannel,
@@ -47,7 +47,12 @@ export interface ClientTrackerEvents {
  * the next request. Client pools hold few connections, so a sweep visits every
  * watched one (O(n)) rather than keeping a deadline heap as core does.
  */
-export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements RequestSink {
+export class ClientTracker
+  extends EventEmitter<ClientTrackerEvents>
+  implements RequestSink, ClientTrackerLike
+{
+  /** Tells a client tracker from core's `ConnectionTracker` (the exporters take both). */
+  readonly kind = 'client' as const
   readonly options: ResolvedClientOptions
   readonly #clock: ResolvedClientOptions['clock']
   readonly #epochOffset: number
