@@ -63,7 +63,8 @@ export interface ResolvedClientOptions {
   readonly clock: ClientClock
 }
 
-const OPTION_NAMES = [
+/** connguard's own option names (the rest go to undici). */
+export const OPTION_NAMES = [
   'readIdleTimeout',
   'pingTimeout',
   'tcpKeepAlive',

@@ -12,12 +12,14 @@ import {
   type RequestSink,
   subscribeRequests,
   unsubscribeRequests,
+  watchSocket,
 } from './channels.js'
 import { classifyClientClose } from './classify.js'
 import { PingTimeoutError } from './errors.js'
 import type { ResolvedClientOptions } from './options.js'
 import { pingAcked, pingStep, sendPing, sessionOf } from './ping.js'
 import { ClientConnectionRecord } from './record.js'
+import { guardSession } from './session.js'
 
 /** Live client connections by state, and closes by reason since the tracker was created. */
 export interface ClientSnapshot {
@@ -105,6 +107,19 @@ export class ClientTracker
   }
 
   /**
+   * Tracks a `node:http2` client session and watches it with the same PING liveness as
+   * the dispatcher's connections: no ACK within `pingTimeout` → the session is destroyed
+   * with `PingTimeoutError` (reason `ping_timeout`). `authority` is the URL given to
+   * `http2.connect()`. Returns the session's record. See session.ts.
+   */
+  guardSession(
+    session: import('node:http2').ClientHttp2Session,
+    authority: string | URL,
+  ): ClientConnectionRecord {
+    return guardSession(this, session, authority)
+  }
+
+  /**
    * Sends due PINGs and closes connections whose PING went unanswered, at
    * `now` (the clock's time by default); returns how many it closed. The
    * sweeper calls this; tests with an injected clock may call it directly.
@@ -179,10 +194,7 @@ export class ClientTracker
     if (rec.socket !== null || rec.state === 'closed') return
     rec.socket = socket
     ;(socket as MarkedSocket)[kClientRecord] = rec
-    socket.once('connect', onTcpConnect)
-    socket.on('error', onSocketError)
-    socket.once('end', onSocketEnd)
-    socket.once('close', onSocketClose)
+    watchSocket(socket)
   }
 
   /** @internal TCP connected. */
@@ -230,11 +242,17 @@ export class ClientTracker
     if (this.options.readIdleTimeout === 0) return
     const session = sessionOf(socket)
     if (session === null) return
+    this._watch(rec, session)
+  }
+
+  /** @internal Watches `rec`'s HTTP/2 `session` for read silence (PINGs), from now on. */
+  _watch(rec: ClientConnectionRecord, session: import('node:http2').ClientHttp2Session): void {
+    if (rec.state === 'closed' || this.#closed || this.options.readIdleTimeout === 0) return
     rec.session = session
     session.once('goaway', () => {
       rec.goaway = true
     })
-    rec.lastReadBytes = socket.bytesRead
+    rec.lastReadBytes = rec.socket?.bytesRead ?? 0
     rec.lastReadAt = this.#clock.now()
     this.#watched.add(rec)
     if (this.#sweeper === null) {
@@ -373,25 +391,4 @@ export class ClientTracker
       channel.publish(event === 'transition' ? { record: rec, from, to } : { record: rec })
     }
   }
-}
-
-// Shared listeners: no closure per connection.
-function onTcpConnect(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._tcpConnected(rec)
-}
-
-function onSocketError(this: MarkedSocket, err: Error): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._socketError(rec, err)
-}
-
-function onSocketEnd(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._peerEnded(rec)
-}
-
-function onSocketClose(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._closed(rec)
 }
