@@ -13,7 +13,11 @@
  *   silence a PING goes out, no ACK within pingTimeout closes the connection
  *   (`ping_timeout`), and the next request goes out on a new connection.
  *
- * Both use the global `fetch(url, { dispatcher })`.
+ * Both use the global `fetch(url, { dispatcher })`. The connguard dispatcher's tracker is
+ * also registered with @connguard/prometheus: the scrape after the recovery shows
+ * `connguard_http_client_open_connections{state}` (OpenTelemetry's
+ * http.client.open_connections) and the dead connection's
+ * `connguard_http_client_connection_duration_seconds{reason="ping_timeout"}`.
  *
  *   node examples/client.mjs           readIdleTimeout 1 s, pingTimeout 1 s, request timeout 3 s
  *   node examples/client.mjs --smoke   300 ms / 300 ms / 2 s; exit 0 if plain undici stayed
@@ -27,6 +31,8 @@ import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createDispatcher } from '@connguard/client'
+import { registerPrometheus } from '@connguard/prometheus'
+import { Registry } from 'prom-client'
 import { Agent } from 'undici'
 
 const smoke = process.argv.includes('--smoke') || process.env.SMOKE === '1'
@@ -118,7 +124,7 @@ async function get(url, dispatcher) {
 
 const fmt = (ms) => `${Math.round(ms)} ms`
 
-async function scenario(title, dispatcher) {
+async function scenario(title, dispatcher, beforeClose = async () => {}) {
   const server = await startServer()
   const relay = await startRelay(server.port)
   const url = `https://127.0.0.1:${relay.port}/`
@@ -140,6 +146,7 @@ async function scenario(title, dispatcher) {
       )
     }
     console.log(`  connections opened: ${relay.accepted()}`)
+    await beforeClose()
     return { later, connections: relay.accepted(), diedAt }
   } finally {
     await dispatcher.destroy()
@@ -158,6 +165,9 @@ const dispatcher = createDispatcher({
   pingTimeout: PING_TIMEOUT,
   connect,
 })
+const registry = new Registry()
+const stopMetrics = registerPrometheus(dispatcher.tracker, { registry })
+let scrape = ''
 const closes = []
 dispatcher.tracker.on('close', (rec) => {
   closes.push({ rec, at: performance.now() })
@@ -170,7 +180,15 @@ dispatcher.tracker.on('close', (rec) => {
 const guarded = await scenario(
   `connguard createDispatcher({ readIdleTimeout: ${READ_IDLE}, pingTimeout: ${PING_TIMEOUT} }):`,
   dispatcher,
+  async () => {
+    // The client metrics, scraped while the new connection is pooled: no bucket lines.
+    scrape = (await registry.metrics())
+      .split('\n')
+      .filter((line) => line.startsWith('connguard_http_client') && !line.includes('_bucket'))
+      .join('\n')
+  },
 )
+stopMetrics()
 const dead = closes.find(({ rec }) => rec.closeReason === 'ping_timeout')
 
 const plainStuck = plain.later.every((r) => !r.ok) && plain.connections === 1
@@ -188,7 +206,16 @@ if (dead !== undefined) {
       `requests ${guarded.later.every((r) => r.ok) ? 'succeeded' : 'FAILED'} on a new connection`,
   )
 }
+console.log(
+  `\nPrometheus scrape after the recovery (registerPrometheus(dispatcher.tracker)):\n${scrape}`,
+)
+const metricsShown =
+  /connguard_http_client_open_connections\{state="idle",[^}]*\} 1/.test(scrape) &&
+  /connguard_http_client_connection_duration_seconds_count\{reason="ping_timeout",[^}]*\} 1/.test(
+    scrape,
+  )
 if (smoke) {
-  console.log(plainStuck && recovered ? 'OK: connguard recovered, plain undici did not' : 'FAILED')
-  process.exit(plainStuck && recovered ? 0 : 1)
+  const ok = plainStuck && recovered && metricsShown
+  console.log(ok ? 'OK: connguard recovered, plain undici did not' : 'FAILED')
+  process.exit(ok ? 0 : 1)
 }

@@ -1,7 +1,8 @@
 /**
  * examples/client.mjs --smoke: the before/after of the seed article's dead route, run as a
  * user would (global fetch, the built @connguard/client): plain undici stays stuck on the
- * dead HTTP/2 connection, connguard closes it with ping_timeout and recovers.
+ * dead HTTP/2 connection, connguard closes it with ping_timeout and recovers, and the
+ * Prometheus scrape shows the client metrics.
  */
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
@@ -13,7 +14,7 @@ const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
 
 beforeAll(async () => {
-  const built = ['core', 'client'].every((name) =>
+  const built = ['core', 'client', 'prometheus'].every((name) =>
     existsSync(`${root}packages/${name}/dist/index.js`),
   )
   if (!built) {
@@ -31,5 +32,9 @@ it('examples/client.mjs --smoke: plain undici stays stuck, connguard recovers, e
   })
   expect(stdout).toContain('closed: ping_timeout')
   expect(stdout).toMatch(/failed: TimeoutError/)
+  expect(stdout).toMatch(
+    /connguard_http_client_connection_duration_seconds_count\{reason="ping_timeout",[^}]*protocol_version="2"\} 1/,
+  )
+  expect(stdout).toMatch(/connguard_http_client_open_connections\{state="idle",[^}]*\} 1/)
   expect(stdout).toContain('OK: connguard recovered, plain undici did not')
 }, 30_000)

@@ -22,6 +22,7 @@ import {
   onlyLive,
   type PlainServer,
   startH1Server,
+  startUnacceptingPort,
   watchClient,
 } from './helpers/client.js'
 import { type Relay, startRelay } from './helpers/http2.js'
@@ -233,5 +234,28 @@ describe('client HTTP/1.1 keep-alive pools', () => {
     expect(rec.httpVersion).toBe('1.1')
     expect(rec.tls?.alpnProtocol).toBe('http/1.1')
     expect(rec.pingsSent).toBe(0)
+  })
+
+  it("a TCP connect that never completes: connect_timeout at undici's connectTimeout, never established", async () => {
+    const target = await startUnacceptingPort()
+    closers.push(async () => target.close())
+    const dispatcher = guarded({ connectTimeout: 300 })
+    const watch = watchClient(dispatcher.tracker)
+    const started = performance.now()
+    const err = await get(`http://127.0.0.1:${target.port}`, dispatcher, 5_000).then(
+      () => null,
+      (e: unknown) => e as { code?: string },
+    )
+    const took = performance.now() - started
+    expect(err?.code).toBe('UND_ERR_CONNECT_TIMEOUT')
+    expect(took).toBeGreaterThanOrEqual(280)
+    expect(took).toBeLessThan(2_000)
+    await waitUntil(() => watch.closed.length === 1, { what: 'record closed' })
+    const rec = watch.closed[0]
+    expect(rec?.closeReason).toBe('connect_timeout')
+    expect(rec?.errorCode).toBe('UND_ERR_CONNECT_TIMEOUT')
+    expect(rec?.stateAtClose).toBe('new')
+    expect(rec?.connectDuration).toBeNull()
+    expect(dispatcher.tracker.snapshot().closedByReason).toEqual({ connect_timeout: 1 })
   })
 })

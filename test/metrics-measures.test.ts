@@ -1,8 +1,14 @@
 import type { Socket } from 'node:net'
+import { ClientConnectionRecord } from '@connguard/client'
 import {
+  type ClientTrackerLike,
   ConnectionRecord,
+  isClientRecord,
   LIVE_STATES,
   measureConnection,
+  type OpenClientConnections,
+  openClientConnections,
+  originParts,
   type StateDurations,
   type TlsInfo,
 } from '@connguard/core'
@@ -199,5 +205,183 @@ describe('measureConnection', () => {
       transport: 'unix',
       port: undefined,
     })
+  })
+})
+
+interface ClientClosed {
+  origin?: string
+  secure?: boolean
+  reason: ClientConnectionRecord['closeReason']
+  stateAtClose: NonNullable<ClientConnectionRecord['stateAtClose']>
+  sd?: Partial<StateDurations>
+  connectDuration?: number | null
+  handshakeDuration?: number | null
+  timeToFirstRequest?: number | null
+  requests?: number
+  httpVersion?: string | null
+}
+
+/** A client record as the client tracker leaves it after 'close'. */
+function clientClosed(c: ClientClosed): ClientConnectionRecord {
+  const origin = c.origin ?? 'https://api.example.com'
+  const rec = new ClientConnectionRecord(origin, c.secure ?? origin.startsWith('https:'), 0, 0)
+  Object.assign(rec.stateDurations, c.sd)
+  const duration = Object.values(rec.stateDurations).reduce((a, b) => a + b, 0)
+  rec.localPort = 50_123
+  rec.remotePort = 443
+  rec.state = 'closed'
+  rec.stateAtClose = c.stateAtClose
+  rec.closeReason = c.reason
+  rec.duration = duration
+  rec.connectDuration = c.connectDuration === undefined ? (c.sd?.new ?? 0) : c.connectDuration
+  rec.handshakeDuration = c.handshakeDuration ?? null
+  rec.timeToFirstRequest = c.timeToFirstRequest ?? null
+  rec.requests = c.requests ?? 0
+  rec.httpVersion = c.httpVersion ?? null
+  return rec
+}
+
+describe('measureConnection with client records (one mapping for both sides)', () => {
+  it('an established TLS client connection: server address and port from the origin, not the local port', () => {
+    const rec = clientClosed({
+      origin: 'https://api.example.com',
+      reason: 'ping_timeout',
+      stateAtClose: 'idle',
+      // connect 20, TLS 30, wait 5 for the first request, 100 active, 600 idle after it
+      sd: { new: 20, handshaking: 30, idle: 605, active: 100 },
+      handshakeDuration: 30,
+      timeToFirstRequest: 5,
+      requests: 2,
+      httpVersion: '2',
+    })
+    expect(isClientRecord(rec)).toBe(true)
+    const m = measureConnection(rec)
+    expect(m).toMatchObject({
+      side: 'client',
+      established: true,
+      reason: 'ping_timeout',
+      errorType: 'ping_timeout',
+      serverAddress: 'api.example.com',
+      port: 443,
+      transport: 'tcp',
+      protocolVersion: '2',
+      rejected: false,
+      handshake: 0.03,
+      handshakeFailed: false,
+    })
+    expect(m.duration).toBeCloseTo(0.755, 9)
+    // A client's `new` is its TCP connect: not in the handshake; it waits for its first
+    // request in `idle`, so only the idle time after that is keep-alive.
+    expect(m.phases).toEqual({
+      handshake: 0.03,
+      first_request: 0.005,
+      request: 0.1,
+      keep_alive: 0.6,
+      upgraded: -1,
+    })
+  })
+
+  it('a connect that failed is neither established nor a failed handshake; a failed handshake is', () => {
+    const refused = measureConnection(
+      clientClosed({ reason: 'error', stateAtClose: 'new', sd: { new: 3 }, connectDuration: null }),
+    )
+    expect(refused).toMatchObject({ established: false, handshakeFailed: false, handshake: -1 })
+    expect(Object.values(refused.phases).every((x) => x === -1)).toBe(true)
+    const untrusted = measureConnection(
+      clientClosed({
+        reason: 'tls_handshake_failed',
+        stateAtClose: 'handshaking',
+        sd: { new: 2, handshaking: 7 },
+      }),
+    )
+    expect(untrusted).toMatchObject({
+      established: false,
+      handshakeFailed: true,
+      handshake: 0.007,
+      tlsVersion: undefined,
+    })
+  })
+
+  it('plain HTTP/1.1 without a request: the wait runs from connected to the close', () => {
+    const m = measureConnection(
+      clientClosed({
+        origin: 'http://[::1]:8080',
+        reason: 'keep_alive_timeout',
+        stateAtClose: 'idle',
+        sd: { new: 4, idle: 400 },
+        httpVersion: '1.1',
+      }),
+    )
+    expect(m).toMatchObject({
+      established: true,
+      serverAddress: '::1',
+      port: 8080,
+      protocolVersion: '1.1',
+      handshake: -1,
+    })
+    expect(m.phases.first_request).toBeCloseTo(0.4, 9)
+    expect(m.phases.keep_alive).toBe(-1)
+  })
+
+  it('server records stay server-side: no server address, the local port, established unless rejected or failed', () => {
+    const m = measureConnection(
+      closed({ reason: 'client_closed', stateAtClose: 'idle', sd: { new: 1 } }),
+    )
+    expect(m).toMatchObject({
+      side: 'server',
+      established: true,
+      serverAddress: undefined,
+      port: 8443,
+    })
+  })
+
+  it('originParts: default ports, IPv6 without brackets; nonsense is undefined', () => {
+    expect(originParts('https://example.com')).toEqual({
+      address: 'example.com',
+      port: 443,
+      scheme: 'https',
+    })
+    expect(originParts('http://example.com')?.port).toBe(80)
+    expect(originParts('http://[2001:db8::1]:81')).toEqual({
+      address: '2001:db8::1',
+      port: 81,
+      scheme: 'http',
+    })
+    expect(originParts('not a url')).toBeUndefined()
+  })
+
+  it('openClientConnections: groups by state, address, port and protocol; empty groups stay at 0', () => {
+    const live = (origin: string, state: 'idle' | 'active' | 'new', httpVersion: string | null) => {
+      const rec = new ClientConnectionRecord(origin, true, 0, 0)
+      rec.state = state
+      rec.httpVersion = httpVersion
+      return rec
+    }
+    let recs = [
+      live('https://a.example', 'idle', '2'),
+      live('https://a.example', 'active', '2'),
+      live('https://a.example', 'active', '2'),
+      live('https://b.example:8443', 'idle', '1.1'),
+      live('https://b.example:8443', 'new', null), // still connecting: not counted
+    ]
+    const tracker: Pick<ClientTrackerLike, 'connections'> = { connections: () => recs }
+    const seen = new Map<string, OpenClientConnections>()
+    const counts = () =>
+      [...openClientConnections([tracker], seen)]
+        .map((g) => `${g.state} ${g.serverAddress}:${g.serverPort} ${g.protocolVersion} ${g.count}`)
+        .sort()
+    expect(counts()).toEqual([
+      'active a.example:443 2 2',
+      'active b.example:8443 1.1 0',
+      'idle a.example:443 2 1',
+      'idle b.example:8443 1.1 1',
+    ])
+    recs = []
+    expect(counts()).toEqual([
+      'active a.example:443 2 0',
+      'active b.example:8443 1.1 0',
+      'idle a.example:443 2 0',
+      'idle b.example:8443 1.1 0',
+    ])
   })
 })

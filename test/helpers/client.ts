@@ -4,9 +4,10 @@
  * certificate, and node:http keep-alive — and a watcher of a client tracker's records.
  * The dead route itself is test/helpers/http2.ts's relay (`stopExisting()`).
  */
+import { spawn } from 'node:child_process'
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import http2, { type Http2SecureServer, type ServerHttp2Session } from 'node:http2'
-import type net from 'node:net'
+import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import type { ClientConnectionRecord, ClientTracker } from '@connguard/client'
 import { handler } from './http2.js'
@@ -80,6 +81,53 @@ export async function startH1Server(
       return closeServer(server)
     },
   }
+}
+
+/**
+ * A port on 127.0.0.1 where a TCP connect never completes: a listener in a child process
+ * (backlog 1) whose event loop is blocked, so it never accepts, and whose accept queue
+ * is filled here; the kernel then drops further SYNs, as for a server behind a firewall
+ * that black-holes them. The child ends itself after 20 s at most; `close()` ends it now.
+ */
+export async function startUnacceptingPort(): Promise<{ port: number; close(): void }> {
+  const child = spawn(
+    process.execPath,
+    [
+      '-e',
+      `const s = require('node:net').createServer()
+       s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => {
+         process.stdout.write(s.address().port + '\\n')
+         Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20000)
+         process.exit(0)
+       })`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  )
+  const port = await new Promise<number>((resolve, reject) => {
+    child.stdout?.once('data', (d: Buffer) => resolve(Number(String(d).trim())))
+    child.once('exit', () => reject(new Error('the listener process ended early')))
+  })
+  const fillers: net.Socket[] = []
+  const close = () => {
+    for (const socket of fillers) socket.destroy()
+    child.kill()
+  }
+  // Connect until one connect hangs: the accept queue is full from then on.
+  for (let i = 0; i < 8; i++) {
+    const socket = net.connect(port, '127.0.0.1')
+    socket.on('error', () => {})
+    fillers.push(socket)
+    const connected = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 300)
+      socket.once('connect', () => {
+        clearTimeout(timer)
+        resolve(true)
+      })
+    })
+    if (!connected) return { port, close }
+  }
+  close()
+  throw new Error('the accept queue never filled')
 }
 
 /** undici `connect` options that trust the fixture certificate. */

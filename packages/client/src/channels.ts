@@ -16,10 +16,42 @@ export const clientCloseChannel = diagnosticsChannel.channel('connguard:client:c
 export const kClientRecord = Symbol('connguard.clientRecord')
 export type MarkedSocket = Socket & { [kClientRecord]?: ClientConnectionRecord }
 
-/** What a record's tracker does with a request's start and end. */
+/** What a record's tracker does with a request's start and end, and its socket's events. */
 export interface RequestSink {
   _requestStart(rec: ClientConnectionRecord): void
   _requestEnd(rec: ClientConnectionRecord, error: unknown): void
+  _tcpConnected(rec: ClientConnectionRecord): void
+  _socketError(rec: ClientConnectionRecord, err: Error): void
+  _peerEnded(rec: ClientConnectionRecord): void
+  _closed(rec: ClientConnectionRecord): void
+}
+
+/** Hands a marked socket's events to its record's tracker, with shared listeners: no closure per connection. */
+export function watchSocket(socket: MarkedSocket): void {
+  socket.once('connect', onTcpConnect)
+  socket.on('error', onSocketError)
+  socket.once('end', onSocketEnd)
+  socket.once('close', onSocketClose)
+}
+
+function onTcpConnect(this: MarkedSocket): void {
+  const rec = this[kClientRecord]
+  if (rec !== undefined) rec.owner?._tcpConnected(rec)
+}
+
+function onSocketError(this: MarkedSocket, err: Error): void {
+  const rec = this[kClientRecord]
+  if (rec !== undefined) rec.owner?._socketError(rec, err)
+}
+
+function onSocketEnd(this: MarkedSocket): void {
+  const rec = this[kClientRecord]
+  if (rec !== undefined) rec.owner?._peerEnded(rec)
+}
+
+function onSocketClose(this: MarkedSocket): void {
+  const rec = this[kClientRecord]
+  if (rec !== undefined) rec.owner?._closed(rec)
 }
 
 /**

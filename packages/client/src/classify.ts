@@ -19,6 +19,7 @@ const REQUEST_TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_
  * `server_closed` = the server ended it (FIN, GOAWAY, `Connection: close`);
  * `client_closed` = this side ended it (a request aborted, the pool let it go);
  * `keep_alive_timeout` = undici closed it after its keep-alive idle time;
+ * `connect_timeout` = undici's `connectTimeout` hit before TCP connected;
  * `request_timeout` = a request on it timed out (undici's headers/body timeout,
  * or an abort whose reason is a `TimeoutError`) and undici took it out of the
  * pool; `app_shutdown` = the dispatcher was closed or destroyed.
@@ -30,8 +31,9 @@ export function classifyClientClose(
   const err = rec.error as (Error & { code?: unknown }) | null
   const code = err !== null && typeof err.code === 'string' ? err.code : ''
   if (rec.establishedAtClock < 0) {
+    // undici's connectTimeout: during TCP connect, or during TLS (the same timer).
     if (code === 'UND_ERR_CONNECT_TIMEOUT') {
-      return rec.state === 'handshaking' ? 'tls_handshake_timeout' : 'error'
+      return rec.state === 'handshaking' ? 'tls_handshake_timeout' : 'connect_timeout'
     }
     if (RESET_CODES.has(code) || (err === null && rec.peerEnded)) return 'connection_reset'
     if (rec.state === 'handshaking' && err !== null) return 'tls_handshake_failed'

@@ -11,4 +11,5 @@ export {
   resolveClientOptions,
 } from './options.js'
 export { ClientConnectionRecord } from './record.js'
+export { createClientTracker } from './session.js'
 export { type ClientSnapshot, ClientTracker, type ClientTrackerEvents } from './tracker.js'

@@ -1,4 +1,12 @@
-import { InvalidOptionError, UnknownOptionError } from '@connguard/core'
+import {
+  type Clock,
+  closestOptionName,
+  InvalidOptionError,
+  UnknownOptionError,
+  validateClock,
+  validateDuration,
+  validateSweepInterval,
+} from '@connguard/core'
 import type { Agent } from 'undici'
 
 /**
@@ -27,15 +35,8 @@ export const DEFAULT_TCP_KEEP_ALIVE = 10_000
 export const MAX_DEFAULT_SWEEP_INTERVAL = 250
 /** ...and its shortest default period, so tiny test deadlines do not spin the loop. */
 export const MIN_DEFAULT_SWEEP_INTERVAL = 10
-/** The longest duration accepted: 2^31 - 1 ms (about 24.8 days), the range of Node's timers. */
-export const MAX_DURATION = 2_147_483_647
-const MIN_SWEEP_INTERVAL = 1
-const MAX_SWEEP_INTERVAL = 60_000
-
-/** Time source: `{ now(): number }` in ms, monotonic. */
-export interface ClientClock {
-  now(): number
-}
+/** Time source: `{ now(): number }` in ms, monotonic (core's `Clock`). */
+export type ClientClock = Clock
 
 /** What connguard adds to undici's Agent options. */
 export interface ClientLivenessOptions {
@@ -62,15 +63,14 @@ export interface ResolvedClientOptions {
   readonly clock: ClientClock
 }
 
-const OPTION_NAMES = [
+/** connguard's own option names (the rest go to undici). */
+export const OPTION_NAMES = [
   'readIdleTimeout',
   'pingTimeout',
   'tcpKeepAlive',
   'sweepInterval',
   'clock',
 ] as const satisfies readonly (keyof ClientLivenessOptions)[]
-
-const monotonicClock: ClientClock = { now: () => performance.now() }
 
 /**
  * Splits `options` into connguard's (validated, defaulted) and undici's (passed
@@ -88,7 +88,8 @@ export function resolveClientOptions(options: ClientOptions | undefined = {}): {
   const agent: Record<string, unknown> = {}
   for (const [key, value] of Object.entries(options)) {
     if ((OPTION_NAMES as readonly string[]).includes(key)) continue
-    if (nearOneOf(key, OPTION_NAMES)) throw new UnknownOptionError(key, OPTION_NAMES)
+    if (closestOptionName(key, OPTION_NAMES) !== undefined)
+      throw new UnknownOptionError(key, OPTION_NAMES)
     agent[key] = value
   }
   const connect = (options as { connect?: unknown }).connect
@@ -99,94 +100,33 @@ export function resolveClientOptions(options: ClientOptions | undefined = {}): {
       "a connector function or undici's connect options object",
     )
   }
-  const readIdleTimeout = duration(
+  // Core's validators: the same ranges and messages as the server's options.
+  const readIdleTimeout = validateDuration(
     'readIdleTimeout',
     options.readIdleTimeout,
     DEFAULT_READ_IDLE_TIMEOUT,
   )
-  const pingTimeout = duration('pingTimeout', options.pingTimeout, DEFAULT_PING_TIMEOUT)
+  const pingTimeout = validateDuration('pingTimeout', options.pingTimeout, DEFAULT_PING_TIMEOUT)
   return {
     liveness: {
       readIdleTimeout,
       pingTimeout,
-      tcpKeepAlive: duration('tcpKeepAlive', options.tcpKeepAlive, DEFAULT_TCP_KEEP_ALIVE),
-      sweepInterval: sweepInterval(options.sweepInterval, readIdleTimeout, pingTimeout),
-      clock: clock(options.clock),
+      tcpKeepAlive: validateDuration('tcpKeepAlive', options.tcpKeepAlive, DEFAULT_TCP_KEEP_ALIVE),
+      sweepInterval:
+        options.sweepInterval === undefined
+          ? defaultSweepInterval(readIdleTimeout, pingTimeout)
+          : validateSweepInterval(options.sweepInterval),
+      clock: validateClock(options.clock),
     },
     agent: agent as Agent.Options,
   }
 }
 
-function duration(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback
-  if (value === false) return 0
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_DURATION) {
-    throw new InvalidOptionError(
-      name,
-      value,
-      `a whole number of milliseconds from 0 to ${MAX_DURATION}, or false (0 and false switch it off)`,
-    )
-  }
-  return value
-}
-
-function sweepInterval(value: unknown, readIdle: number, ping: number): number {
-  if (value === undefined) {
-    const shortest = Math.min(readIdle || Infinity, ping || Infinity)
-    return Math.min(
-      MAX_DEFAULT_SWEEP_INTERVAL,
-      Math.max(MIN_DEFAULT_SWEEP_INTERVAL, Math.floor(shortest / 4)),
-    )
-  }
-  if (
-    typeof value !== 'number' ||
-    !Number.isInteger(value) ||
-    value < MIN_SWEEP_INTERVAL ||
-    value > MAX_SWEEP_INTERVAL
-  ) {
-    throw new InvalidOptionError(
-      'sweepInterval',
-      value,
-      `a whole number of milliseconds from ${MIN_SWEEP_INTERVAL} to ${MAX_SWEEP_INTERVAL}`,
-    )
-  }
-  return value
-}
-
-function clock(value: unknown): ClientClock {
-  if (value === undefined) return monotonicClock
-  if (
-    value === null ||
-    typeof value !== 'object' ||
-    typeof (value as { now?: unknown }).now !== 'function'
-  ) {
-    throw new InvalidOptionError(
-      'clock',
-      value,
-      'an object with a now() method returning milliseconds',
-    )
-  }
-  return value as ClientClock
-}
-
-/** True when `name` is within two edits of one of `known` (case-insensitive). */
-function nearOneOf(name: string, known: readonly string[]): boolean {
-  const lower = name.toLowerCase()
-  return known.some((k) => editDistance(lower, k.toLowerCase()) <= 2)
-}
-
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2) return 3
-  const row = Array.from({ length: b.length + 1 }, (_, i) => i)
-  for (let i = 1; i <= a.length; i++) {
-    let diagonal = row[0] as number
-    row[0] = i
-    for (let j = 1; j <= b.length; j++) {
-      const above = row[j] as number
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1
-      row[j] = Math.min(above + 1, (row[j - 1] as number) + 1, diagonal + cost)
-      diagonal = above
-    }
-  }
-  return row[b.length] as number
+/** A quarter of the shorter deadline, within 10–250 ms. */
+function defaultSweepInterval(readIdle: number, ping: number): number {
+  const shortest = Math.min(readIdle || Infinity, ping || Infinity)
+  return Math.min(
+    MAX_DEFAULT_SWEEP_INTERVAL,
+    Math.max(MIN_DEFAULT_SWEEP_INTERVAL, Math.floor(shortest / 4)),
+  )
 }

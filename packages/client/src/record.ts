@@ -1,10 +1,12 @@
 import type { Socket } from 'node:net'
-import type {
-  CloseReason,
-  ConnectionState,
-  LiveState,
-  StateDurations,
-  TlsInfo,
+import {
+  type ClientConnectionRecordLike,
+  type CloseReason,
+  type ConnectionState,
+  connectionRecordJSON,
+  type LiveState,
+  type StateDurations,
+  type TlsInfo,
 } from '@connguard/core'
 import type { RequestSink } from './channels.js'
 
@@ -12,13 +14,15 @@ let nextId = 1
 
 /**
  * One client connection, from the connector's call to close: the client-side
- * twin of `@connguard/core`'s `ConnectionRecord`, with the same public field
- * names and meanings where they apply (states, TLS, requests, durations, close
- * reason) plus `origin`, `connectDuration` and the PING fields. Every field is
- * set in the constructor so all records share one shape. Times are epoch
- * milliseconds; durations are milliseconds.
+ * twin of `@connguard/core`'s `ConnectionRecord`. Both satisfy core's
+ * `ConnectionRecordLike` (the same public field names and meanings: states, TLS,
+ * requests, durations, close reason), so the exporters map both with one
+ * mapping; this one adds `origin`, `connectDuration` and `pingsSent`
+ * (`ClientConnectionRecordLike`). Every field is set in the constructor so all
+ * records share one shape. Times are epoch milliseconds; durations are
+ * milliseconds.
  */
-export class ClientConnectionRecord {
+export class ClientConnectionRecord implements ClientConnectionRecordLike {
   /** Unique among client records in the process, increasing (a separate sequence from server records). */
   readonly id: number
   /** Where the connection goes: `https://host:port`. */
@@ -141,29 +145,8 @@ export class ClientConnectionRecord {
     return {
       id: this.id,
       origin: this.origin,
-      remoteAddress: this.remoteAddress,
-      remotePort: this.remotePort,
-      localAddress: this.localAddress,
-      localPort: this.localPort,
-      secure: this.secure,
-      tls: this.tls,
-      httpVersion: this.httpVersion,
-      state: this.state,
-      openedAt: this.openedAt,
+      ...connectionRecordJSON(this),
       connectDuration: this.connectDuration,
-      handshakeDuration: this.handshakeDuration,
-      timeToFirstRequest: this.timeToFirstRequest,
-      requests: this.requests,
-      bytesRead: this.bytesRead,
-      bytesWritten: this.bytesWritten,
-      stateDurations: { ...this.stateDurations },
-      closedAt: this.closedAt,
-      duration: this.duration,
-      stateAtClose: this.stateAtClose,
-      closeReason: this.closeReason,
-      errorCode: this.errorCode,
-      peakConcurrentStreams: this.peakConcurrentStreams,
-      pingRtt: this.pingRtt,
       pingsSent: this.pingsSent,
     }
   }

@@ -2,7 +2,7 @@ import type { Channel } from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import type { CloseReason, ConnectionState, LiveState } from '@connguard/core'
+import type { ClientTrackerLike, CloseReason, ConnectionState, LiveState } from '@connguard/core'
 import {
   clientCloseChannel,
   clientOpenChannel,
@@ -12,12 +12,14 @@ import {
   type RequestSink,
   subscribeRequests,
   unsubscribeRequests,
+  watchSocket,
 } from './channels.js'
 import { classifyClientClose } from './classify.js'
 import { PingTimeoutError } from './errors.js'
 import type { ResolvedClientOptions } from './options.js'
 import { pingAcked, pingStep, sendPing, sessionOf } from './ping.js'
 import { ClientConnectionRecord } from './record.js'
+import { guardSession } from './session.js'
 
 /** Live client connections by state, and closes by reason since the tracker was created. */
 export interface ClientSnapshot {
@@ -47,7 +49,12 @@ export interface ClientTrackerEvents {
  * the next request. Client pools hold few connections, so a sweep visits every
  * watched one (O(n)) rather than keeping a deadline heap as core does.
  */
-export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements RequestSink {
+export class ClientTracker
+  extends EventEmitter<ClientTrackerEvents>
+  implements RequestSink, ClientTrackerLike
+{
+  /** Tells a client tracker from core's `ConnectionTracker` (the exporters take both). */
+  readonly kind = 'client' as const
   readonly options: ResolvedClientOptions
   readonly #clock: ResolvedClientOptions['clock']
   readonly #epochOffset: number
@@ -97,6 +104,19 @@ export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements 
   /** The live connections' records. */
   connections(): IterableIterator<ClientConnectionRecord> {
     return this.#records.values()
+  }
+
+  /**
+   * Tracks a `node:http2` client session and watches it with the same PING liveness as
+   * the dispatcher's connections: no ACK within `pingTimeout` → the session is destroyed
+   * with `PingTimeoutError` (reason `ping_timeout`). `authority` is the URL given to
+   * `http2.connect()`. Returns the session's record. See session.ts.
+   */
+  guardSession(
+    session: import('node:http2').ClientHttp2Session,
+    authority: string | URL,
+  ): ClientConnectionRecord {
+    return guardSession(this, session, authority)
   }
 
   /**
@@ -174,10 +194,7 @@ export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements 
     if (rec.socket !== null || rec.state === 'closed') return
     rec.socket = socket
     ;(socket as MarkedSocket)[kClientRecord] = rec
-    socket.once('connect', onTcpConnect)
-    socket.on('error', onSocketError)
-    socket.once('end', onSocketEnd)
-    socket.once('close', onSocketClose)
+    watchSocket(socket)
   }
 
   /** @internal TCP connected. */
@@ -225,11 +242,17 @@ export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements 
     if (this.options.readIdleTimeout === 0) return
     const session = sessionOf(socket)
     if (session === null) return
+    this._watch(rec, session)
+  }
+
+  /** @internal Watches `rec`'s HTTP/2 `session` for read silence (PINGs), from now on. */
+  _watch(rec: ClientConnectionRecord, session: import('node:http2').ClientHttp2Session): void {
+    if (rec.state === 'closed' || this.#closed || this.options.readIdleTimeout === 0) return
     rec.session = session
     session.once('goaway', () => {
       rec.goaway = true
     })
-    rec.lastReadBytes = socket.bytesRead
+    rec.lastReadBytes = rec.socket?.bytesRead ?? 0
     rec.lastReadAt = this.#clock.now()
     this.#watched.add(rec)
     if (this.#sweeper === null) {
@@ -368,25 +391,4 @@ export class ClientTracker extends EventEmitter<ClientTrackerEvents> implements 
       channel.publish(event === 'transition' ? { record: rec, from, to } : { record: rec })
     }
   }
-}
-
-// Shared listeners: no closure per connection.
-function onTcpConnect(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._tcpConnected(rec)
-}
-
-function onSocketError(this: MarkedSocket, err: Error): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._socketError(rec, err)
-}
-
-function onSocketEnd(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._peerEnded(rec)
-}
-
-function onSocketClose(this: MarkedSocket): void {
-  const rec = this[kClientRecord]
-  if (rec !== undefined) (rec.owner as ClientTracker | null)?._closed(rec)
 }

@@ -77,6 +77,7 @@ export const DEFAULT_CLOSE_LOG_LEVELS: Readonly<Record<CloseReason, LogLevel>> =
   min_response_data_rate: 'info',
   request_timeout: 'info',
   ping_timeout: 'info',
+  connect_timeout: 'info',
   max_connection_age: 'info',
   max_requests_per_connection: 'info',
   max_concurrent_connections_exceeded: 'info',

@@ -12,6 +12,9 @@ export const CLOSE_REASONS = [
   'min_response_data_rate',
   'request_timeout',
   'ping_timeout',
+  // Client side only (@connguard/client): the TCP connect did not complete within the
+  // connect timeout (undici's `connectTimeout`); during TLS it is tls_handshake_timeout.
+  'connect_timeout',
   'max_connection_age',
   'max_requests_per_connection',
   'max_concurrent_connections_exceeded',

@@ -88,7 +88,7 @@ function describe(value: unknown): string {
 }
 
 /** The known name within edit distance 2 of `name`, if any. */
-function closest(name: string, known: readonly string[]): string | undefined {
+export function closest(name: string, known: readonly string[]): string | undefined {
   let best: string | undefined
   let bestDistance = 3
   const lower = name.toLowerCase()

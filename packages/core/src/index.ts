@@ -13,9 +13,14 @@ export {
 } from './close-log.js'
 export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
 export type { DrainResult } from './drain.js'
+/**
+ * Internal, for the other @connguard packages (the client validates its options with
+ * the same rules and messages): exported, but not a stable API; may change in any release.
+ */
 export {
   AlreadyAttachedError,
   ConnguardError,
+  closest as closestOptionName,
   InvalidOptionError,
   TrackerClosedError,
   UnknownOptionError,
@@ -39,6 +44,10 @@ export {
   type ConnectionMeasures,
   liveStates,
   measureConnection,
+  type OpenClientConnections,
+  type OriginParts,
+  openClientConnections,
+  originParts,
   PHASES,
   type Phase,
   REJECT_REASONS,
@@ -47,6 +56,7 @@ export {
 } from './measures.js'
 export {
   type ConnectionTrackerOptions,
+  clock as validateClock,
   type DataRate,
   DEFAULT_DRAIN_TIMEOUT,
   DEFAULT_HANDSHAKE_TIMEOUT,
@@ -56,6 +66,7 @@ export {
   DEFAULT_MIN_RESPONSE_RATE,
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_SWEEP_INTERVAL,
+  duration as validateDuration,
   MAX_DURATION,
   type RequestOverrides,
   type ResolvedOptions,
@@ -64,6 +75,7 @@ export {
   resolveDrainTimeout,
   resolveOptions,
   resolveRequestOverrides,
+  sweepInterval as validateSweepInterval,
 } from './options.js'
 export {
   ConnectionRecord,
@@ -71,6 +83,14 @@ export {
   type StateDurations,
   type TlsInfo,
 } from './record.js'
+export {
+  type ClientConnectionRecordLike,
+  type ClientTrackerLike,
+  type ConnectionRecordLike,
+  connectionRecordJSON,
+  isClientRecord,
+  isClientTracker,
+} from './record-shape.js'
 export { RequestController } from './request-controller.js'
 export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
 export {

@@ -5,10 +5,18 @@
  *
  * The record is the source and the exporters map it: @connguard/prometheus and
  * @connguard/opentelemetry both read this one mapping, so they mean the same by every
- * instrument; docs/metrics.md states each meaning.
+ * instrument; docs/metrics.md states each meaning. Server records (`ConnectionRecord`)
+ * and client records (@connguard/client's `ClientConnectionRecord`) go through the same
+ * mapping: both satisfy `ConnectionRecordLike` (record-shape.ts), and the few places
+ * where a client's life differs (it connects before it handshakes, waits for its first
+ * request in `idle`, and names its server by origin) branch on `isClientRecord`.
  */
 import type { CloseReason } from './close-reasons.js'
-import type { ConnectionRecord } from './record.js'
+import {
+  type ClientTrackerLike,
+  type ConnectionRecordLike,
+  isClientRecord,
+} from './record-shape.js'
 import type { LiveState } from './states.js'
 import type { ConnectionTracker, Snapshot } from './tracker.js'
 
@@ -72,6 +80,14 @@ export type Phase = (typeof PHASES)[number]
 
 /** What one closed connection contributes. Seconds for times; -1 = not recorded. */
 export interface ConnectionMeasures {
+  /** Whose record: a server's accepted connection, or a client's outbound one. */
+  readonly side: 'server' | 'client'
+  /**
+   * The connection got as far as HTTP: server, not rejected and no failed handshake;
+   * client, connected (and TLS established). OpenTelemetry's
+   * `http.client.connection.duration` counts only these.
+   */
+  readonly established: boolean
   readonly reason: CloseReason
   /** Closed at accept by a cap: counted as rejected, and only in the duration and close counts. */
   readonly rejected: boolean
@@ -83,8 +99,10 @@ export interface ConnectionMeasures {
   readonly protocolVersion: string | undefined
   /** `1.2`, `1.3` (semconv tls.protocol.version); undefined for plain and failed handshakes. */
   readonly tlsVersion: string | undefined
-  /** The local (server) port; undefined on a Unix socket. */
+  /** The server's port (semconv server.port): server side, the local port (undefined on a Unix socket); client side, the origin's. */
   readonly port: number | undefined
+  /** Client side: the origin's host (semconv server.address). Server side: undefined (a Host header is the client's to choose). */
+  readonly serverAddress: string | undefined
   readonly transport: 'tcp' | 'unix'
   /** TLS: accept → established, or → close when the handshake never completed; -1 otherwise. */
   readonly handshake: number
@@ -127,12 +145,52 @@ function mapped(map: ReadonlyMap<string, string>, value: string): string {
 
 const ms = (value: number): number => (value > 0 ? value / 1000 : 0)
 
-/** Reads a closed record. Called once per connection, from the tracker's 'close' event. */
-export function measureConnection(rec: ConnectionRecord): ConnectionMeasures {
+/** An origin's host and port, as semconv server.address / server.port. */
+export interface OriginParts {
+  /** Host name or IP address, IPv6 without brackets. */
+  readonly address: string
+  /** The port, the scheme's default when the origin has none. */
+  readonly port: number
+  /** `http` or `https` (semconv url.scheme). */
+  readonly scheme: string
+}
+
+const DEFAULT_PORTS: Readonly<Record<string, number>> = { 'http:': 80, 'https:': 443 }
+/** Parsed origins. An application talks to a bounded set, but a crawler does not: capped. */
+const origins = new Map<string, OriginParts>()
+const MAX_CACHED_ORIGINS = 256
+
+/** `https://[::1]:8443` → `{ address: '::1', port: 8443, scheme: 'https' }`; undefined if it does not parse. */
+export function originParts(origin: string): OriginParts | undefined {
+  let parts = origins.get(origin)
+  if (parts !== undefined) return parts
+  let url: URL
+  try {
+    url = new URL(origin)
+  } catch {
+    return undefined
+  }
+  const host = url.hostname
+  parts = {
+    address: host.startsWith('[') ? host.slice(1, -1) : host,
+    port: url.port === '' ? (DEFAULT_PORTS[url.protocol] ?? 0) : Number(url.port),
+    scheme: url.protocol.slice(0, -1),
+  }
+  if (origins.size >= MAX_CACHED_ORIGINS) origins.clear()
+  origins.set(origin, parts)
+  return parts
+}
+
+/** Reads a closed record, server or client. Called once per connection, from the tracker's 'close' event. */
+export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures {
+  const client = isClientRecord(rec)
   const reason = rec.closeReason ?? 'error'
   const sd = rec.stateDurations
   const duration = rec.duration ?? 0
-  const rejected = REJECT_REASONS.has(reason) && rec.stateAtClose === 'new'
+  // Caps refuse accepted connections; a client is never refused that way.
+  const rejected = !client && REJECT_REASONS.has(reason) && rec.stateAtClose === 'new'
+  // A client's TCP connect comes first: a connect that failed is no failed handshake.
+  const connected = !client || rec.connectDuration !== null
   const alpn = rec.tls?.alpnProtocol
   const protocolVersion =
     rec.httpVersion !== null
@@ -149,32 +207,41 @@ export function measureConnection(rec: ConnectionRecord): ConnectionMeasures {
     upgraded: -1,
   }
   let handshake = -1
-  const handshakeFailed = rec.secure && rec.handshakeDuration === null
-  if (!rejected) {
+  const handshakeFailed = rec.secure && connected && rec.handshakeDuration === null
+  // A client is established once the connector handed undici the socket (httpVersion set).
+  const established =
+    !rejected && connected && !handshakeFailed && (!client || rec.httpVersion !== null)
+  if (!rejected && connected) {
     // A TLS connection is in `new`/`handshaking` exactly until it is established, so
     // their sum is the handshake whether it completed (= handshakeDuration) or not.
+    // A client's `new` is its TCP connect, not part of the handshake.
     if (rec.secure) {
-      handshake = ms(rec.handshakeDuration ?? sd.new + sd.handshaking)
+      handshake = ms(rec.handshakeDuration ?? (client ? 0 : sd.new) + sd.handshaking)
       phases.handshake = handshake
     }
     if (!handshakeFailed) {
       const first = rec.timeToFirstRequest
+      // Open → established: accept → TLS done for a server, connect + TLS for a client.
+      const setup = (client ? (rec.connectDuration ?? 0) : 0) + (rec.handshakeDuration ?? 0)
       // Established → first request; a connection that never sent one waited until its close.
-      phases.first_request = ms(first ?? duration - (rec.handshakeDuration ?? 0))
+      phases.first_request = ms(first ?? duration - setup)
       if (sd.active > 0 || rec.requests > 0) phases.request = ms(sd.active)
       if (first !== null) {
-        // The wait for the first request is spent in `new` on plain HTTP/1 (it goes
-        // new → active) and in `idle` after TLS or an h2c preface; every other idle
-        // millisecond is a keep-alive gap, the last one included (the gap a
-        // keep_alive_timeout or a client hang-up ended).
-        const idleBeforeFirst = Math.max(0, first - (rec.secure ? 0 : sd.new))
+        // The wait for the first request is spent in `new` on a plain HTTP/1 server
+        // connection (it goes new → active) and in `idle` after TLS, an h2c preface or
+        // a client's connect; every other idle millisecond is a keep-alive gap, the
+        // last one included (the gap a keep_alive_timeout or a hang-up ended).
+        const idleBeforeFirst = Math.max(0, first - (rec.secure || client ? 0 : sd.new))
         const gaps = sd.idle - idleBeforeFirst
         if (gaps > 0 || rec.stateAtClose === 'idle') phases.keep_alive = ms(gaps)
       }
       if (sd.upgraded > 0 || rec.stateAtClose === 'upgraded') phases.upgraded = ms(sd.upgraded)
     }
   }
+  const peer = client ? originParts(rec.origin) : undefined
   return {
+    side: client ? 'client' : 'server',
+    established,
     reason,
     rejected,
     errorType: CLEAN_REASONS.has(reason) ? undefined : reason,
@@ -184,9 +251,10 @@ export function measureConnection(rec: ConnectionRecord): ConnectionMeasures {
       typeof tlsProtocol === 'string' && !handshakeFailed
         ? mapped(TLS_VERSIONS, tlsProtocol)
         : undefined,
-    port: rec.localPort,
+    port: client ? peer?.port : rec.localPort,
+    serverAddress: peer?.address,
     // Node reports no local port for a Unix domain socket (or a Windows pipe).
-    transport: rec.localPort === undefined ? 'unix' : 'tcp',
+    transport: client || rec.localPort !== undefined ? 'tcp' : 'unix',
     handshake,
     handshakeFailed,
     requests: rec.requests,
@@ -236,4 +304,64 @@ export function activeTlsHandshakes(
     }
   }
   return n
+}
+
+/** One group of OpenTelemetry's `http.client.open_connections`: established client connections alike in every attribute. */
+export interface OpenClientConnections {
+  /** semconv http.connection.state: `active` (a request in flight) or `idle`. */
+  readonly state: 'active' | 'idle'
+  /** The origin's host (semconv server.address). */
+  readonly serverAddress: string
+  /** The origin's port (semconv server.port). */
+  readonly serverPort: number
+  /** `1.1` or `2` (semconv network.protocol.version). */
+  readonly protocolVersion: string | undefined
+  /** How many are live now. */
+  count: number
+}
+
+/**
+ * Live established client connections, grouped by state, server address, port and
+ * protocol, summed over `trackers`. Connections still connecting (`new`,
+ * `handshaking`) are not counted: the semantic conventions' states are `active` and
+ * `idle` only, and .NET counts a connection once it is established.
+ *
+ * `seen` is the caller's memory of every group reported before: a group with no
+ * connection now is reported as 0 rather than left out, so its series stays
+ * continuous while its pool is empty. It grows with the origins an application talks
+ * to (two states and protocols each), never with the number of connections. Walks
+ * `connections()`: client pools are small, and this runs only when metrics are collected.
+ */
+export function openClientConnections(
+  trackers: Iterable<Pick<ClientTrackerLike, 'connections'>>,
+  seen: Map<string, OpenClientConnections>,
+): Iterable<OpenClientConnections> {
+  for (const group of seen.values()) group.count = 0
+  for (const tracker of trackers) {
+    for (const rec of tracker.connections()) {
+      const state = rec.state
+      if (state !== 'active' && state !== 'idle') continue
+      const peer = originParts(rec.origin)
+      if (peer === undefined) continue
+      const protocolVersion =
+        rec.httpVersion === null ? undefined : mapped(HTTP_VERSIONS, rec.httpVersion)
+      const where = `${protocolVersion} ${peer.port} ${peer.address}`
+      let group = seen.get(`${state} ${where}`)
+      if (group === undefined) {
+        // Both states at once: an origin's `active` series exists before its first request.
+        for (const s of ['active', 'idle'] as const) {
+          seen.set(`${s} ${where}`, {
+            state: s,
+            serverAddress: peer.address,
+            serverPort: peer.port,
+            protocolVersion,
+            count: 0,
+          })
+        }
+        group = seen.get(`${state} ${where}`) as OpenClientConnections
+      }
+      group.count++
+    }
+  }
+  return seen.values()
 }

@@ -266,7 +266,7 @@ function rejectUnknown(given: object, known: readonly string[], where: string): 
   }
 }
 
-function duration(name: string, value: unknown, fallback: number): number {
+export function duration(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback
   if (value === false) return 0
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_DURATION) {
@@ -321,7 +321,7 @@ function withWindow(bytesPerSecond: number, graceMs: number): ResolvedRate {
   return Object.freeze({ bytesPerSecond, graceMs, windowMs: Math.max(graceMs, MIN_RATE_WINDOW) })
 }
 
-function sweepInterval(value: unknown): number {
+export function sweepInterval(value: unknown): number {
   if (value === undefined) return DEFAULT_SWEEP_INTERVAL
   if (
     typeof value !== 'number' ||
@@ -338,7 +338,7 @@ function sweepInterval(value: unknown): number {
   return value
 }
 
-function clock(value: unknown): Clock {
+export function clock(value: unknown): Clock {
   if (value === undefined) return monotonicClock
   if (
     value === null ||

@@ -1,4 +1,5 @@
 export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core'
+export { CLIENT_INSTRUMENT_NAMES } from './client-instruments.js'
 export { AlreadyRegisteredError } from './errors.js'
 export { INSTRUMENT_NAMES, METER_NAME } from './instruments.js'
 export type { OpenTelemetryOptions } from './options.js'

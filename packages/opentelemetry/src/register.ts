@@ -1,6 +1,13 @@
-import type { ConnectionRecord, ConnectionTracker } from '@connguard/core'
-import { measureConnection } from '@connguard/core'
+import {
+  type ClientTrackerLike,
+  type ConnectionMeasures,
+  type ConnectionRecordLike,
+  type ConnectionTracker,
+  isClientTracker,
+  measureConnection,
+} from '@connguard/core'
 import type { MeterProvider } from '@opentelemetry/api'
+import { OpenTelemetryClientInstruments } from './client-instruments.js'
 import { AlreadyRegisteredError } from './errors.js'
 import { OpenTelemetryInstruments } from './instruments.js'
 import { assertTracker, type OpenTelemetryOptions, resolveOpenTelemetryOptions } from './options.js'
@@ -8,38 +15,74 @@ import { assertTracker, type OpenTelemetryOptions, resolveOpenTelemetryOptions }
 /** Undoes a registration; idempotent. */
 export type StopMetrics = () => void
 
+/** What register needs of an instrument set, server or client. */
+interface InstrumentSet {
+  readonly trackers: Set<unknown>
+  record(m: ConnectionMeasures): void
+  remove(): void
+}
+/** Either tracker, as far as its 'close' event goes. */
+interface Closing {
+  on(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+  off(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+}
+
 /** The instrument sets per MeterProvider, so trackers registered on one provider share one. */
-const sets = new WeakMap<MeterProvider, OpenTelemetryInstruments>()
+const serverSets = new WeakMap<MeterProvider, OpenTelemetryInstruments>()
+const clientSets = new WeakMap<MeterProvider, OpenTelemetryClientInstruments>()
 
 /**
- * Records `tracker`'s connections with OpenTelemetry instruments on `options.meterProvider`
- * (default: the global MeterProvider). The observable instruments read
- * `tracker.snapshot()` when a reader collects; histograms and counters take each
- * connection's record once, on 'close'. Nothing else is subscribed: no per-request or
- * per-transition work.
+ * Records a tracker's connections with OpenTelemetry instruments on
+ * `options.meterProvider` (default: the global MeterProvider).
+ *
+ * - a server's `ConnectionTracker` (core; Fastify's `app.connguard`, Express'
+ *   `guard.tracker`) feeds the `connguard.*` connection instruments;
+ * - a client tracker (`dispatcher.tracker` of @connguard/client) feeds
+ *   `http.client.open_connections` and `http.client.connection.duration`.
+ *
+ * The observable instruments read the tracker when a reader collects; histograms and
+ * counters take each connection's record once, on 'close'. Nothing else is subscribed:
+ * no per-request or per-transition work.
  *
  * Returns `stop()`: it removes the 'close' listener and, once no tracker feeds the
  * provider's set any more, the observable callback. Idempotent.
  */
 export function registerOpenTelemetry(
-  tracker: ConnectionTracker,
+  tracker: ConnectionTracker | ClientTrackerLike,
   options?: OpenTelemetryOptions,
 ): StopMetrics {
   assertTracker(tracker)
   const { meterProvider } = resolveOpenTelemetryOptions(options)
+  if (isClientTracker(tracker)) {
+    return feed(clientSets, meterProvider, tracker, tracker, () => {
+      return new OpenTelemetryClientInstruments(meterProvider)
+    })
+  }
+  return feed(serverSets, meterProvider, tracker, tracker as unknown as Closing, () => {
+    return new OpenTelemetryInstruments(meterProvider)
+  })
+}
+
+function feed<S extends InstrumentSet>(
+  sets: WeakMap<MeterProvider, S>,
+  meterProvider: MeterProvider,
+  tracker: object,
+  events: Closing,
+  create: () => S,
+): StopMetrics {
   const existing = sets.get(meterProvider)
   if (existing?.trackers.has(tracker)) throw new AlreadyRegisteredError('this MeterProvider')
-  const instruments = existing ?? new OpenTelemetryInstruments(meterProvider)
+  const instruments = existing ?? create()
   sets.set(meterProvider, instruments)
   instruments.trackers.add(tracker)
 
   let warned = false
-  const onClose = (rec: ConnectionRecord): void => {
+  const onClose = (rec: ConnectionRecordLike): void => {
     try {
       instruments.record(measureConnection(rec))
     } catch (err) {
       // A listener that throws is re-thrown by the tracker as an uncaught exception: a
-      // metrics fault must not take the server down with it. Say so once.
+      // metrics fault must not take the process down with it. Say so once.
       if (!warned) {
         warned = true
         process.emitWarning(
@@ -50,13 +93,13 @@ export function registerOpenTelemetry(
       }
     }
   }
-  tracker.on('close', onClose)
+  events.on('close', onClose)
 
   let stopped = false
   return () => {
     if (stopped) return
     stopped = true
-    tracker.off('close', onClose)
+    events.off('close', onClose)
     instruments.trackers.delete(tracker)
     if (instruments.trackers.size === 0) {
       if (sets.get(meterProvider) === instruments) sets.delete(meterProvider)

@@ -1,4 +1,9 @@
-import { type ConnectionTracker, InvalidOptionError, UnknownOptionError } from '@connguard/core'
+import {
+  type ClientTrackerLike,
+  type ConnectionTracker,
+  InvalidOptionError,
+  UnknownOptionError,
+} from '@connguard/core'
 import { register as globalRegistry, type Registry } from 'prom-client'
 
 export interface PrometheusOptions {
@@ -26,8 +31,12 @@ const METRIC_NAME = /^[a-zA-Z_:][a-zA-Z0-9_:]*$/
 /**
  * The tracker is checked by shape, not `instanceof`: an application may load
  * @connguard/core twice (ESM and CJS, or two versions), and any copy's tracker works.
+ * A server's `ConnectionTracker` or a client tracker (@connguard/client's
+ * `dispatcher.tracker`, which also has these methods, and `kind: 'client'`).
  */
-export function assertTracker(tracker: unknown): asserts tracker is ConnectionTracker {
+export function assertTracker(
+  tracker: unknown,
+): asserts tracker is ConnectionTracker | ClientTrackerLike {
   const t = tracker as Partial<Record<string, unknown>> | null
   if (
     typeof t !== 'object' ||
@@ -37,7 +46,11 @@ export function assertTracker(tracker: unknown): asserts tracker is ConnectionTr
     typeof t.snapshot !== 'function' ||
     typeof t.connections !== 'function'
   ) {
-    throw new InvalidOptionError('tracker', tracker, 'a ConnectionTracker from @connguard/core')
+    throw new InvalidOptionError(
+      'tracker',
+      tracker,
+      "a ConnectionTracker from @connguard/core or a dispatcher's tracker from @connguard/client",
+    )
   }
 }
 

@@ -1,6 +1,13 @@
-import type { ConnectionRecord, ConnectionTracker } from '@connguard/core'
-import { measureConnection } from '@connguard/core'
+import {
+  type ClientTrackerLike,
+  type ConnectionMeasures,
+  type ConnectionRecordLike,
+  type ConnectionTracker,
+  isClientTracker,
+  measureConnection,
+} from '@connguard/core'
 import type { Registry } from 'prom-client'
+import { PrometheusClientInstruments } from './client-instruments.js'
 import { AlreadyRegisteredError } from './errors.js'
 import { PrometheusInstruments } from './instruments.js'
 import { assertTracker, type PrometheusOptions, resolvePrometheusOptions } from './options.js'
@@ -8,24 +15,65 @@ import { assertTracker, type PrometheusOptions, resolvePrometheusOptions } from 
 /** Undoes a registration; idempotent. */
 export type StopMetrics = () => void
 
+/** What register needs of a metric set, server or client. */
+interface MetricSet {
+  readonly trackers: Set<unknown>
+  record(m: ConnectionMeasures): void
+  isRegistered(): boolean
+  remove(): void
+}
+type SetsByPrefix<S> = WeakMap<Registry, Map<string, S>>
+/** Either tracker, as far as its 'close' event goes. */
+interface Closing {
+  on(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+  off(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+}
+
 /** The metric sets per registry and prefix, so trackers registered on one registry share one. */
-const sets = new WeakMap<Registry, Map<string, PrometheusInstruments>>()
+const serverSets: SetsByPrefix<PrometheusInstruments> = new WeakMap()
+const clientSets: SetsByPrefix<PrometheusClientInstruments> = new WeakMap()
 
 /**
- * Exposes `tracker`'s connections as Prometheus metrics on `options.registry` (default:
- * prom-client's global `register`). Gauges are read from `tracker.snapshot()` when scraped;
- * histograms and counters take each connection's record once, on 'close'. Nothing else
- * is subscribed: no per-request or per-transition work.
+ * Exposes a tracker's connections as Prometheus metrics on `options.registry` (default:
+ * prom-client's global `register`).
+ *
+ * - a server's `ConnectionTracker` (core; Fastify's `app.connguard`, Express'
+ *   `guard.tracker`) feeds the `connguard_*` connection metrics;
+ * - a client tracker (`dispatcher.tracker` of @connguard/client) feeds
+ *   `connguard_http_client_open_connections` and
+ *   `connguard_http_client_connection_duration_seconds`.
+ *
+ * Gauges are read from the tracker when scraped; histograms and counters take each
+ * connection's record once, on 'close'. Nothing else is subscribed: no per-request or
+ * per-transition work.
  *
  * Returns `stop()`: it removes the 'close' listener and, once no tracker feeds the set
  * any more, unregisters the metrics. Idempotent.
  */
 export function registerPrometheus(
-  tracker: ConnectionTracker,
+  tracker: ConnectionTracker | ClientTrackerLike,
   options?: PrometheusOptions,
 ): StopMetrics {
   assertTracker(tracker)
   const { registry, prefix } = resolvePrometheusOptions(options)
+  if (isClientTracker(tracker)) {
+    return feed(clientSets, registry, prefix, tracker, tracker, () => {
+      return new PrometheusClientInstruments(registry, prefix)
+    })
+  }
+  return feed(serverSets, registry, prefix, tracker, tracker as unknown as Closing, () => {
+    return new PrometheusInstruments(registry, prefix)
+  })
+}
+
+function feed<S extends MetricSet>(
+  sets: SetsByPrefix<S>,
+  registry: Registry,
+  prefix: string,
+  tracker: object,
+  events: Closing,
+  create: () => S,
+): StopMetrics {
   let byPrefix = sets.get(registry)
   if (byPrefix === undefined) {
     byPrefix = new Map()
@@ -36,17 +84,17 @@ export function registerPrometheus(
   // `registry.clear()` or `removeSingleMetric()` behind our back: that set is gone.
   if (existing !== undefined && !existing.isRegistered()) existing = undefined
   if (existing?.trackers.has(tracker)) throw new AlreadyRegisteredError('this prom-client registry')
-  const instruments = existing ?? new PrometheusInstruments(registry, prefix)
+  const instruments = existing ?? create()
   prefixes.set(prefix, instruments)
   instruments.trackers.add(tracker)
 
   let warned = false
-  const onClose = (rec: ConnectionRecord): void => {
+  const onClose = (rec: ConnectionRecordLike): void => {
     try {
       instruments.record(measureConnection(rec))
     } catch (err) {
       // A listener that throws is re-thrown by the tracker as an uncaught exception: a
-      // metrics fault must not take the server down with it. Say so once.
+      // metrics fault must not take the process down with it. Say so once.
       if (!warned) {
         warned = true
         process.emitWarning(
@@ -57,13 +105,13 @@ export function registerPrometheus(
       }
     }
   }
-  tracker.on('close', onClose)
+  events.on('close', onClose)
 
   let stopped = false
   return () => {
     if (stopped) return
     stopped = true
-    tracker.off('close', onClose)
+    events.off('close', onClose)
     instruments.trackers.delete(tracker)
     if (instruments.trackers.size === 0) {
       if (prefixes.get(prefix) === instruments) prefixes.delete(prefix)
