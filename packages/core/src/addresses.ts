@@ -64,13 +64,8 @@ export function listenEnd(server: { address(): unknown }): ListenEnd | null {
  */
 export function readEnds(socket: Socket, local: ListenEnd | null = null): typeof ends {
   const s = socket as WithHandle
-  const handle = s._handle
-  if (
-    handle != null &&
-    typeof handle.getpeername === 'function' &&
-    s._peername == null &&
-    nameOf(handle.getpeername, handle)
-  ) {
+  const handle = s._handle ?? null
+  if (fromHandle(handle, handle?.getpeername, s._peername)) {
     ends.remoteAddress = scratch.address
     ends.remotePort = scratch.port
   } else {
@@ -80,14 +75,7 @@ export function readEnds(socket: Socket, local: ListenEnd | null = null): typeof
   if (local !== null) {
     ends.localAddress = local.address
     ends.localPort = local.port
-    return ends
-  }
-  if (
-    handle != null &&
-    typeof handle.getsockname === 'function' &&
-    s._sockname == null &&
-    nameOf(handle.getsockname, handle)
-  ) {
+  } else if (fromHandle(handle, handle?.getsockname, s._sockname)) {
     ends.localAddress = scratch.address
     ends.localPort = scratch.port
   } else {
@@ -100,7 +88,13 @@ export function readEnds(socket: Socket, local: ListenEnd | null = null): typeof
   return ends
 }
 
-function nameOf(read: (out: Name) => number, handle: NamedHandle): boolean {
+/** Reads one end into `scratch` with `read` (getpeername/getsockname), unless Node already cached it. */
+function fromHandle(
+  handle: NamedHandle | null,
+  read: ((out: Name) => number) | undefined,
+  cached: unknown,
+): boolean {
+  if (handle === null || typeof read !== 'function' || cached != null) return false
   scratch.address = undefined
   scratch.port = undefined
   return read.call(handle, scratch) === 0 && scratch.address !== undefined
