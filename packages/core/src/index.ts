@@ -65,6 +65,19 @@ export {
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
+export { connectionLimitFromFiles, openFileLimit, type PressureSnapshot } from './pressure.js'
+export {
+  DEFAULT_MAX_SHED_PER_SWEEP,
+  DEFAULT_PRESSURE_FLOOR,
+  DEFAULT_PRESSURE_SHED_ABOVE,
+  DEFAULT_PRESSURE_START,
+  DEFAULT_SLOW_RATE,
+  type PressureFloors,
+  type PressureLimitSource,
+  type PressureOptions,
+  type ResolvedPressure,
+  resolvePressure,
+} from './pressure-options.js'
 export {
   ConnectionRecord,
   type DeadlineKind,

@@ -172,6 +172,12 @@ export class ConnectionRecord implements Scheduled {
   finalBytesRead = 0
   /** @internal Wire bytes, frozen at close. */
   finalBytesWritten = 0
+  /** @internal Pressure: start of the window an active transfer's rate is judged over (clock ms), -1 when none. */
+  shedMarkAt = -1
+  /** @internal Pressure: wire bytes (read + taken by the kernel) at `shedMarkAt`. */
+  shedMarkBytes = 0
+  /** @internal Pressure: the last completed window found the client below `slowRate`. */
+  shedSlow = false
 
   /** @internal */
   constructor(rawSocket: Socket, secure: boolean, nowClock: number, nowEpoch: number) {
