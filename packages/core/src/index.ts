@@ -41,6 +41,7 @@ export {
   measureConnection,
   PHASES,
   type Phase,
+  pressureLevel,
   REJECT_REASONS,
   REQUEST_BUCKETS,
   TIME_BUCKETS,
