@@ -1,4 +1,5 @@
 import type { CloseReason } from './close-reasons.js'
+import type { DeadlineQueue } from './deadline-queue.js'
 import type { ResolvedOptions } from './options.js'
 import type { Pressure } from './pressure.js'
 import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
@@ -117,9 +118,14 @@ function tightening(o: ResolvedOptions, p: Pressure): Record<DeadlineKind, numbe
  * `maxShedPerSweep` closes in all. `idleBytesMoved` is true while idle connections are
  * polled for requests (the parser hook is missing): bytes read since the last response
  * are a request, not idleness. Returns how many were closed.
+ *
+ * Bounded work: the shrunken deadlines are found in the deadline heap among the records
+ * due within the largest shrink (O(those)); the record set is walked in accept order only
+ * while shedding, and only until enough unproductive candidates are found.
  */
 export function shedSweep(
   records: Iterable<ConnectionRecord>,
+  queue: DeadlineQueue<ConnectionRecord>,
   now: number,
   o: ResolvedOptions,
   p: Pressure,
@@ -128,6 +134,29 @@ export function shedSweep(
 ): number {
   const cap = p.options.maxShedPerSweep
   const ahead = tightening(o, p)
+  const most = Math.max(
+    ahead.tls_handshake_timeout,
+    ahead.request_headers_timeout,
+    ahead.keep_alive_timeout,
+  )
+  const late =
+    most > 0
+      ? queue.dueBy(now + most, cap, (rec) => {
+          const reason = rec.phaseReason
+          if (rec.pendingReason !== null || reason === null) return false
+          const a = ahead[reason]
+          return (
+            a > 0 &&
+            rec.phaseDeadlineAt - now <= a &&
+            !(reason === 'keep_alive_timeout' && idleBytesMoved(rec))
+          )
+        })
+      : []
+  let closed = 0
+  for (const rec of late) {
+    cut(rec, rec.phaseReason as CloseReason)
+    closed++
+  }
   // Addresses over their share, and by how much.
   let excess: Map<string, number> | null = null
   const share = p.ipShare()
@@ -138,39 +167,29 @@ export function shedSweep(
       excess.set(ip, n - share)
     }
   }
-  const wanted = p.shedding || excess !== null
-  const late: ConnectionRecord[] = []
+  // A deadline closed frees a connection as much as a shed one.
+  let quota = Math.max(0, p.quota - closed)
+  if (closed >= cap || (quota === 0 && !p.unproductiveOnly && excess === null)) {
+    p.spare = []
+    return closed
+  }
   /** Candidates by class; `over` holds those of addresses over their share. */
   const byClass: ConnectionRecord[][] = [[], []]
   const over: ConnectionRecord[][] = [[], []]
+  // Enough unproductive ones to fill this sweep and leave spares for displacement.
   const keep = 2 * cap
   for (const rec of records) {
     if (rec.pendingReason !== null || rec.state === 'closed') continue
-    const reason = rec.phaseReason
-    if (reason !== null && late.length < cap) {
-      const a = ahead[reason]
-      if (a > 0 && rec.phaseDeadlineAt - now <= a) {
-        if (!(reason === 'keep_alive_timeout' && idleBytesMoved(rec))) {
-          late.push(rec)
-          continue
-        }
-      }
-    }
-    if (!wanted) continue
     const c = classOf(rec, now, p)
     if (c === SPARED) continue
-    if (excess?.has(rec.remoteAddress ?? '') && (over[c] as ConnectionRecord[]).length < keep)
+    const overShare = excess?.has(rec.remoteAddress ?? '') === true
+    if (overShare && (over[c] as ConnectionRecord[]).length < keep)
       (over[c] as ConnectionRecord[]).push(rec)
     const list = byClass[c] as ConnectionRecord[]
     if (list.length < keep) list.push(rec)
+    // The oldest unproductive ones outrank everything after them: stop once there are enough.
+    if (excess === null && (byClass[UNPRODUCTIVE] as ConnectionRecord[]).length >= keep) break
   }
-  let closed = 0
-  for (const rec of late) {
-    cut(rec, rec.phaseReason as CloseReason)
-    closed++
-  }
-  // A deadline closed frees a connection as much as a shed one.
-  let quota = Math.max(0, p.quota - closed)
   if (excess !== null) {
     for (const list of over) {
       for (const rec of list) {
@@ -203,8 +222,9 @@ export function shedSweep(
     closed++
     quota--
   }
-  if (quota > 0 && closed < cap)
+  if (quota > 0 && closed < cap) {
     closed += shedSlow(records, now, p, Math.min(cap - closed, quota), cut)
+  }
   p.spare = (byClass[UNPRODUCTIVE] as ConnectionRecord[]).filter((r) => r.pendingReason === null)
   return closed
 }

@@ -645,7 +645,15 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (p.spare.length > 0) p.spare = []
       return 0
     }
-    return shedSweep(this.#records, now, this.options, p, this.#idleBytesMoved, this.#victim)
+    return shedSweep(
+      this.#records,
+      this.#queue,
+      now,
+      this.options,
+      p,
+      this.#idleBytesMoved,
+      this.#victim,
+    )
   }
 
   #setPhase(
