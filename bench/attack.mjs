@@ -1,17 +1,27 @@
 #!/usr/bin/env node
 /**
  * Under attack: Fastify over HTTPS in a process limited to 2,048 open files
- * (`bash -c 'ulimit -n 2048 && exec node attack-server.mjs'`), attackers opening slowloris
- * and stalled-TLS connections at a steady rate up to 4,000 at once, and a legitimate client
- * sending one request per new TLS connection at a fixed rate. Guarded (connguard configured
- * as one would under attack) vs Fastify's defaults; each first without the attack, for the
- * baseline p99. 127.0.0.1 only; every phase is bounded in time.
+ * (`bash -c 'ulimit -n 2048 && exec node attack-server.mjs'`), attacked by slowloris —
+ * Debian's `slowhttptest -H` over TLS — and stalled TLS handshakes (lib/attacker.mjs), each
+ * opening `rate / 2` connections a second, while a legitimate client sends one request per
+ * new TLS connection at a fixed rate. Variants:
  *
- *   node bench/attack.mjs [--seconds 30] [--rate 200] [--max 4000] [--legit 20] [--cpu-prof dir]
- *                         [--variants guarded,bare] [--options '{"sweepInterval":50}'] [--repeat 3]
+ *   shedding   connguard's defaults, pressure on (the default): deadlines 10 s / 30 s
+ *   deadlines  connguard's defaults with `pressure: false`: the same deadlines, no shedding
+ *   bare       Fastify's defaults (Node: handshake 120 s, headers 60 s checked every 30 s)
  *
- * Target: guarded keeps ≥ 99% success with p99 within 2× its no-attack value.
+ * Each first without the attack (the baseline p99), then under it. 127.0.0.1 only; every
+ * phase is bounded in time; slowhttptest is stopped by its pid. Without slowhttptest
+ * (`apt-get install slowhttptest`) the slowloris half comes from lib/attacker.mjs.
+ *
+ *   node bench/attack.mjs [--seconds 30] [--rate 200] [--max 4000] [--legit 50] [--files 2048]
+ *                         [--variants shedding,deadlines,bare] [--options '{"sweepInterval":50}']
+ *                         [--repeat 3] [--cpu-prof dir]
+ *
+ * Target: shedding keeps ≥ 99% success with p99 within 2× its no-attack value.
  */
+import { spawn, spawnSync } from 'node:child_process'
+import { once } from 'node:events'
 import https from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -32,14 +42,62 @@ import {
 
 const serverScript = fileURLToPath(new URL('./lib/attack-server.mjs', import.meta.url))
 const attackerScript = fileURLToPath(new URL('./lib/attacker.mjs', import.meta.url))
-const FILE_LIMIT = 2048
 const LEGIT_TIMEOUT = 5_000
 
-/** What a user would set under attack: short handshake and header limits, a handshake cap. */
-export const UNDER_ATTACK = {
-  handshakeTimeout: 2_000,
-  headersTimeout: 2_000,
-  maxHandshakes: 1_000,
+/** The guarded variants' options: connguard's defaults, with and without pressure. */
+export const VARIANTS = {
+  shedding: {},
+  deadlines: { pressure: false },
+  bare: null,
+}
+
+const hasSlowhttptest = spawnSync('slowhttptest', ['-h'], { timeout: 5_000 }).error === undefined
+
+/**
+ * Slowloris at `rate`/s up to `rate × seconds` connections, over TLS: `slowhttptest -H`
+ * (one more header line every 5 s), stopped by its own pid; or lib/attacker.mjs.
+ */
+async function startSlowloris(port, rate, max, seconds) {
+  if (!hasSlowhttptest) {
+    const a = await startChild(attackerScript, [
+      String(port),
+      String(rate * 2),
+      String(max),
+      String(seconds),
+    ])
+    return { tool: 'lib/attacker.mjs (slowloris + stalled)', stop: () => a.stop() }
+  }
+  const child = spawn(
+    'slowhttptest',
+    [
+      '-H',
+      '-c',
+      String(rate * seconds),
+      '-r',
+      String(rate),
+      '-i',
+      '5',
+      '-l',
+      String(seconds + 5),
+      '-u',
+      `https://${HOST}:${port}/`,
+      '-p',
+      '3',
+    ],
+    { stdio: 'ignore' },
+  )
+  child.on('error', () => {})
+  return {
+    tool: 'slowhttptest -H',
+    stop: async () => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      const exited = once(child, 'exit')
+      child.kill('SIGINT')
+      const t = setTimeout(() => child.kill('SIGKILL'), 3_000)
+      await exited
+      clearTimeout(t)
+    },
+  }
 }
 
 /** The legitimate client: one GET per new TLS connection, `perSecond`, for `seconds`. */
@@ -102,9 +160,10 @@ function summarize(results) {
 }
 
 async function runVariant(variant, o) {
-  const args = variant === 'guarded' ? ['guarded', JSON.stringify(o.options)] : ['bare']
+  const base = VARIANTS[variant]
+  const args = base === null ? ['bare'] : ['guarded', JSON.stringify({ ...base, ...o.options })]
   const nodeArgs = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}/${variant}`] : []
-  const server = await startChild(serverScript, args, { nofile: FILE_LIMIT, nodeArgs })
+  const server = await startChild(serverScript, args, { nofile: o.files, nodeArgs })
   const samples = []
   server.child.on('message', (m) => {
     if (m?.type === 'sample') samples.push(m)
@@ -114,14 +173,19 @@ async function runVariant(variant, o) {
     const base = summarize(await legit(server.info.port, o.legit, o.baseline))
     // 2. Under attack.
     const attackStart = samples.length
-    const attacker = await startChild(attackerScript, [
-      String(server.info.port),
-      String(o.rate),
-      String(o.max),
-      String(o.seconds),
-    ])
+    const half = Math.round(o.rate / 2)
+    const slowloris = await startSlowloris(server.info.port, half, o.max / 2, o.seconds)
+    const attacker = hasSlowhttptest
+      ? await startChild(attackerScript, [
+          String(server.info.port),
+          String(half),
+          String(o.max / 2),
+          String(o.seconds),
+          'stalled',
+        ])
+      : null
     const attackSamples = []
-    attacker.child.on('message', (m) => {
+    attacker?.child.on('message', (m) => {
       if (m?.type === 'sample') attackSamples.push(m)
     })
     const under = await legit(server.info.port, o.legit, o.seconds)
@@ -135,7 +199,8 @@ async function runVariant(variant, o) {
             .join(', '),
       )
     }
-    await attacker.stop()
+    await attacker?.stop()
+    await slowloris.stop()
     return {
       variant,
       base,
@@ -169,9 +234,10 @@ function timeline(r, seconds) {
       sw.length ? fmt(avg(sw, 'runQueueWaitMs'), 0) : '-',
       sw.length ? Math.max(...sw.map((x) => x.acceptQueue)) : '-',
       sw.length ? sw.reduce((sum, x) => sum + (x.listenOverflows || 0), 0) : '-',
-      r.variant === 'guarded' && sw.length
+      r.variant !== 'bare' && sw.length
         ? `${fmt(Math.max(...sw.map((x) => x.sweepMaxMs)), 1)} (${Math.max(...sw.map((x) => x.sweepMaxCut))})`
         : '-',
+      sv?.pressure ? fmt(Math.max(...sw.map((x) => x.pressure?.level ?? 0)), 2) : '-',
       sw.length ? fmt(Math.max(...sw.map((x) => x.gcMaxMs)), 1) : '-',
       `${fmt(s.success * 100, 1)}%`,
       fmt(s.p99, 0),
@@ -189,8 +255,9 @@ export async function main(argv) {
     rate: Number(args.rate ?? 200),
     max: Number(args.max ?? 4000),
     legit: Number(args.legit ?? 50),
-    options: { ...UNDER_ATTACK, ...(args.options ? JSON.parse(args.options) : {}) },
-    variants: String(args.variants ?? 'guarded,bare').split(','),
+    files: Number(args.files ?? 2048),
+    options: args.options ? JSON.parse(args.options) : {},
+    variants: String(args.variants ?? 'shedding,deadlines,bare').split(','),
     repeat: Number(args.repeat ?? 1),
     cpuProf: args['cpu-prof']
       ? String(
@@ -200,13 +267,18 @@ export async function main(argv) {
         )
       : null,
   }
+  for (const v of o.variants) {
+    if (!(v in VARIANTS)) throw new Error(`unknown variant ${v}; one of ${Object.keys(VARIANTS)}`)
+  }
   console.log(`\n## Under attack (${machine()})`)
   console.log(
-    `\nFastify HTTPS, server limited to ${FILE_LIMIT} open files; attackers open ` +
-      `${o.rate}/s (half slowloris, half stalled TLS) up to ${o.max} at once for ${o.seconds} s; ` +
+    `\nFastify HTTPS, server limited to ${o.files} open files; attackers open ` +
+      `${o.rate}/s (half slowloris by ${hasSlowhttptest ? 'slowhttptest -H' : 'lib/attacker.mjs'}, ` +
+      `half stalled TLS) up to ${o.max} at once for ${o.seconds} s; ` +
       `legitimate client: ${o.legit} req/s, each on a new TLS connection, ${LEGIT_TIMEOUT / 1000} s ` +
-      `timeout. Guarded = connguard with ${JSON.stringify(o.options)}; bare = Fastify's ` +
-      'defaults (Node: handshake 120 s, headers 60 s checked every 30 s).\n',
+      `timeout. shedding = connguard's defaults (pressure on)${Object.keys(o.options).length ? ` + ${JSON.stringify(o.options)}` : ''}; ` +
+      "deadlines = the same with pressure: false; bare = Fastify's defaults " +
+      '(Node: handshake 120 s, headers 60 s checked every 30 s).\n',
   )
   const results = []
   for (let i = 0; i < o.repeat; i++) {
@@ -232,7 +304,7 @@ export async function main(argv) {
       const held = Math.max(0, ...r.serverSamples.map((s) => s.connections))
       const numeric = r.serverSamples.map((s) => s.files).filter((f) => typeof f === 'number')
       const exhausted = r.serverSamples.some((s) => typeof s.files !== 'number')
-      const files = exhausted ? `${FILE_LIMIT} (EMFILE)` : Math.max(0, ...numeric)
+      const files = exhausted ? `${o.files} (EMFILE)` : Math.max(0, ...numeric)
       const met = r.attack.success >= 0.99 && ratio <= 2
       return [
         r.variant,
@@ -245,17 +317,17 @@ export async function main(argv) {
         fmt(ratio, 2),
         held,
         files,
-        r.variant === 'guarded' ? (met ? 'met' : 'MISSED') : '',
+        r.variant === 'shedding' ? (met ? 'met' : 'MISSED') : '',
       ]
     }),
   )
-  const guarded = results.filter((r) => r.variant === 'guarded')
+  const guarded = results.filter((r) => r.variant === 'shedding')
   if (guarded.length > 1) {
     const ratios = guarded.map((r) => r.attack.p99 / r.base.p99)
     const success = Math.min(...guarded.map((r) => r.attack.success))
     const m = median(ratios)
     console.log(
-      `\nguarded over ${guarded.length} runs: lowest success ${fmt(success * 100, 1)}%, ` +
+      `\nshedding over ${guarded.length} runs: lowest success ${fmt(success * 100, 1)}%, ` +
         `p99 ratio median ${fmt(m, 2)} (${ratios.map((x) => fmt(x, 2)).join(', ')}): ` +
         `${success >= 0.99 && m <= 2 ? 'met' : 'MISSED'}`,
     )
@@ -276,6 +348,7 @@ export async function main(argv) {
         'accept queue (max)',
         'listen overflows',
         'longest sweep ms (cuts)',
+        'pressure level (max)',
         'longest GC ms',
         'legit success',
         'legit p99 ms',

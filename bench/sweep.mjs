@@ -32,10 +32,14 @@ function fakeSocket(i) {
   }
 }
 
-/** A tracker (never attached: no sweeper timer) with a manual clock and a no-op binding. */
+/**
+ * A tracker (never attached: no sweeper timer) with a manual clock and a no-op binding.
+ * Pressure is off unless asked for: 50,000 fake sockets are more than this process's
+ * open-file limit, which would put a default tracker at full pressure.
+ */
 function makeTracker(options = {}) {
   const clock = { t: 0, now: () => clock.t }
-  const tracker = new ConnectionTracker({ ...options, clock })
+  const tracker = new ConnectionTracker({ pressure: false, ...options, clock })
   const binding = {
     tracker,
     cut() {},
@@ -196,6 +200,57 @@ export async function main() {
       'hot loop, real clock, round-robin over N connections; median of 5)',
   )
   table(['connections', 'per request'], perRequest)
+
+  // 6. Pressure: what it adds without pressure, and the pass it makes under pressure.
+  console.log(
+    '\nPressure at 50,000 idle keep-alive connections (mean per sweep; cuts capped at 100)',
+  )
+  table(['case', 'per sweep', 'cut'], pressureSweeps(50_000))
+}
+
+/** Sweeps of `n` idle connections with pressure off, on at level 0, and under pressure. */
+function pressureSweeps(n) {
+  const rows = []
+  for (const [label, pressure] of [
+    ['pressure off, nothing due', false],
+    ['pressure on, level 0, nothing due', { limit: n * 10 }],
+    // 65% of the limit: level 0.125 with `start` 0.6; keep-alive 72 s shrinks by 8.9 s, so
+    // the oldest record (idle since 0) is due at 63.1 s, after `now` (n ms): nothing cut.
+    [
+      'pressure level 0.125, the pass finds nothing to cut',
+      { limit: Math.round(n / 0.65), shedAbove: 0.9 },
+    ],
+  ]) {
+    const { tracker, clock } = idleTracker(n, { pressure })
+    clock.t = n
+    const r = sweepNothingDue(
+      tracker,
+      n,
+      pressure === false || pressure.limit > n * 2 ? 20_000 : 50,
+    )
+    rows.push([label, `${fmt(r.meanNs / 1000, 1)} µs`, 0])
+    tracker.close()
+  }
+  {
+    // Level 1 and the shed line at 80%: 10,000 to shed, 100 per sweep, oldest idle first.
+    const times = []
+    let cut = 0
+    for (let r = 0; r < 7; r++) {
+      const { tracker, clock } = idleTracker(n, { pressure: { limit: n, shedAbove: 0.8 } })
+      clock.t = n + 1_000
+      gc()
+      const t0 = process.hrtime.bigint()
+      cut = tracker.sweep(n + 1_000)
+      times.push(Number(process.hrtime.bigint() - t0))
+      tracker.close()
+    }
+    rows.push([
+      'level 1: shrunken deadlines and shedding (median of 7)',
+      `${fmt(median(times) / 1000, 1)} µs`,
+      cut,
+    ])
+  }
+  return rows
 }
 
 /** ns per request of `_requestBegin` + `_requestHead` + `_responseEnd`, as the binding calls them. */

@@ -36,6 +36,17 @@ describe('examples', () => {
     expect(stdout).toMatch(/OK: /)
   }, 70_000)
 
+  it('under-attack.mjs --smoke serves every legitimate request with pressure, not without', async () => {
+    const { stdout } = await run('node', ['examples/under-attack.mjs', '--smoke'], {
+      cwd: root,
+      timeout: 40_000,
+    })
+    expect(stdout).toMatch(
+      /OK: every legitimate request served; \d+ attacker connections shed_under_pressure/,
+    )
+    expect(stdout).toContain('max_concurrent_connections_exceeded')
+  }, 50_000)
+
   it.each(['fastify-https.mjs', 'express-https.mjs', 'uploads-sse.mjs', 'live-view.mjs'])(
     '%s --smoke exits 0 after a successful request',
     async (file) => {

@@ -654,6 +654,7 @@ describe.each([
         active: 0,
         upgraded: 0,
         closedByReason: { client_closed: 1 },
+        pressure: expect.objectContaining({ level: 0, shedding: false }),
       })
       await app.close()
       expect(app.connguard.closed).toBe(true)

@@ -291,6 +291,28 @@ describe('registerOpenTelemetry: live connections by state', () => {
   })
 })
 
+describe('registerOpenTelemetry: pressure', () => {
+  it('connguard.pressure.level is an observable gauge of the level, read when collected', async () => {
+    const s = await startMetricsServers({
+      maxConnections: false,
+      headersTimeout: 10_000,
+      pressure: { limit: 4, start: 0.5, shedAbove: 1 },
+    })
+    cleanups.push(() => s.close())
+    const { provider, collect } = sdk()
+    cleanups.push(registerOpenTelemetry(s.tracker, { meterProvider: provider }))
+    expect(point(await collect(), INSTRUMENT_NAMES.pressureLevel, {})?.value).toBe(0)
+    const conns = await Promise.all([1, 2, 3].map(() => openSocket(s.httpPort)))
+    cleanups.push(() => {
+      for (const c of conns) c.destroy()
+    })
+    await waitUntil(() => (s.tracker.snapshot().pressure?.level ?? 0) > 0, { what: 'level' })
+    const all = await collect()
+    expect(point(all, INSTRUMENT_NAMES.pressureLevel, {})?.value).toBeCloseTo(0.5)
+    expect(metric(all, INSTRUMENT_NAMES.pressureLevel).descriptor.unit).toBe('1')
+  })
+})
+
 describe('registerOpenTelemetry: registration', () => {
   it('shares one callback between trackers on a provider; stop() removes listener and callback', async () => {
     const a = await startMetricsServers()

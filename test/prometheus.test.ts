@@ -314,6 +314,38 @@ describe('registerPrometheus: live connections by state', () => {
   })
 })
 
+describe('registerPrometheus: pressure', () => {
+  it('connguard_pressure_level reads the level at scrape time, the highest over the trackers', async () => {
+    // 3 of 4 connections with pressure from 50%: level 0.5. Nothing is shed (shedAbove 1).
+    const s = await startMetricsServers({
+      maxConnections: false,
+      headersTimeout: 10_000,
+      pressure: { limit: 4, start: 0.5, shedAbove: 1 },
+    })
+    const off = await startMetricsServers({ pressure: false })
+    cleanups.push(
+      () => s.close(),
+      () => off.close(),
+    )
+    const registry = new Registry()
+    cleanups.push(registerPrometheus(s.tracker, { registry }))
+    cleanups.push(registerPrometheus(off.tracker, { registry }))
+    expect(sampleValue(await scrape(registry), 'connguard_pressure_level')).toBe(0)
+    const conns = await Promise.all([1, 2, 3].map(() => openSocket(s.httpPort)))
+    cleanups.push(() => {
+      for (const c of conns) c.destroy()
+    })
+    await waitUntil(() => (s.tracker.snapshot().pressure?.level ?? 0) > 0, { what: 'level' })
+    expect(sampleValue(await scrape(registry), 'connguard_pressure_level')).toBeCloseTo(0.5)
+    // Closes it causes are counted by reason like any other, from 0.
+    expect(
+      sampleValue(await scrape(registry), 'connguard_connections_closed_total', {
+        reason: 'shed_under_pressure',
+      }),
+    ).toBe(0)
+  })
+})
+
 describe('registerPrometheus: registration', () => {
   it('shares one set of metrics between trackers on one registry; stop() unregisters with the last', async () => {
     const a = await startMetricsServers()

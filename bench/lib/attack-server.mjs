@@ -8,6 +8,7 @@
  * Sends `{ type: 'ready', port }`, then `{ type: 'sample', … }` every second: open files,
  * live connections and, when guarded, the tracker's counts.
  */
+import { readFileSync } from 'node:fs'
 import { monitorEventLoopDelay, PerformanceObserver, performance } from 'node:perf_hooks'
 import Fastify from 'fastify'
 import { HOST, openFiles, serveParent, tlsOptions } from './common.mjs'
@@ -87,6 +88,7 @@ const timer = setInterval(() => {
       connections,
       handshaking: snap === null ? null : snap.new + snap.handshaking,
       closedByReason: snap?.closedByReason ?? null,
+      pressure: snap?.pressure ?? null,
       loopDelayP99: delay.percentile(99) / 1e6,
       serverErrors,
     })

@@ -5,7 +5,9 @@
  * a steady rate while fewer than `max` are open. 127.0.0.1 only; stops by itself after
  * `seconds` and closes everything it opened.
  *
- *   node attacker.mjs <port> <rate per s> <max open> <seconds>
+ *   node attacker.mjs <port> <rate per s> <max open> <seconds> [mixed|stalled]
+ *
+ * `stalled` opens only stalled TLS connections (slowhttptest plays slowloris beside it).
  *
  * Reports `{ type: 'sample', open, slowloris, stalled, opened, closedByServer }` every second.
  */
@@ -13,7 +15,8 @@ import net from 'node:net'
 import tls from 'node:tls'
 import { HOST } from './common.mjs'
 
-const [port, rate, max, seconds] = process.argv.slice(2).map(Number)
+const [port, rate, max, seconds] = process.argv.slice(2, 6).map(Number)
+const onlyStalled = process.argv[6] === 'stalled'
 const PARTIAL_CLIENT_HELLO = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc])
 
 const open = { slowloris: new Set(), stalled: new Set() }
@@ -34,13 +37,15 @@ function track(kind, socket) {
 
 function openOne() {
   if (open.slowloris.size + open.stalled.size >= max) return
-  if (n++ % 2 === 0) {
+  if (!onlyStalled && n++ % 2 === 0) {
     const socket = tls.connect({ port, host: HOST, rejectUnauthorized: false })
     socket.once('secureConnect', () => socket.write(`GET / HTTP/1.1\r\nHost: ${HOST}\r\n`))
     track('slowloris', socket)
   } else {
+    if (onlyStalled) n++
     const socket = net.connect(port, HOST)
-    if (n % 4 === 0) socket.once('connect', () => socket.write(PARTIAL_CLIENT_HELLO))
+    if (n % (onlyStalled ? 2 : 4) === 0)
+      socket.once('connect', () => socket.write(PARTIAL_CLIENT_HELLO))
     track('stalled', socket)
   }
 }

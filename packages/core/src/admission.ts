@@ -15,14 +15,30 @@ export class Admission {
     this.#options = options
   }
 
-  /** Counts `rec` in, and returns the cap it exceeds, if any. */
-  admit(rec: ConnectionRecord, live: number, handshaking: number): CloseReason | null {
+  /**
+   * Counts `rec` in, and returns the cap it exceeds, if any. `full`: the pressure limit
+   * (which may be the open-file limit) is exceeded, a connection cap like `maxConnections`.
+   */
+  admit(
+    rec: ConnectionRecord,
+    live: number,
+    handshaking: number,
+    full = false,
+  ): CloseReason | null {
     const o = this.#options
-    let perIp = 0
-    if (o.maxConnectionsPerIp > 0) perIp = this.#count(rec, 1)
-    if (o.maxConnections > 0 && live > o.maxConnections)
+    if (o.maxConnectionsPerIp > 0) this.#count(rec, 1)
+    if (full || (o.maxConnections > 0 && live > o.maxConnections))
       return 'max_concurrent_connections_exceeded'
-    if (perIp > o.maxConnectionsPerIp && o.maxConnectionsPerIp > 0)
+    return this.recheck(rec, handshaking)
+  }
+
+  /** The caps other than the connection cap, for a connection already counted in. */
+  recheck(rec: ConnectionRecord, handshaking: number): CloseReason | null {
+    const o = this.#options
+    if (
+      o.maxConnectionsPerIp > 0 &&
+      (this.#perIp.get(rec.remoteAddress ?? '') ?? 0) > o.maxConnectionsPerIp
+    )
       return 'max_connections_per_ip_exceeded'
     if (o.maxHandshakes > 0 && handshaking > o.maxHandshakes)
       return 'max_concurrent_handshakes_exceeded'

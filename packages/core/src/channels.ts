@@ -8,6 +8,8 @@ import diagnosticsChannel from 'node:diagnostics_channel'
 export const openChannel = diagnosticsChannel.channel('connguard:connection:open')
 export const transitionChannel = diagnosticsChannel.channel('connguard:connection:transition')
 export const closeChannel = diagnosticsChannel.channel('connguard:connection:close')
+/** The tracker's `'pressure'` event: `{ ...PressureSnapshot, tracker }`. */
+export const pressureChannel = diagnosticsChannel.channel('connguard:pressure')
 
 /**
  * Node's own HTTP server channels. `request.start` is published after a

@@ -64,6 +64,25 @@ export class DeadlineQueue<T extends Scheduled> {
     return top
   }
 
+  /**
+   * Up to `max` entries due at or before `limit` for which `match` holds, in no particular
+   * order, without removing them. Visits only entries due by `limit` and the children
+   * where that stops (the heap property prunes the rest): O(entries due by `limit`).
+   */
+  dueBy(limit: number, max: number, match: (entry: T) => boolean): T[] {
+    const out: T[] = []
+    const heap = this.#heap
+    const stack = [0]
+    while (stack.length > 0 && out.length < max) {
+      const i = stack.pop() as number
+      const entry = heap[i]
+      if (entry === undefined || entry.deadlineAt > limit) continue
+      if (match(entry)) out.push(entry)
+      stack.push(2 * i + 2, 2 * i + 1)
+    }
+    return out
+  }
+
   clear(): void {
     for (const entry of this.#heap) entry.queueIndex = -1
     this.#heap.length = 0

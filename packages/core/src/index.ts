@@ -50,6 +50,7 @@ export {
   originParts,
   PHASES,
   type Phase,
+  pressureLevel,
   REJECT_REASONS,
   REQUEST_BUCKETS,
   TIME_BUCKETS,
@@ -66,7 +67,6 @@ export {
   DEFAULT_MIN_RESPONSE_RATE,
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_SWEEP_INTERVAL,
-  duration as validateDuration,
   MAX_DURATION,
   type RequestOverrides,
   type ResolvedOptions,
@@ -77,6 +77,19 @@ export {
   resolveRequestOverrides,
   sweepInterval as validateSweepInterval,
 } from './options.js'
+export { connectionLimitFromFiles, openFileLimit, type PressureSnapshot } from './pressure.js'
+export {
+  DEFAULT_MAX_SHED_PER_SWEEP,
+  DEFAULT_PRESSURE_FLOOR,
+  DEFAULT_PRESSURE_SHED_ABOVE,
+  DEFAULT_PRESSURE_START,
+  DEFAULT_SLOW_RATE,
+  type PressureFloors,
+  type PressureLimitSource,
+  type PressureOptions,
+  type ResolvedPressure,
+  resolvePressure,
+} from './pressure-options.js'
 export {
   ConnectionRecord,
   type DeadlineKind,
@@ -98,3 +111,4 @@ export {
   type ConnectionTrackerEvents,
   type Snapshot,
 } from './tracker.js'
+export { duration as validateDuration } from './validate.js'

@@ -365,3 +365,13 @@ export function openClientConnections(
   }
   return seen.values()
 }
+
+/**
+ * The pressure level (0 … 1) over `trackers`: the highest, since each tracker's level is
+ * already how close its own limits are. 0 for trackers with pressure off. Read at collection time.
+ */
+export function pressureLevel(trackers: Iterable<Pick<ConnectionTracker, 'snapshot'>>): number {
+  let level = 0
+  for (const tracker of trackers) level = Math.max(level, tracker.snapshot().pressure?.level ?? 0)
+  return level
+}

@@ -1,5 +1,14 @@
 import { type Clock, monotonicClock } from './clock.js'
-import { InvalidOptionError, UnknownOptionError } from './errors.js'
+import { InvalidOptionError } from './errors.js'
+import { type PressureOptions, type ResolvedPressure, resolvePressure } from './pressure-options.js'
+import {
+  assertPlainObject,
+  count,
+  duration,
+  MAX_COUNT,
+  MAX_DURATION,
+  rejectUnknown,
+} from './validate.js'
 
 /**
  * Defaults, each with its unit and the reason for its value. All durations are
@@ -45,11 +54,10 @@ export const DEFAULT_SWEEP_INTERVAL = 250
 /** 30 s for `drain()`: a typical orchestrator's grace period (Kubernetes' terminationGracePeriodSeconds). */
 export const DEFAULT_DRAIN_TIMEOUT = 30_000
 
-/** The longest duration accepted: 2^31 - 1 ms (about 24.8 days), the range of Node's timers. */
-export const MAX_DURATION = 2_147_483_647
+export { MAX_DURATION }
+
 const MIN_SWEEP_INTERVAL = 1
 const MAX_SWEEP_INTERVAL = 60_000
-const MAX_COUNT = 2 ** 31 - 1
 /** A rate given without `graceMs` gets Kestrel's 5 s. */
 const DEFAULT_RATE_GRACE = 5_000
 /** A rate is checked over windows of its grace period, but never windows shorter than this. */
@@ -92,6 +100,13 @@ export interface ConnectionTrackerOptions {
   pingTimeout?: number | false
   /** How often the sweeper checks deadlines, ms (default 250). A close is late by at most this much. */
   sweepInterval?: number
+  /**
+   * What happens as the server nears its limits (default on; `false` switches it off):
+   * deadlines shrink toward their floors, unproductive connections are shed oldest first
+   * (`shed_under_pressure`), and a new connection above the limit displaces the oldest
+   * unproductive one. Below 60% of every limit nothing changes. See `PressureOptions`.
+   */
+  pressure?: boolean | PressureOptions
   /** Time source for deadlines, for tests: `{ now(): number }` in ms, monotonic. */
   clock?: Clock
 }
@@ -120,6 +135,8 @@ export interface ResolvedOptions {
   readonly pingInterval: number
   readonly pingTimeout: number
   readonly sweepInterval: number
+  /** null: pressure switched off. */
+  readonly pressure: ResolvedPressure | null
   readonly clock: Clock
 }
 
@@ -188,6 +205,7 @@ const OPTION_NAMES = [
   'pingInterval',
   'pingTimeout',
   'sweepInterval',
+  'pressure',
   'clock',
 ] as const satisfies readonly (keyof ConnectionTrackerOptions)[]
 
@@ -225,6 +243,7 @@ export function resolveOptions(
     pingInterval: duration('pingInterval', options.pingInterval, DEFAULT_PING_INTERVAL),
     pingTimeout: duration('pingTimeout', options.pingTimeout, DEFAULT_PING_TIMEOUT),
     sweepInterval: sweepInterval(options.sweepInterval),
+    pressure: resolvePressure(options.pressure),
     clock: clock(options.clock),
   }
 }
@@ -252,43 +271,6 @@ export function resolveRequestOverrides(
 /** Validates `drain()`'s timeout. */
 export function resolveDrainTimeout(value: unknown): number {
   return duration('timeout', value, DEFAULT_DRAIN_TIMEOUT)
-}
-
-function assertPlainObject(name: string, value: unknown): asserts value is Record<string, unknown> {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new InvalidOptionError(name, value, 'an object')
-  }
-}
-
-function rejectUnknown(given: object, known: readonly string[], where: string): void {
-  for (const key of Object.keys(given)) {
-    if (!known.includes(key)) throw new UnknownOptionError(key, known, where)
-  }
-}
-
-export function duration(name: string, value: unknown, fallback: number): number {
-  if (value === undefined) return fallback
-  if (value === false) return 0
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_DURATION) {
-    throw new InvalidOptionError(
-      name,
-      value,
-      `a whole number of milliseconds from 0 to ${MAX_DURATION}, or false (0 and false switch it off)`,
-    )
-  }
-  return value
-}
-
-function count(name: string, value: unknown): number {
-  if (value === undefined || value === false) return 0
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_COUNT) {
-    throw new InvalidOptionError(
-      name,
-      value,
-      `a whole number from 0 to ${MAX_COUNT}, or false (0 and false switch it off)`,
-    )
-  }
-  return value
 }
 
 function rate(name: string, value: unknown, fallback: Readonly<DataRate>): ResolvedRate {

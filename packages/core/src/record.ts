@@ -155,6 +155,12 @@ export class ConnectionRecord implements Scheduled {
   lastReadBytes = 0
   /** @internal */
   lastReadAt = 0
+  /** @internal Pressure: start of the window an active transfer's rate is judged over (clock ms), -1 when none. */
+  shedMarkAt = -1
+  /** @internal Pressure: wire bytes (read + taken by the kernel) at `shedMarkAt`. */
+  shedMarkBytes = 0
+  /** @internal Pressure: the last completed window found the client below `slowRate`. */
+  shedSlow = false
 
   /** @internal */
   constructor(

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { Admission } from './admission.js'
-import { closeChannel, openChannel, transitionChannel } from './channels.js'
+import { closeChannel, openChannel, pressureChannel, transitionChannel } from './channels.js'
 import { classifyClose, readEndState } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { DeadlineQueue } from './deadline-queue.js'
@@ -20,6 +20,7 @@ import {
   resolveRequestOverrides,
 } from './options.js'
 import { checkPing, pingAcked, startPing } from './ping.js'
+import { openFileLimit, Pressure, type PressureSnapshot, processConnections } from './pressure.js'
 import {
   checkRates,
   scheduleRateCheck,
@@ -29,6 +30,7 @@ import {
   stopRates,
 } from './rates.js'
 import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
+import { displacementVictim, shedSweep } from './shed.js'
 import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
@@ -51,12 +53,16 @@ export interface Snapshot {
   upgraded: number
   /** Closed connections counted by close reason (only reasons seen appear). */
   closedByReason: Partial<Record<CloseReason, number>>
+  /** The pressure level and its signals; null when the `pressure` option is off. */
+  pressure: PressureSnapshot | null
 }
 
 export interface ConnectionTrackerEvents {
   open: [record: ConnectionRecord]
   transition: [record: ConnectionRecord, from: ConnectionState, to: ConnectionState]
   close: [record: ConnectionRecord]
+  /** The pressure level moved by 0.05 or more, reached or left 0 or 1, or shedding started or stopped. */
+  pressure: [state: PressureSnapshot]
 }
 
 /**
@@ -84,11 +90,29 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   #pollIdle = false
   readonly #admission: Admission
   #drain: Drain | null = null
+  /** Null when the `pressure` option is off. */
+  readonly #pressure: Pressure | null
+  /** Pressure's way of closing: its own reason counts the connection out at once. */
+  readonly #victim = (rec: ConnectionRecord, reason: CloseReason): void => {
+    if (reason === 'shed_under_pressure') this.#shed(rec)
+    else this.#cut(rec, reason)
+  }
+  /** While idle connections are polled (no parser hook), bytes since the last response are a request. */
+  readonly #idleBytesMoved = (rec: ConnectionRecord): boolean =>
+    this.#pollIdle &&
+    rec.session === null &&
+    rec.httpSocket !== null &&
+    rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
 
   constructor(options?: ConnectionTrackerOptions) {
     super()
     this.options = resolveOptions(options)
     this.#admission = new Admission(this.options)
+    const p = this.options.pressure
+    // The open-file limit is read once, here: changing it at run time is rare, and reading
+    // /proc on every sweep is not free.
+    this.#pressure =
+      p === null ? null : new Pressure(p, this.options.maxConnections, openFileLimit())
     this.#clock = this.options.clock
     this.#epochOffset = Date.now() - this.#now()
   }
@@ -124,6 +148,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       active: c[3] as number,
       upgraded: c[4] as number,
       closedByReason: { ...this.#closedByReason },
+      pressure: this.#pressure?.snapshot(this.#live()) ?? null,
     }
   }
 
@@ -282,6 +307,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#cut(rec, kind)
       cut++
     }
+    if (this.#pressure !== null) cut += this.#pressureSweep(this.#pressure, now)
     return cut
   }
 
@@ -306,6 +332,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (rec.rawSocket?.destroyed === true || rec.httpSocket?.destroyed === true) this._closed(rec)
     }
     for (const rec of this.#records) rec.binding?.release(rec)
+    processConnections.live -= this.#live()
+    this.#pressure?.close()
     this.#records.clear()
     this.#queue.clear()
     this.#awaitingBytes.clear()
@@ -327,6 +355,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.binding = binding
     this.#records.add(rec)
     ;(this.#counts[0] as number)++
+    processConnections.live++
+    const p = this.#pressure
+    if (p !== null && p.perIp !== null) p.countAddress(rec, 1)
     const o = this.options
     if (secure) {
       this.#setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
@@ -341,17 +372,17 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#reschedule(rec)
     }
     this.#emit('open', rec, openChannel)
-    const refused =
-      this.#drain !== null
-        ? 'app_shutdown'
-        : this.#admission.admit(
-            rec,
-            this.#records.size,
-            (this.#counts[0] as number) + (this.#counts[1] as number),
-          )
+    let refused: CloseReason | null
+    if (this.#drain !== null) refused = 'app_shutdown'
+    else {
+      const live = this.#live()
+      const handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+      refused = this.#admission.admit(rec, live, handshaking, p?.over(live) === true)
+      if (p !== null) refused = this.#pressureAdmit(p, rec, refused, handshaking, now)
+    }
     if (refused !== null) {
       if (refused === 'app_shutdown') this.#drain?.closedAtOnce()
-      this.#cut(rec, refused)
+      this.#victim(rec, refused)
     }
     return rec
   }
@@ -563,6 +594,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#awaitingBytes.delete(rec)
     this.#records.delete(rec)
     readEndState(rec)
+    const p = this.#pressure
+    // A shed connection was counted out when it was cut.
+    if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
+    else processConnections.live--
+    if (p !== null && p.perIp !== null) p.countAddress(rec, -1)
     const reason = rec.pendingReason ?? classifyClose(rec)
     // An error after our own cut is its echo (the peer sees a reset), not its cause.
     const code =
@@ -599,6 +635,72 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    */
   #now(): number {
     return Math.floor(this.#clock.now())
+  }
+
+  /** Live connections, less those shed and waiting for their close (their descriptor is gone). */
+  #live(): number {
+    return this.#records.size - (this.#pressure?.shedPending ?? 0)
+  }
+
+  /**
+   * Pressure's say at accept: an address over its share is refused; above the connection
+   * limit, the oldest unproductive connection makes room, if there is one and no other
+   * cap refuses the new connection anyway.
+   */
+  #pressureAdmit(
+    p: Pressure,
+    rec: ConnectionRecord,
+    refused: CloseReason | null,
+    handshaking: number,
+    now: number,
+  ): CloseReason | null {
+    const full = refused === 'max_concurrent_connections_exceeded'
+    if ((refused === null || full) && p.perIp !== null && p.fair) {
+      const share = p.ipShare()
+      if (share > 0 && (p.perIp.get(rec.remoteAddress ?? '') ?? 0) > share)
+        return 'shed_under_pressure'
+    }
+    if (!full || !p.options.displace) return refused
+    const other = this.#admission.recheck(rec, handshaking)
+    if (other !== null) return other
+    const victim = displacementVictim(this.#records, now, p)
+    if (victim === null) return refused
+    this.#shed(victim)
+    return null
+  }
+
+  /** Closes `rec` for pressure and counts it out of the live connections at once. */
+  #shed(rec: ConnectionRecord): void {
+    const fresh = rec.pendingReason === null
+    this.#cut(rec, 'shed_under_pressure')
+    if (fresh && rec.pendingReason === 'shed_under_pressure' && this.#pressure !== null) {
+      this.#pressure.shedPending++
+      processConnections.live--
+    }
+  }
+
+  /** Once per sweep: the level, and while it is above 0, shrunken deadlines and shedding. */
+  #pressureSweep(p: Pressure, now: number): number {
+    const live = this.#live()
+    if (p.update(now, live)) {
+      const state = p.snapshot(live)
+      if (this.listenerCount('pressure') > 0) this.#safeEmit('pressure', state)
+      if (pressureChannel.hasSubscribers) pressureChannel.publish({ ...state, tracker: this })
+    }
+    p.trackAddresses(this.#records)
+    if (p.level === 0 && p.perIp === null) {
+      if (p.spare.length > 0) p.spare = []
+      return 0
+    }
+    return shedSweep(
+      this.#records,
+      this.#queue,
+      now,
+      this.options,
+      p,
+      this.#idleBytesMoved,
+      this.#victim,
+    )
   }
 
   #setPhase(

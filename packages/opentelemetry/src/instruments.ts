@@ -6,6 +6,7 @@ import {
   LIVE_STATES,
   liveStates,
   PHASES,
+  pressureLevel,
   REQUEST_BUCKETS,
   TIME_BUCKETS,
 } from '@connguard/core'
@@ -16,6 +17,7 @@ import {
   type Histogram,
   type Meter,
   type MeterProvider,
+  type ObservableGauge,
   type ObservableUpDownCounter,
   ValueType,
 } from '@opentelemetry/api'
@@ -37,6 +39,7 @@ export const INSTRUMENT_NAMES = Object.freeze({
   connectionRequests: 'connguard.connection.requests',
   connectionBytes: 'connguard.connection.bytes',
   phaseDuration: 'connguard.connection.phase.duration',
+  pressureLevel: 'connguard.pressure.level',
 })
 
 /**
@@ -55,6 +58,7 @@ export class OpenTelemetryInstruments {
   readonly #meter: Meter
   readonly #activeConnections: ObservableUpDownCounter
   readonly #activeTlsHandshakes: ObservableUpDownCounter
+  readonly #pressureLevel: ObservableGauge
   readonly #observe: BatchObservableCallback
   readonly #duration: Histogram
   readonly #handshake: Histogram
@@ -78,10 +82,18 @@ export class OpenTelemetryInstruments {
       unit: '{handshake}',
       valueType: ValueType.INT,
     })
+    const pressure = meter.createObservableGauge(INSTRUMENT_NAMES.pressureLevel, {
+      description:
+        'Pressure level, 0 (none) to 1 (at the limit: deadlines at their floors); the highest over the trackers.',
+      unit: '1',
+      valueType: ValueType.DOUBLE,
+    })
     this.#activeConnections = active
     this.#activeTlsHandshakes = handshakes
+    this.#pressureLevel = pressure
     const trackers = this.trackers
     this.#observe = (result) => {
+      result.observe(pressure, pressureLevel(trackers))
       const states = liveStates(trackers)
       // Every state, zeros included, so each series is continuous.
       for (const state of LIVE_STATES) {
@@ -89,7 +101,7 @@ export class OpenTelemetryInstruments {
       }
       result.observe(handshakes, activeTlsHandshakes(trackers))
     }
-    meter.addBatchObservableCallback(this.#observe, [active, handshakes])
+    meter.addBatchObservableCallback(this.#observe, [active, handshakes, pressure])
 
     const time = { explicitBucketBoundaries: [...TIME_BUCKETS] }
     this.#duration = meter.createHistogram(INSTRUMENT_NAMES.connectionDuration, {
@@ -175,6 +187,7 @@ export class OpenTelemetryInstruments {
     this.#meter.removeBatchObservableCallback(this.#observe, [
       this.#activeConnections,
       this.#activeTlsHandshakes,
+      this.#pressureLevel,
     ])
   }
 }

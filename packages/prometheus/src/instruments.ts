@@ -7,6 +7,7 @@ import {
   LIVE_STATES,
   liveStates,
   PHASES,
+  pressureLevel,
   REJECT_REASONS,
   REQUEST_BUCKETS,
   TIME_BUCKETS,
@@ -31,6 +32,7 @@ export const METRIC_NAMES = Object.freeze({
   connectionRequests: 'connection_requests',
   connectionBytes: 'connection_bytes',
   phaseDuration: 'connection_phase_duration_seconds',
+  pressureLevel: 'pressure_level',
 })
 
 /**
@@ -89,6 +91,14 @@ export class PrometheusInstruments {
       registers,
       collect(this: Gauge<string>) {
         this.set(activeTlsHandshakes(trackers))
+      },
+    })
+    new Gauge({
+      name: n(METRIC_NAMES.pressureLevel),
+      help: 'Pressure level, 0 (none) to 1 (at the limit: deadlines at their floors); the highest over the trackers. Closes it causes: connections_closed_total{reason="shed_under_pressure"}.',
+      registers,
+      collect(this: Gauge<string>) {
+        this.set(pressureLevel(trackers))
       },
     })
     this.#duration = new Histogram({
