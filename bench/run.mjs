@@ -2,7 +2,7 @@
 /**
  * Runs the benchmarks, each in its own Node process, and prints their tables.
  *
- *   node bench/run.mjs                       all of them (about 9 minutes on 2 cores)
+ *   node bench/run.mjs                       all of them (about 13 minutes on 2 cores)
  *   node bench/run.mjs sweep accuracy        only these
  *   node bench/run.mjs --full                overhead with 5 s runs and the wrk cross-check
  *                                            (about 12 minutes; what RESULTS.md reports)
@@ -22,6 +22,8 @@ const BENCHMARKS = {
   accuracy: { nodeArgs: [], args: [] },
   overhead: { nodeArgs: [], args: ['--pairs', '5', '--duration', '3'] },
   attack: { nodeArgs: [], args: [] },
+  // Its server process runs with --expose-gc (started by churn.mjs).
+  churn: { nodeArgs: [], args: [] },
 }
 const FULL = { overhead: ['--pairs', '5', '--duration', '5', '--wrk'] }
 

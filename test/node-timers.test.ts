@@ -2,12 +2,24 @@
  * With the guard attached, Node's own timers neither cut what the guard's
  * policy allows nor keep what it cuts. Each case runs once without the guard
  * (showing what Node does, so the test can fail) and once with it.
+ *
+ * The keep-alive cases run on whichever Node runs the suite (CI: 20, 22 and 24), and say what
+ * that version does: Node 22 and 24 have `server.keepAliveTimeoutBuffer`, Node 20 a fixed 1 s.
  */
 import http from 'node:http'
 import https from 'node:https'
-import { ConnectionTracker } from '@connguard/core'
+import { performance } from 'node:perf_hooks'
+import { type ConnectionRecord, ConnectionTracker } from '@connguard/core'
 import { afterEach, describe, expect, it } from 'vitest'
-import { partialClientHello, rawHttp, slowUpload } from './helpers/clients.js'
+import {
+  getRequest,
+  openSocket,
+  partialClientHello,
+  rawHttp,
+  slowUpload,
+} from './helpers/clients.js'
+import { parseResponse } from './helpers/http-response.js'
+import { EARLY_MS, LATE_MS } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 import { tlsOptions } from './helpers/tls.js'
 
@@ -97,4 +109,114 @@ describe('Node behaviour kept', () => {
     )
     expect(result.received.toString('latin1')).toMatch(/^HTTP\/1\.1 431 /)
   })
+})
+
+/** Node 22 and 24 (nodejs/node#59243, v24.6.0): Node's idle timer = keepAliveTimeout + this. */
+const HAS_BUFFER =
+  typeof (new http.Server() as { keepAliveTimeoutBuffer?: unknown }).keepAliveTimeoutBuffer ===
+  'number'
+type BufferedServer = http.Server & { keepAliveTimeoutBuffer?: number }
+
+interface IdleClose {
+  /** The response's `Keep-Alive` header. */
+  keepAlive: string | undefined
+  /** From the end of the response to the server's close, seen by the client. */
+  idleMs: number
+  reason: string | null
+}
+
+/** One request on a fresh connection, then idle until the server closes it. */
+async function idleAfterOneRequest(
+  server: BufferedServer,
+  guard?: ConnectionTracker,
+): Promise<IdleClose> {
+  const closed: ConnectionRecord[] = []
+  guard?.on('close', (r) => closed.push(r))
+  const port = await start(server, guard)
+  const conn = await openSocket(port)
+  conn.send(getRequest('/'))
+  const response = await conn.waitFor((buf) => parseResponse(buf))
+  const respondedAt = performance.now()
+  const info = await conn.closed
+  await new Promise((r) => setTimeout(r, 20))
+  expect(response.status).toBe(200)
+  return {
+    keepAlive: response.headers['keep-alive'],
+    idleMs: info.at - respondedAt,
+    reason: closed[0]?.closeReason ?? null,
+  }
+}
+
+describe(`Node's keep-alive timer vs the guard's keepAliveTimeout (Node ${process.version})`, () => {
+  const KEEP_ALIVE = 1_000
+  const SWEEP = 50
+
+  it('the advertised Keep-Alive: timeout= and the close agree: the guard closes at keepAliveTimeout', async () => {
+    const server: BufferedServer = http.createServer(drain)
+    const guard = new ConnectionTracker({ keepAliveTimeout: KEEP_ALIVE, sweepInterval: SWEEP })
+    const result = await idleAfterOneRequest(server, guard)
+    expect(result.keepAlive).toBe(`timeout=${KEEP_ALIVE / 1000}`)
+    expect(result.idleMs).toBeGreaterThanOrEqual(KEEP_ALIVE - EARLY_MS)
+    expect(result.idleMs).toBeLessThanOrEqual(KEEP_ALIVE + SWEEP + LATE_MS)
+    expect(result.reason).toBe('keep_alive_timeout')
+    // Node's idle timer is set to fire one sweep past Node's own 1 s buffer, never first.
+    expect(server.keepAliveTimeout).toBe(KEEP_ALIVE)
+    expect(server.keepAliveTimeoutBuffer).toBe(HAS_BUFFER ? SWEEP + 1_000 : undefined)
+    guard.close()
+    expect(server.keepAliveTimeoutBuffer).toBe(HAS_BUFFER ? 1_000 : undefined)
+  })
+
+  // A buffer of 0: Node 22 and 24 close at keepAliveTimeout exactly (Node 20 ignores the option).
+  const noBuffer = { keepAliveTimeoutBuffer: 0 } as http.ServerOptions
+
+  it('without the guard, a server made with keepAliveTimeoutBuffer: 0 closes at keepAliveTimeout (Node 22, 24) or 1 s later (Node 20)', async () => {
+    const server: BufferedServer = http.createServer(
+      { ...noBuffer, keepAliveTimeout: KEEP_ALIVE },
+      drain,
+    )
+    const result = await idleAfterOneRequest(server)
+    expect(result.keepAlive).toBe(`timeout=${KEEP_ALIVE / 1000}`)
+    const nodeCloses = KEEP_ALIVE + (HAS_BUFFER ? 0 : 1_000)
+    expect(result.idleMs).toBeGreaterThanOrEqual(nodeCloses - EARLY_MS)
+    expect(result.idleMs).toBeLessThanOrEqual(nodeCloses + LATE_MS)
+  })
+
+  it('with the guard, the same server closes at the guard deadline with its reason (measured before the fix: server_closed)', async () => {
+    const server: BufferedServer = http.createServer(noBuffer, drain)
+    const guard = new ConnectionTracker({ keepAliveTimeout: KEEP_ALIVE, sweepInterval: SWEEP })
+    const result = await idleAfterOneRequest(server, guard)
+    expect(result.keepAlive).toBe(`timeout=${KEEP_ALIVE / 1000}`)
+    expect(result.idleMs).toBeGreaterThanOrEqual(KEEP_ALIVE - EARLY_MS)
+    expect(result.idleMs).toBeLessThanOrEqual(KEEP_ALIVE + SWEEP + LATE_MS)
+    expect(result.reason).toBe('keep_alive_timeout')
+    guard.close()
+    expect(server.keepAliveTimeoutBuffer).toBe(HAS_BUFFER ? 0 : undefined)
+  })
+
+  it(
+    HAS_BUFFER
+      ? 'a sweepInterval past 1 s: the guard still closes first (the buffer follows the sweep)'
+      : 'a sweepInterval past 1 s: Node 20 fixes its buffer at 1 s, so its idle timer closes first (server_closed)',
+    async () => {
+      // Sweeps at attach + 2.5 s, 5 s, …; the request is done right after attach, so its
+      // keep-alive deadline (~attach + 1 s) is enforced at the first sweep, ~1.5 s late;
+      // Node's timer fires at ~attach + 1 s + its buffer.
+      const SLOW_SWEEP = 2_500
+      const server: BufferedServer = http.createServer(drain)
+      const guard = new ConnectionTracker({
+        keepAliveTimeout: KEEP_ALIVE,
+        sweepInterval: SLOW_SWEEP,
+      })
+      const result = await idleAfterOneRequest(server, guard)
+      expect(result.keepAlive).toBe(`timeout=${KEEP_ALIVE / 1000}`)
+      expect(result.idleMs).toBeGreaterThanOrEqual(KEEP_ALIVE - EARLY_MS)
+      if (HAS_BUFFER) {
+        expect(result.reason).toBe('keep_alive_timeout')
+        expect(result.idleMs).toBeLessThanOrEqual(KEEP_ALIVE + SLOW_SWEEP + LATE_MS)
+      } else {
+        expect(result.reason).toBe('server_closed')
+        expect(result.idleMs).toBeLessThanOrEqual(KEEP_ALIVE + 1_000 + LATE_MS)
+      }
+    },
+  )
 })

@@ -13,6 +13,34 @@ const RESET_CODES = new Set([
 ])
 
 /**
+ * nghttp2 errors (nghttp2.h) that mean the peer broke HTTP/2: Node destroys the session with
+ * `ERR_HTTP2_ERROR` and the nghttp2 code in `errno`. Like a malformed HTTP/1 message (`HPE_*`),
+ * they are `invalid_request` (Kestrel reports each as its own protocol error type, e.g.
+ * `invalid_handshake`, `invalid_frame_length`, never as `other_error`). The other codes
+ * (out of memory, a failed callback, internal errors) stay `error`.
+ */
+const H2_PEER_ERRNOS = new Set([
+  -505, // NGHTTP2_ERR_PROTO (measured: WINDOW_UPDATE of 0, SETTINGS on a stream)
+  -506, // NGHTTP2_ERR_INVALID_FRAME
+  -518, // NGHTTP2_ERR_INVALID_HEADER_BLOCK
+  -522, // NGHTTP2_ERR_FRAME_SIZE_ERROR
+  -523, // NGHTTP2_ERR_HEADER_COMP
+  -524, // NGHTTP2_ERR_FLOW_CONTROL
+  -531, // NGHTTP2_ERR_HTTP_HEADER
+  -532, // NGHTTP2_ERR_HTTP_MESSAGING
+  -536, // NGHTTP2_ERR_SETTINGS_EXPECTED
+  -537, // NGHTTP2_ERR_TOO_MANY_SETTINGS
+  -903, // NGHTTP2_ERR_BAD_CLIENT_MAGIC (measured: a bad client preface)
+  -904, // NGHTTP2_ERR_FLOODED (measured: a PING flood)
+  -905, // NGHTTP2_ERR_TOO_MANY_CONTINUATIONS (measured: a CONTINUATION flood)
+])
+/** Node's own codes for an HTTP/2 peer past its limits (lib/internal/errors.js). */
+const H2_PEER_CODES = new Set([
+  'ERR_HTTP2_TOO_MANY_INVALID_FRAMES',
+  'ERR_HTTP2_TOO_MANY_CUSTOM_SETTINGS',
+])
+
+/**
  * The reason for a close nobody on our side timed: read from the first error
  * the connection saw, whether the peer sent FIN, and how the last response
  * ended. Called once, at close, only when no deadline or cap already decided.
@@ -25,6 +53,13 @@ export function classifyClose(rec: ConnectionRecord): CloseReason {
     // Node's own header/request timer; only fires if someone re-enabled it.
     if (code === 'ERR_HTTP_REQUEST_TIMEOUT') return 'request_headers_timeout'
     if (code.startsWith('HPE_')) return 'invalid_request'
+    if (
+      (code === 'ERR_HTTP2_ERROR' &&
+        H2_PEER_ERRNOS.has((err as { errno?: unknown }).errno as number)) ||
+      H2_PEER_CODES.has(code)
+    ) {
+      return 'invalid_request'
+    }
     const beforeHandshake = rec.secure && rec.establishedAtClock < 0
     if (beforeHandshake) {
       // Node reports a peer that hung up mid-handshake as ECONNRESET "socket hang up".

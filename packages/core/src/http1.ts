@@ -15,7 +15,7 @@ import {
   rawSocketOf,
   releaseSession,
 } from './http2.js'
-import { MAX_DURATION } from './options.js'
+import { MAX_DURATION, type ResolvedOptions } from './options.js'
 import { responseBlocked } from './progress.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
@@ -77,7 +77,11 @@ export interface ServerBinding {
 
 type Marked = { [kRecord]?: ConnectionRecord }
 type ParserLike = { socket: Socket | null; [kOnMessageBegin]?: unknown }
-type TrackedServer = (http.Server | https.Server) & { [kTracker]?: ConnectionTracker }
+type TrackedServer = (http.Server | https.Server) & {
+  [kTracker]?: ConnectionTracker
+  /** Node 24.6+ and 22 (nodejs/node#59243); not in Node 20 or its types. */
+  keepAliveTimeoutBuffer?: number
+}
 
 /** `node:http2` servers (their classes are not exported): h2c, and TLS with or without HTTP/1.1 fallback. */
 function isHttp2Server(server: object): boolean {
@@ -160,8 +164,11 @@ class Http1Binding implements ServerBinding {
     headersTimeout: number
     requestTimeout: number
     keepAliveTimeout: number
+    keepAliveTimeoutBuffer: number | undefined
     handshake: unknown
   }
+  /** What Node's `keepAliveTimeout` and `keepAliveTimeoutBuffer` are set to while attached. */
+  readonly #nodeKeepAlive: { timeout: number; buffer: number | undefined }
   readonly #handshakeKey: symbol | undefined
   readonly #onConnection = (socket: Socket) => this.#accept(socket)
   /** The server's listening end (see `listenEnd`); undefined until read after each 'listening'. */
@@ -205,12 +212,17 @@ class Http1Binding implements ServerBinding {
       headersTimeout: server.headersTimeout,
       requestTimeout: server.requestTimeout,
       keepAliveTimeout: server.keepAliveTimeout,
+      keepAliveTimeoutBuffer: server.keepAliveTimeoutBuffer,
       maxRequestsPerSocket: server.maxRequestsPerSocket,
       handshake:
         this.#handshakeKey === undefined
           ? undefined
           : (server as unknown as Record<symbol, unknown>)[this.#handshakeKey],
     }
+    this.#nodeKeepAlive = nodeKeepAlive(
+      tracker.options,
+      typeof server.keepAliveTimeoutBuffer === 'number',
+    )
     this.#alignTimers()
     server[kTracker] = tracker
     if (h2) {
@@ -238,7 +250,9 @@ class Http1Binding implements ServerBinding {
    * timers (checked every 30 s, and `requestTimeout` cuts healthy uploads) and
    * its TLS handshake timer are switched off; `keepAliveTimeout` is set to the
    * guard's so the `Keep-Alive: timeout=` header matches the enforced idle
-   * deadline (Node's own idle timer then fires a second after ours, never first).
+   * deadline. Node's own idle timer fires `keepAliveTimeoutBuffer` after that
+   * (1 s by default; fixed at 1 s on Node 20): where the buffer can be set, it
+   * is set one sweep interval longer, so Node's timer never fires before ours.
    */
   #alignTimers(): void {
     const server = this.#server
@@ -247,7 +261,9 @@ class Http1Binding implements ServerBinding {
     if (typeof server.headersTimeout === 'number') server.headersTimeout = 0
     if (typeof server.requestTimeout === 'number') server.requestTimeout = 0
     if (typeof server.keepAliveTimeout === 'number' || !this.#h2) {
-      server.keepAliveTimeout = nodeKeepAlive(o.keepAliveTimeout)
+      const { timeout, buffer } = this.#nodeKeepAlive
+      if (buffer !== undefined) server.keepAliveTimeoutBuffer = buffer
+      server.keepAliveTimeout = timeout
     }
     if (this.#handshakeKey !== undefined)
       (server as unknown as Record<symbol, unknown>)[this.#handshakeKey] = 0
@@ -270,10 +286,14 @@ class Http1Binding implements ServerBinding {
     const saved = this.#saved
     if (server.headersTimeout === 0) server.headersTimeout = saved.headersTimeout
     if (server.requestTimeout === 0) server.requestTimeout = saved.requestTimeout
-    if (server.keepAliveTimeout === nodeKeepAlive(this.tracker.options.keepAliveTimeout)) {
+    const ours = this.#nodeKeepAlive
+    if (server.keepAliveTimeout === ours.timeout) {
       if (saved.keepAliveTimeout === undefined)
         delete (server as { keepAliveTimeout?: number }).keepAliveTimeout
       else server.keepAliveTimeout = saved.keepAliveTimeout
+    }
+    if (ours.buffer !== undefined && server.keepAliveTimeoutBuffer === ours.buffer) {
+      server.keepAliveTimeoutBuffer = saved.keepAliveTimeoutBuffer
     }
     const maxRequests = this.tracker.options.maxRequestsPerConnection
     if (maxRequests > 0 && server.maxRequestsPerSocket === maxRequests) {
@@ -431,12 +451,28 @@ class Http1Binding implements ServerBinding {
   }
 }
 
+/** Node's idle timer runs this long past `keepAliveTimeout`: its default buffer, fixed on Node 20. */
+const NODE_KEEP_ALIVE_BUFFER = 1_000
+
 /**
- * Node arms its own idle timer at keepAliveTimeout + 1 s (its buffer); past
- * 2^31 - 1 ms a timer overflows and Node warns on every response.
+ * Node's `keepAliveTimeout` (it also makes the `Keep-Alive: timeout=` header) and, where the
+ * server has one, its `keepAliveTimeoutBuffer` while attached. Node arms its own idle timer at
+ * keepAliveTimeout + buffer after each response; the guard closes an idle connection at
+ * keepAliveTimeout, late by at most one sweep. Measured (Node 22.23, 24.21): a server made with
+ * `keepAliveTimeoutBuffer: 0` closed at the keep-alive timeout before the sweep could, and the
+ * record said `server_closed`. So the buffer becomes one sweep interval + Node's own 1 s.
+ * Node 20 has no such property: its buffer is 1 s, enough for any sweepInterval below it.
+ * Past 2^31 - 1 ms a timer overflows and Node warns on every response.
  */
-function nodeKeepAlive(ms: number): number {
-  return Math.min(ms, MAX_DURATION - 1_000)
+function nodeKeepAlive(
+  o: ResolvedOptions,
+  settable: boolean,
+): { timeout: number; buffer: number | undefined } {
+  const buffer = settable ? o.sweepInterval + NODE_KEEP_ALIVE_BUFFER : undefined
+  return {
+    timeout: Math.min(o.keepAliveTimeout, MAX_DURATION - (buffer ?? NODE_KEEP_ALIVE_BUFFER)),
+    buffer,
+  }
 }
 
 function hookParser(socket: Socket): void {
