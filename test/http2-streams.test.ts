@@ -25,6 +25,8 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2'
 import { performance } from 'node:perf_hooks'
 import type { TLSSocket } from 'node:tls'
 import type { CloseReason, ConnectionRecord, ConnectionTracker } from '@connguard/core'
+import { connguard } from '@connguard/fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { printTimings, type TimingRow } from './helpers/guard-timing.js'
 import {
@@ -51,6 +53,7 @@ import {
 } from './helpers/http2.js'
 import { expectConsistentRecord, expectCutWithin, sleep, waitUntil } from './helpers/records.js'
 import { type Conn, openSocket } from './helpers/socket.js'
+import { tlsOptions } from './helpers/tls.js'
 
 const SWEEP = 50
 /** Deadlines a scenario must not reach. */
@@ -73,10 +76,12 @@ const timings: TimingRow[] = []
 afterAll(() => printTimings(timings))
 
 const rawClients = new Set<Conn>()
+const apps: FastifyInstance[] = []
 afterEach(async () => {
   for (const conn of rawClients) conn.destroy()
   rawClients.clear()
   destroyH2Clients()
+  for (const app of apps.splice(0)) await app.close()
   await stopH2Servers()
 })
 
@@ -500,5 +505,50 @@ describe.each(MODES)('HTTP/2 per-stream limits, $mode', ({ mode, secure }) => {
     expect(performance.now() - lastSentAt).toBeLessThanOrEqual(1.25 * PING + PING + SWEEP + 400)
     expect(raw.frames.some((f) => f.type === H2.PING)).toBe(true)
     expectConsistentRecord(closed)
+  })
+})
+
+describe.each(MODES)('Fastify http2 per-route limits, $mode', ({ mode, secure }) => {
+  it('a route requestTimeout resets its own streams only; a route without one outlives the global limit', async () => {
+    const ROUTE_LIMIT = 400
+    const app = (secure
+      ? Fastify({ http2: true, https: tlsOptions })
+      : Fastify({ http2: true })) as unknown as FastifyInstance
+    apps.push(app)
+    await app.register(connguard, { ...BASE, requestTimeout: 700 })
+    const cuts: Cut[] = []
+    app.connguard.on('streamCut', (rec, reason, streamId) => {
+      cuts.push({ rec, reason, streamId, at: performance.now() })
+    })
+    const never = () => new Promise<never>(() => {})
+    app.get('/short', { config: { connguard: { requestTimeout: ROUTE_LIMIT } } }, never)
+    app.get('/long', { config: { connguard: { requestTimeout: false } } }, async () => {
+      await sleep(1_000)
+      return 'long'
+    })
+    app.get('/', async () => 'ok')
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address() as { port: number }
+    const client = await connectH2(`${secure ? 'https' : 'http'}://127.0.0.1:${port}`)
+
+    const short = resetOf(client, { ':path': '/short' })
+    const long = h2get(client, '/long')
+    const { at, rstCode } = await short.closed
+    expect(rstCode).toBe(CANCEL)
+    expectCutWithin(at - short.startedAt, ROUTE_LIMIT, SWEEP, 'route stream reset (client)')
+    expect((await long).body).toBe('long')
+    expect((await h2get(client, '/')).body).toBe('ok')
+    expect(client.isClosed()).toBe(false)
+    expect(cuts.map((c) => c.reason)).toEqual(['request_timeout'])
+    const rec = cuts[0]?.rec as ConnectionRecord
+    expect(rec.streamCuts).toEqual({ request_timeout: 1 })
+    timings.push({
+      suite: `Fastify ${mode}`,
+      scenario: 'route requestTimeout, handler never answers',
+      deadlineMs: ROUTE_LIMIT,
+      clientMs: at - short.startedAt,
+      serverMs: null,
+      reason: 'request_timeout (stream)',
+    })
   })
 })
