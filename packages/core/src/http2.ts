@@ -76,13 +76,15 @@ function onStream(this: MarkedSession, stream: ServerHttp2Stream): void {
   const guard = rec.binding?.tracker._streamOpened(rec, stream)
   if (guard == null) return
   ;(stream as MarkedStream)[kStreamGuard] = guard
-  stream.once('close', onStreamClose)
+  // A stream closes once: `on`, not `once`, spares a wrapper per stream.
+  stream.on('close', onStreamClose)
 }
 
 function onStreamClose(this: MarkedStream): void {
   const guard = this[kStreamGuard]
   if (guard === undefined) return
-  delete this[kStreamGuard]
+  // Cleared, not deleted: `delete` would move every stream to a slow dictionary shape.
+  this[kStreamGuard] = undefined
   guard.rec.binding?.tracker._streamClosed(guard.rec, guard)
 }
 
@@ -159,7 +161,7 @@ export function releaseSession(rec: ConnectionRecord): void {
   delete session[kSessionRecord]
   for (const guard of rec.streams ?? []) {
     guard.stream.removeListener('close', onStreamClose)
-    delete (guard.stream as MarkedStream)[kStreamGuard]
+    ;(guard.stream as MarkedStream)[kStreamGuard] = undefined
   }
   rec.streams = null
 }
