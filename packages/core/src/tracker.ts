@@ -188,10 +188,15 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * from inside a handler or a route's middleware. Plain overrides are
    * validated on every call; pass the result of `resolveRequestOverrides` to
    * validate once (the adapters do, per route). Returns false when `req`'s
-   * connection is not tracked or has no request in progress.
+   * connection is not tracked or has no request in progress. HTTP/2: pass the
+   * compat request or the `ServerHttp2Stream`; the overrides apply to that
+   * stream alone, its `requestTimeout` counted from when it opened.
    */
   overrideRequest(
-    req: IncomingMessage,
+    req:
+      | IncomingMessage
+      | import('node:http2').Http2ServerRequest
+      | import('node:http2').ServerHttp2Stream,
     overrides: RequestOverrides | ResolvedRequestOverrides,
   ): boolean {
     const resolved = ResolvedRequestOverrides.is(overrides)
@@ -212,7 +217,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#reschedule(rec)
       return true
     }
-    const rec = this.recordOf(req)
+    const rec = this.recordOf(req as IncomingMessage)
     if (rec === undefined || rec.state !== 'active') return false
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
