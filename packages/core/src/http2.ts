@@ -159,7 +159,7 @@ export function releaseSession(rec: ConnectionRecord): void {
   session.removeListener('error', onSessionError)
   session.removeListener('goaway', onGoaway)
   delete session[kSessionRecord]
-  for (const guard of rec.streams ?? []) {
+  for (const guard of rec.streams?.guards ?? []) {
     guard.stream.removeListener('close', onStreamClose)
     ;(guard.stream as MarkedStream)[kStreamGuard] = undefined
   }

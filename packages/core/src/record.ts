@@ -153,12 +153,8 @@ export class ConnectionRecord implements Scheduled {
   rotateReason: CloseReason | null = null
   /** @internal The HTTP/2 session this connection carries, if any. */
   session: import('node:http2').Http2Session | null = null
-  /** @internal HTTP/2: the guards of the open streams; null until the first stream. */
-  streams: Set<import('./streams.js').StreamGuard> | null = null
-  /** @internal HTTP/2: the earliest due time over the open streams (may be early, never late). */
-  streamsDueAt = Number.POSITIVE_INFINITY
-  /** @internal HTTP/2: bytes the kernel had accepted at the last stream check. */
-  acceptedAtTick = 0
+  /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
+  streams: import('./streams.js').SessionStreams | null = null
   /** @internal Due time of the next PING check (HTTP/2). */
   pingCheckAt = Number.POSITIVE_INFINITY
   /** @internal When the PING in flight was sent, -1 when none. */

@@ -17,8 +17,8 @@ import type { ConnectionRecord } from './record.js'
 /**
  * Per-stream limits of an HTTP/2 session: `requestTimeout` and the two data
  * rates, for each open stream on its own (see docs/ARCHITECTURE.md, "HTTP/2
- * streams"). The sweeper still holds one heap entry per connection: the
- * record's `streamsDueAt` is the earliest due time over its streams, and a
+ * streams"). The sweeper still holds one heap entry per connection: its
+ * `SessionStreams.dueAt` is the earliest due time over its streams, and a
  * stream that fails is reset (RST_STREAM) while its siblings go on.
  *
  * Progress is read from what Node already keeps per stream, never from a
@@ -90,6 +90,27 @@ export class StreamGuard implements RateOwner {
   }
 }
 
+/**
+ * A session's open streams and what their checks share. Allocated with the
+ * session's first stream, so an HTTP/1 record carries one null field for it.
+ */
+export class SessionStreams {
+  readonly guards = new Set<StreamGuard>()
+  /** The earliest due time over the open streams, clock ms (may be early, never late). */
+  dueAt = INFINITY
+  /** Bytes the kernel had accepted on the connection at the last check. */
+  acceptedAtTick: number
+
+  constructor(acceptedAtTick: number) {
+    this.acceptedAtTick = acceptedAtTick
+  }
+}
+
+/** The due time of a record's stream checks. */
+export function streamsDueAt(rec: ConnectionRecord): number {
+  return rec.streams === null ? INFINITY : rec.streams.dueAt
+}
+
 /** The stream's own response progress: bytes the application wrote that Node has handed on. */
 function ownResponseBytes(g: StreamGuard): number {
   const stream = g.stream
@@ -115,7 +136,7 @@ export const streamProgress: RateProgress<StreamGuard> = {
   responseBytes: (g) => g.responseCredit,
 }
 
-/** Starts guarding a stream that just opened; returns its guard, already counted in `rec.streamsDueAt`. */
+/** Starts guarding a stream that just opened; returns its guard, already counted in the session's due time. */
 export function openStream(
   rec: ConnectionRecord,
   stream: ServerHttp2Stream,
@@ -127,12 +148,11 @@ export function openStream(
   startRates(g, streamProgress, !stream.endAfterHeaders, o.minBodyRate, o.minResponseRate, now)
   let streams = rec.streams
   if (streams === null) {
-    streams = new Set()
+    streams = new SessionStreams(rec.rawSocket === null ? 0 : acceptedBytes(rec.rawSocket))
     rec.streams = streams
-    rec.acceptedAtTick = rec.rawSocket === null ? 0 : acceptedBytes(rec.rawSocket)
   }
-  streams.add(g)
-  noteDue(rec, g)
+  streams.guards.add(g)
+  noteDue(streams, g)
   return g
 }
 
@@ -151,11 +171,11 @@ export function overrideStream(
   if (responseRate !== undefined) setResponseRate(g, responseRate)
   scheduleRateCheck(g, now)
   // A later due time leaves the session's earlier one stale: that check only finds nothing due.
-  noteDue(g.rec, g)
+  if (g.rec.streams !== null) noteDue(g.rec.streams, g)
 }
 
-function noteDue(rec: ConnectionRecord, g: StreamGuard): void {
-  rec.streamsDueAt = Math.min(rec.streamsDueAt, g.requestDeadlineAt, g.rateCheckAt)
+function noteDue(streams: SessionStreams, g: StreamGuard): void {
+  streams.dueAt = Math.min(streams.dueAt, g.requestDeadlineAt, g.rateCheckAt)
 }
 
 /**
@@ -172,11 +192,12 @@ export function checkStreams(
   cut: (g: StreamGuard, reason: StreamCutReason) => void,
 ): CloseReason | null {
   const streams = rec.streams
-  rec.streamsDueAt = INFINITY
-  if (streams === null || rec.rawSocket === null) return null
-  tickResponses(rec, streams, rec.rawSocket)
+  if (streams === null) return null
+  streams.dueAt = INFINITY
+  if (rec.rawSocket === null) return null
+  tickResponses(streams, rec.rawSocket)
   let due = INFINITY
-  for (const g of streams) {
+  for (const g of streams.guards) {
     let reason: StreamCutReason | null = null
     if (g.requestDeadlineAt <= now) reason = 'request_timeout'
     else if (g.rateCheckAt <= now) {
@@ -184,13 +205,13 @@ export function checkStreams(
     }
     if (reason === 'min_response_data_rate' && responseBlocked(rec.rawSocket)) return reason
     if (reason !== null) {
-      streams.delete(g)
+      streams.guards.delete(g)
       cut(g, reason)
       continue
     }
     due = Math.min(due, g.requestDeadlineAt, g.rateCheckAt)
   }
-  rec.streamsDueAt = due
+  streams.dueAt = due
   return null
 }
 
@@ -200,16 +221,15 @@ export function checkStreams(
  * the session sent beyond that (a write still in progress, frames).
  */
 function tickResponses(
-  rec: ConnectionRecord,
-  streams: Set<StreamGuard>,
+  streams: SessionStreams,
   raw: NonNullable<ConnectionRecord['rawSocket']>,
 ): void {
   const accepted = acceptedBytes(raw)
-  const sent = accepted - rec.acceptedAtTick
-  rec.acceptedAtTick = accepted
+  const sent = accepted - streams.acceptedAtTick
+  streams.acceptedAtTick = accepted
   let waiting = 0
   let own = 0
-  for (const g of streams) {
+  for (const g of streams.guards) {
     const bytes = ownResponseBytes(g)
     const delta = bytes - g.ownAtTick
     g.ownAtTick = bytes
@@ -220,12 +240,12 @@ function tickResponses(
   }
   if (waiting === 0 || sent <= own) return
   const share = (sent - own) / waiting
-  for (const g of streams) if (responseWindowOpen(g)) g.responseCredit += share
+  for (const g of streams.guards) if (responseWindowOpen(g)) g.responseCredit += share
 }
 
 const responseWindowOpen = (g: StreamGuard): boolean => (g.rates?.responseWindowAt ?? -1) >= 0
 
 /** The stream closed: it no longer counts. */
 export function closeStream(rec: ConnectionRecord, g: StreamGuard): void {
-  rec.streams?.delete(g)
+  rec.streams?.guards.delete(g)
 }

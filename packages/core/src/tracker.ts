@@ -47,6 +47,7 @@ import {
   overrideStream,
   type StreamCutReason,
   type StreamGuard,
+  streamsDueAt,
 } from './streams.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
@@ -206,7 +207,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (guard !== undefined) {
       // HTTP/2: the limits of this stream alone, its requestTimeout from when it opened.
       const rec = guard.rec
-      if (rec.state === 'closed' || rec.streams?.has(guard) !== true) return false
+      if (rec.state === 'closed' || rec.streams?.guards.has(guard) !== true) return false
       overrideStream(
         guard,
         resolved.requestTimeout,
@@ -322,7 +323,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
         }
         let failed =
           rec.rateCheckAt <= now ? checkRates(rec, now, this.options.sweepInterval) : null
-        if (failed === null && rec.streamsDueAt <= now) {
+        if (failed === null && streamsDueAt(rec) <= now) {
           // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
           // client takes no byte at all.
           failed = checkStreams(rec, now, this.options.sweepInterval, this.#onStreamFailed)
@@ -784,7 +785,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.requestDeadlineAt,
       rec.ageDeadlineAt,
       rec.rateCheckAt,
-      rec.streamsDueAt,
+      streamsDueAt(rec),
     )
     if (rec.queueIndex < 0 ? at !== INFINITY : at < rec.deadlineAt) this.#queue.schedule(rec, at)
   }
@@ -820,7 +821,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.ageDeadlineAt = INFINITY
     rec.rateCheckAt = INFINITY
     rec.pingCheckAt = INFINITY
-    rec.streamsDueAt = INFINITY
+    if (rec.streams !== null) rec.streams.dueAt = INFINITY
     this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)

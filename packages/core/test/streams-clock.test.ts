@@ -94,7 +94,7 @@ function session(options: Parameters<typeof resolveOptions>[0]) {
   }
   /** Runs the session's stream check at `now` if due; returns a session-level reason. */
   const sweep = (now: number) =>
-    rec.streamsDueAt <= now
+    (rec.streams?.dueAt ?? Number.POSITIVE_INFINITY) <= now
       ? checkStreams(rec, now, 50, (g: StreamGuard, reason) => {
           cuts.push([g.stream.id as number, reason])
         })
@@ -107,7 +107,7 @@ describe('response credit', () => {
     const { raw, rec, cuts, open, sweep } = session({ minResponseRate: RATE })
     const { s } = open(1, 0)
     s.write(1_000_000)
-    expect(rec.streamsDueAt).toBe(WINDOW)
+    expect(rec.streams?.dueAt).toBe(WINDOW)
     expect(sweep(WINDOW)).toBeNull() // the response is waiting: its window starts
     raw.send(15_000) // 15 kB in a second, all of it this stream's single write
     expect(sweep(2 * WINDOW)).toBeNull()
@@ -117,7 +117,7 @@ describe('response credit', () => {
     // It stops: the next window fails.
     expect(sweep(4 * WINDOW)).toBeNull()
     expect(cuts).toEqual([[1, 'min_response_data_rate']])
-    expect(rec.streams?.size).toBe(0)
+    expect(rec.streams?.guards.size).toBe(0)
   })
 
   it('a stalled stream beside one whose own writes explain the progress is cut, the other is not', () => {
@@ -159,7 +159,7 @@ describe('response credit', () => {
     raw._handle.writeQueueSize = 4_000_000 // libuv holds bytes the kernel would not take
     expect(sweep(2 * WINDOW)).toBe('min_response_data_rate')
     expect(cuts).toEqual([])
-    expect(rec.streams?.size).toBe(1)
+    expect(rec.streams?.guards.size).toBe(1)
   })
 
   it('time with nothing queued does not count', () => {
@@ -221,7 +221,7 @@ describe('body', () => {
     const { rec, open } = session({ minBodyRate: RATE })
     const { g } = open(1, 0)
     expect(g.rates?.bodyWindowAt).toBe(-1)
-    expect(rec.streamsDueAt).toBe(Number.POSITIVE_INFINITY)
+    expect(rec.streams?.dueAt).toBe(Number.POSITIVE_INFINITY)
   })
 })
 
@@ -237,14 +237,14 @@ describe('requestTimeout', () => {
     expect(cuts).toEqual([])
     expect(sweep(500)).toBeNull()
     expect(cuts).toEqual([[1, 'request_timeout']])
-    expect(rec.streamsDueAt).toBe(1_200)
+    expect(rec.streams?.dueAt).toBe(1_200)
     expect(sweep(1_200)).toBeNull()
     expect(cuts).toEqual([
       [1, 'request_timeout'],
       [3, 'request_timeout'],
     ])
-    expect(rec.streams?.has(lifted.g)).toBe(true)
+    expect(rec.streams?.guards.has(lifted.g)).toBe(true)
     closeStream(rec, lifted.g)
-    expect(rec.streams?.size).toBe(0)
+    expect(rec.streams?.guards.size).toBe(0)
   })
 })
