@@ -139,8 +139,13 @@ const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
 /** Closes the session for `reason`: GOAWAY and close where the peer can hear it, destroy where not. */
 export function cutSession(rec: ConnectionRecord, reason: CloseReason): void {
   const session = rec.session as Http2Session
-  if (session.destroyed) return
   const raw = rec.rawSocket
+  if (session.destroyed) {
+    // Node destroyed the session but left its socket open (see the tracker's grace after a
+    // GOAWAY): no session is left to close it through, and destroying the raw socket is safe.
+    raw?.destroy()
+    return
+  }
   if (reason === 'min_response_data_rate' && raw !== null && responseBlocked(raw)) {
     // As for HTTP/1: a plain close would queue the FIN behind what the kernel still holds for
     // a client that reads nothing. Resetting the raw socket under the session is safe (only

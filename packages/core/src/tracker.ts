@@ -825,10 +825,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)
-    const session = rec.session
-    if (session !== null && !session.destroyed) {
-      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends):
-      // if the session is still there a moment later, the next cut destroys it.
+    const raw = rec.rawSocket
+    if (rec.session !== null && raw !== null && !raw.destroyed) {
+      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends), and
+      // a session Node destroys after our GOAWAY may leave its socket open (it ends it and
+      // waits for the peer, measured under TLS with HPACK garbage and a peer that reset):
+      // if the connection is still there a moment later, the next cut destroys it.
       rec.phaseDeadlineAt = this.#now() + SESSION_CLOSE_GRACE_SWEEPS * this.options.sweepInterval
       this.#queue.schedule(rec, rec.phaseDeadlineAt)
     }
