@@ -169,6 +169,18 @@ describe.each(TRANSPORTS)('node:http2 over $transport', ({ secure }) => {
     expect(held, 'connection actually closed').toBeLessThanOrEqual(SHORT + SWEEP + LATE)
   })
 
+  it(`a peer that never reads, cut at headersTimeout ${SHORT} with no stream open: closed two sweeps later, not when it leaves`, async () => {
+    // Node destroys a session with no stream at the guard's GOAWAY and ends its socket, then
+    // waits for a FIN this peer never sends: the guard's grace follows the socket.
+    const { closes, port } = await startH2(secure, { headersTimeout: SHORT })
+    const { conn, port: clientPort } = await h2Client(port, secure)
+    conn.send(opening())
+    conn.socket.pause()
+    const rec = await closes.forClientPort(clientPort, 3_000)
+    expect(rec).toMatchObject({ closeReason: 'request_headers_timeout', stateAtClose: 'idle' })
+    expect(rec.duration).toBeLessThanOrEqual(SHORT + 3 * SWEEP + LATE)
+  })
+
   it('a connection error Node handles silently (a frame past SETTINGS_MAX_FRAME_SIZE, no stream) is closed at headersTimeout', async () => {
     // Node 20's nghttp2 sends GOAWAY(FRAME_SIZE_ERROR) and stops reading; without a guard the
     // socket stays open even after the peer leaves.

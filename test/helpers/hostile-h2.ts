@@ -69,6 +69,38 @@ export function getHeaderBlock(secure: boolean, path = '/'): Buffer {
   ])
 }
 
+export interface Frame {
+  type: number
+  flags: number
+  streamId: number
+  payload: Buffer
+}
+
+/** Splits `buf` into whole frames; returns them and the bytes of an unfinished one. */
+export function parseFrames(buf: Buffer): { frames: Frame[]; rest: Buffer } {
+  const frames: Frame[] = []
+  let at = 0
+  while (buf.length - at >= 9) {
+    const length = buf.readUIntBE(at, 3)
+    if (buf.length - at < 9 + length) break
+    frames.push({
+      type: buf[at + 3] as number,
+      flags: buf[at + 4] as number,
+      streamId: buf.readUInt32BE(at + 5) & 0x7fffffff,
+      payload: buf.subarray(at + 9, at + 9 + length),
+    })
+    at += 9 + length
+  }
+  return { frames, rest: buf.subarray(at) }
+}
+
+/** WINDOW_UPDATE (RFC 9113 §6.9): `increment` more bytes on `streamId` (0: the connection). */
+export function windowUpdate(streamId: number, increment: number): Buffer {
+  const payload = Buffer.alloc(4)
+  payload.writeUInt32BE(increment)
+  return frame(H2.WINDOW_UPDATE, 0, streamId, payload)
+}
+
 /** The client's opening: preface and an empty SETTINGS. */
 export const opening = (): Buffer => Buffer.concat([H2_PREFACE, settingsFrame([])])
 

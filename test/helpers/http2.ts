@@ -61,11 +61,20 @@ const servers = new Set<H2Server>()
 /** A node:http2 server (TLS when `secure`), guarded with `options`, listening on 127.0.0.1. */
 export async function startH2(
   options: ConnectionTrackerOptions,
-  { secure = false, allowHTTP1 = false }: { secure?: boolean; allowHTTP1?: boolean } = {},
+  {
+    secure = false,
+    allowHTTP1 = false,
+    onRequest = handler,
+  }: {
+    secure?: boolean
+    allowHTTP1?: boolean
+    /** The compat request handler; `handler` above by default. */
+    onRequest?: (req: Http2ServerRequest, res: Http2ServerResponse) => void
+  } = {},
 ): Promise<H2Server> {
   const server: AnyH2Server = secure
-    ? http2.createSecureServer({ ...tlsOptions, allowHTTP1 }, handler)
-    : http2.createServer(handler)
+    ? http2.createSecureServer({ ...tlsOptions, allowHTTP1 }, onRequest)
+    : http2.createServer(onRequest)
   const tracker = new ConnectionTracker(options).attach(server)
   const closes = watchCloses(tracker)
   const sessions = new Set<ServerHttp2Session>()

@@ -10,6 +10,8 @@ export const transitionChannel = diagnosticsChannel.channel('connguard:connectio
 export const closeChannel = diagnosticsChannel.channel('connguard:connection:close')
 /** The tracker's `'pressure'` event: `{ ...PressureSnapshot, tracker }`. */
 export const pressureChannel = diagnosticsChannel.channel('connguard:pressure')
+/** HTTP/2: one stream was reset by the guard while its session went on. */
+export const streamCutChannel = diagnosticsChannel.channel('connguard:stream:cut')
 
 /**
  * Node's own HTTP server channels. `request.start` is published after a

@@ -60,6 +60,8 @@ export interface CloseLogLine {
   bytesWritten: number
   /** HTTP/2: most streams open at once; 0 for HTTP/1. */
   peakConcurrentStreams: number
+  /** HTTP/2: streams the guard reset while the session went on, by reason; null when none. */
+  streamCuts: Partial<Record<CloseReason, number>> | null
 }
 
 /**
@@ -207,6 +209,7 @@ export function closeLogLine(rec: ConnectionRecord): CloseLogLine {
     bytesRead: rec.bytesRead,
     bytesWritten: rec.bytesWritten,
     peakConcurrentStreams: rec.peakConcurrentStreams,
+    streamCuts: rec.streamCuts === null ? null : { ...rec.streamCuts },
   }
 }
 

@@ -14,10 +14,12 @@ import {
   pingSession,
   rawSocketOf,
   releaseSession,
+  resetStream,
 } from './http2.js'
 import { MAX_DURATION, type ResolvedOptions } from './options.js'
 import { responseBlocked } from './progress.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
+import type { StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 
 /**
@@ -69,6 +71,8 @@ export interface ServerBinding {
   ping(rec: ConnectionRecord): void
   /** HTTP/2: GOAWAY, let the streams in flight finish, then close. */
   goaway(rec: ConnectionRecord): void
+  /** HTTP/2: resets one stream (RST_STREAM); the session goes on. */
+  resetStream(guard: StreamGuard): void
   /** Removes what was added to a live connection, leaving it open. */
   release(rec: ConnectionRecord): void
   /** Removes every listener added to the server and restores its timers. */
@@ -378,6 +382,10 @@ class Http1Binding implements ServerBinding {
 
   goaway(rec: ConnectionRecord): void {
     goawaySession(rec)
+  }
+
+  resetStream(guard: StreamGuard): void {
+    resetStream(guard)
   }
 
   cut(rec: ConnectionRecord, reason: CloseReason): void {

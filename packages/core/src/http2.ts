@@ -1,7 +1,9 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
+import { responseBlocked } from './progress.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
+import type { StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 
 /**
@@ -13,8 +15,17 @@ import type { ConnectionTracker } from './tracker.js'
  */
 
 const kSessionRecord = Symbol('connguard.sessionRecord')
+const kStreamGuard = Symbol('connguard.streamGuard')
+/** RST_STREAM error code CANCEL (RFC 9113 §7): the stream is no longer needed. (A literal: node:http2 stays unloaded for HTTP/1-only servers.) */
+const NGHTTP2_CANCEL = 0x8
 type MarkedSession = Http2Session & { [kSessionRecord]?: ConnectionRecord }
-type MarkedStream = ServerHttp2Stream & { [kSessionRecord]?: ConnectionRecord }
+type MarkedStream = ServerHttp2Stream & { [kStreamGuard]?: StreamGuard }
+
+/** The guard of an HTTP/2 stream, or of the stream behind a compat request (`req.stream`), while it is open. */
+export function streamGuardOf(target: object): StreamGuard | undefined {
+  const stream = (target as { stream?: MarkedStream }).stream ?? (target as MarkedStream)
+  return typeof stream === 'object' && stream !== null ? stream[kStreamGuard] : undefined
+}
 
 /** What Node's session socket proxy gives access to (reads and bound methods only). */
 type SocketView = Socket & {
@@ -40,7 +51,8 @@ export function bindSession(
 ): void {
   const marked = session as MarkedSession
   marked[kSessionRecord] = rec
-  session.on('stream', onStream)
+  // First in line: the stream is guarded before the application (and a route's overrides) sees it.
+  session.prependListener('stream', onStream)
   session.on('error', onSessionError)
   session.on('goaway', onGoaway)
   const view = session.socket as SocketView
@@ -61,14 +73,29 @@ export function bindSession(
 function onStream(this: MarkedSession, stream: ServerHttp2Stream): void {
   const rec = this[kSessionRecord]
   if (rec === undefined) return
-  ;(stream as MarkedStream)[kSessionRecord] = rec
-  stream.once('close', onStreamClose)
-  rec.binding?.tracker._streamOpened(rec)
+  const guard = rec.binding?.tracker._streamOpened(rec, stream)
+  if (guard == null) return
+  ;(stream as MarkedStream)[kStreamGuard] = guard
+  // A stream closes once: `on`, not `once`, spares a wrapper per stream.
+  stream.on('close', onStreamClose)
 }
 
 function onStreamClose(this: MarkedStream): void {
-  const rec = this[kSessionRecord]
-  if (rec !== undefined) rec.binding?.tracker._streamClosed(rec)
+  const guard = this[kStreamGuard]
+  if (guard === undefined) return
+  // Cleared, not deleted: `delete` would move every stream to a slow dictionary shape.
+  this[kStreamGuard] = undefined
+  guard.rec.binding?.tracker._streamClosed(guard.rec, guard)
+}
+
+/**
+ * Resets one stream (RST_STREAM, CANCEL: the server gives up on it); the
+ * session and its other streams go on. Unlike a graceful close, a reset is
+ * sent at once, even with response bytes queued behind a closed window.
+ */
+export function resetStream(guard: StreamGuard): void {
+  const stream = guard.stream
+  if (!stream.closed && !stream.destroyed) stream.close(NGHTTP2_CANCEL)
 }
 
 function onSessionError(this: MarkedSession, err: Error): void {
@@ -105,12 +132,26 @@ export function goawaySession(rec: ConnectionRecord): void {
 const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
   'ping_timeout',
   'app_shutdown_timeout',
+  // Cut per session only when the client takes no byte at all: a GOAWAY would wait behind the rest.
+  'min_response_data_rate',
 ])
 
 /** Closes the session for `reason`: GOAWAY and close where the peer can hear it, destroy where not. */
 export function cutSession(rec: ConnectionRecord, reason: CloseReason): void {
   const session = rec.session as Http2Session
-  if (session.destroyed) return
+  const raw = rec.rawSocket
+  if (session.destroyed) {
+    // Node destroyed the session but left its socket open (see the tracker's grace after a
+    // GOAWAY): no session is left to close it through, and destroying the raw socket is safe.
+    raw?.destroy()
+    return
+  }
+  if (reason === 'min_response_data_rate' && raw !== null && responseBlocked(raw)) {
+    // As for HTTP/1: a plain close would queue the FIN behind what the kernel still holds for
+    // a client that reads nothing. Resetting the raw socket under the session is safe (only
+    // writing to or ending the TLS socket is not).
+    if (typeof raw.resetAndDestroy === 'function') raw.resetAndDestroy()
+  }
   if (DESTROY.has(reason) || session.closed) session.destroy()
   else session.close()
 }
@@ -123,4 +164,9 @@ export function releaseSession(rec: ConnectionRecord): void {
   session.removeListener('error', onSessionError)
   session.removeListener('goaway', onGoaway)
   delete session[kSessionRecord]
+  for (const guard of rec.streams?.guards ?? []) {
+    guard.stream.removeListener('close', onStreamClose)
+    ;(guard.stream as MarkedStream)[kStreamGuard] = undefined
+  }
+  rec.streams = null
 }

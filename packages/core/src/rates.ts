@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
 import type { ResolvedRate } from './options.js'
 import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
@@ -6,8 +5,11 @@ import type { ConnectionRecord } from './record.js'
 
 /**
  * Minimum data rates, checked by the sweeper once per window (see
- * docs/ARCHITECTURE.md, "Data rates"). Pure bookkeeping on the record: the
- * tracker schedules the checks and cuts when one fails.
+ * docs/ARCHITECTURE.md, "Data rates"). Pure bookkeeping: the tracker
+ * schedules the checks and cuts when one fails. The same windows serve an
+ * HTTP/1 connection's request (its record; progress read from the raw socket)
+ * and an HTTP/2 stream (streams.ts; progress read from the stream), each
+ * through its own `RateProgress`.
  */
 
 const INFINITY = Number.POSITIVE_INFINITY
@@ -26,17 +28,17 @@ export class RateWindows {
   bodyRate: ResolvedRate
   /** The current request's response rate. */
   responseRate: ResolvedRate
-  /** The request has a body (Content-Length > 0 or chunked). */
+  /** The request has a body (HTTP/1: Content-Length > 0 or chunked; HTTP/2: its HEADERS did not end the stream). */
   readonly hasBody: boolean
   /** The last check found the server not reading the body. */
   bodyPaused = false
   /** Start of the body window (clock ms), -1 when no body is being measured. */
   bodyWindowAt: number
-  /** Wire bytes read at the start of the body window. */
+  /** Body bytes at the start of the body window. */
   bodyWindowBytes: number
-  /** Start of the response window, -1 when nothing is queued. */
+  /** Start of the response window, -1 when nothing waits for the client. */
   responseWindowAt = -1
-  /** Bytes the kernel had taken at the start of the response window. */
+  /** Response progress at the start of the response window. */
   responseWindowBytes = 0
 
   constructor(
@@ -54,59 +56,79 @@ export class RateWindows {
   }
 }
 
+/** What carries rate windows: a connection record (HTTP/1) or a stream guard (HTTP/2). */
+export interface RateOwner {
+  rates: RateWindows | null
+  /** Due time of the next rate check. */
+  rateCheckAt: number
+}
+
+/** Where an owner's progress is read; one shared object per kind, no closure per request. */
+export interface RateProgress<O extends RateOwner> {
+  /** The whole body has arrived (or the request is gone). */
+  bodyDone(o: O): boolean
+  /** The server is not taking the body: time that does not count against the client. */
+  bodyPaused(o: O): boolean
+  /** Body bytes received so far. */
+  bodyBytes(o: O): number
+  /** Response bytes wait for the client; otherwise the time does not count. */
+  responseWaiting(o: O): boolean
+  /** Response bytes the client has taken so far. */
+  responseBytes(o: O): number
+}
+
 /** Starts measuring a request's rates at its head: `bodyRate` applies only when it has a body. */
-export function startRates(
-  rec: ConnectionRecord,
+export function startRates<O extends RateOwner>(
+  o: O,
+  p: RateProgress<O>,
   hasBody: boolean,
   bodyRate: ResolvedRate,
   responseRate: ResolvedRate,
   now: number,
 ): void {
   const measureBody = hasBody && bodyRate.bytesPerSecond > 0
-  rec.rates = new RateWindows(
-    hasBody,
-    bodyRate,
-    responseRate,
-    now,
-    measureBody ? (rec.rawSocket?.bytesRead ?? 0) : 0,
-  )
-  scheduleRateCheck(rec, now)
+  o.rates = new RateWindows(hasBody, bodyRate, responseRate, now, measureBody ? p.bodyBytes(o) : 0)
+  scheduleRateCheck(o, now)
 }
 
 /** Stops measuring (the request is done). */
-export function stopRates(rec: ConnectionRecord): void {
-  rec.rates = null
-  rec.rateCheckAt = INFINITY
+export function stopRates(o: RateOwner): void {
+  o.rates = null
+  o.rateCheckAt = INFINITY
 }
 
 /** Replaces the body rate of the request in flight: a new rate starts a fresh window from now. */
-export function setBodyRate(rec: ConnectionRecord, rate: ResolvedRate, now: number): void {
-  const r = rec.rates
+export function setBodyRate<O extends RateOwner>(
+  o: O,
+  p: RateProgress<O>,
+  rate: ResolvedRate,
+  now: number,
+): void {
+  const r = o.rates
   if (r === null) return
   r.bodyRate = rate
-  const bodyLeft = r.hasBody && rec.req !== null && !rec.req.complete
-  if (bodyLeft && rate.bytesPerSecond > 0) restartBodyWindow(rec, r, now)
+  if (r.hasBody && !p.bodyDone(o) && rate.bytesPerSecond > 0) restartBodyWindow(o, p, r, now)
   else r.bodyWindowAt = -1
 }
 
 /** Replaces the response rate of the request in flight. */
-export function setResponseRate(rec: ConnectionRecord, rate: ResolvedRate): void {
-  const r = rec.rates
+export function setResponseRate(o: RateOwner, rate: ResolvedRate): void {
+  const r = o.rates
   if (r === null) return
   r.responseRate = rate
   r.responseWindowAt = -1
 }
 
 /** Next check: one window of the shortest rate in force, while one is. */
-export function scheduleRateCheck(rec: ConnectionRecord, now: number): void {
-  const r = rec.rates
+export function scheduleRateCheck(o: RateOwner, now: number): void {
+  const r = o.rates
   if (r === null) {
-    rec.rateCheckAt = INFINITY
+    o.rateCheckAt = INFINITY
     return
   }
   const body = r.bodyWindowAt >= 0 ? r.bodyRate.windowMs : INFINITY
   const response = r.responseRate.bytesPerSecond > 0 ? r.responseRate.windowMs : INFINITY
-  rec.rateCheckAt = now + Math.min(body, response)
+  o.rateCheckAt = now + Math.min(body, response)
 }
 
 /**
@@ -116,55 +138,91 @@ export function scheduleRateCheck(rec: ConnectionRecord, now: number): void {
  * While the body is paused the check comes back every `pausedRecheckMs`, so a
  * window restarts when reading resumes rather than when it would have ended.
  */
+export function checkRateWindows<O extends RateOwner>(
+  o: O,
+  p: RateProgress<O>,
+  now: number,
+  pausedRecheckMs: number,
+): CloseReason | null {
+  o.rateCheckAt = INFINITY
+  const r = o.rates
+  if (r === null) return null
+  if (r.bodyWindowAt >= 0) {
+    if (p.bodyDone(o)) r.bodyWindowAt = -1
+    else if (p.bodyPaused(o)) {
+      r.bodyPaused = true
+      restartBodyWindow(o, p, r, now)
+    } else if (r.bodyPaused) {
+      // Reading again: the client's window starts now.
+      r.bodyPaused = false
+      restartBodyWindow(o, p, r, now)
+    } else if (now - r.bodyWindowAt >= r.bodyRate.windowMs) {
+      const got = p.bodyBytes(o) - r.bodyWindowBytes
+      if (!meetsRate(got, r.bodyRate, now - r.bodyWindowAt)) return 'min_request_body_data_rate'
+      restartBodyWindow(o, p, r, now)
+    }
+  }
+  if (r.responseRate.bytesPerSecond > 0) {
+    if (!p.responseWaiting(o)) r.responseWindowAt = -1
+    else if (r.responseWindowAt < 0) restartResponseWindow(o, p, r, now)
+    else if (now - r.responseWindowAt >= r.responseRate.windowMs) {
+      const taken = p.responseBytes(o) - r.responseWindowBytes
+      if (!meetsRate(taken, r.responseRate, now - r.responseWindowAt)) {
+        return 'min_response_data_rate'
+      }
+      restartResponseWindow(o, p, r, now)
+    }
+  }
+  scheduleRateCheck(o, now)
+  if (r.bodyPaused && r.bodyWindowAt >= 0) {
+    o.rateCheckAt = Math.min(o.rateCheckAt, now + pausedRecheckMs)
+  }
+  return null
+}
+
+function restartBodyWindow<O extends RateOwner>(
+  o: O,
+  p: RateProgress<O>,
+  r: RateWindows,
+  now: number,
+): void {
+  r.bodyWindowAt = now
+  r.bodyWindowBytes = p.bodyBytes(o)
+}
+
+function restartResponseWindow<O extends RateOwner>(
+  o: O,
+  p: RateProgress<O>,
+  r: RateWindows,
+  now: number,
+): void {
+  r.responseWindowAt = now
+  r.responseWindowBytes = p.responseBytes(o)
+}
+
+/**
+ * An HTTP/1 connection's progress, from the counters libuv keeps on its raw
+ * socket: body bytes are wire bytes read, response bytes those the kernel
+ * accepted; `_handle.reading === false` means Node stopped reading because the
+ * application is not consuming the body.
+ */
+export const connectionProgress: RateProgress<ConnectionRecord> = {
+  bodyDone: (rec) => rec.req === null || rec.req.complete,
+  bodyPaused: (rec) => rec.rawSocket !== null && bodyReadPaused(rec.rawSocket),
+  bodyBytes: (rec) => rec.rawSocket?.bytesRead ?? 0,
+  responseWaiting: (rec) => rec.rawSocket !== null && responseBlocked(rec.rawSocket),
+  responseBytes: (rec) => (rec.rawSocket === null ? 0 : acceptedBytes(rec.rawSocket)),
+}
+
+/** The rate check of an HTTP/1 connection's request in flight. */
 export function checkRates(
   rec: ConnectionRecord,
   now: number,
   pausedRecheckMs: number,
 ): CloseReason | null {
-  rec.rateCheckAt = INFINITY
-  const raw = rec.rawSocket
-  const r = rec.rates
-  if (raw === null || r === null) return null
-  if (r.bodyWindowAt >= 0) {
-    const req = rec.req
-    if (req === null || req.complete) r.bodyWindowAt = -1
-    else if (bodyReadPaused(raw)) {
-      r.bodyPaused = true
-      restartBodyWindow(rec, r, now)
-    } else if (r.bodyPaused) {
-      // Reading again: the client's window starts now.
-      r.bodyPaused = false
-      restartBodyWindow(rec, r, now)
-    } else if (now - r.bodyWindowAt >= r.bodyRate.windowMs) {
-      const got = raw.bytesRead - r.bodyWindowBytes
-      if (!meetsRate(got, r.bodyRate, now - r.bodyWindowAt)) return 'min_request_body_data_rate'
-      restartBodyWindow(rec, r, now)
-    }
+  if (rec.rawSocket === null) {
+    rec.rateCheckAt = INFINITY
+    return null
   }
-  if (r.responseRate.bytesPerSecond > 0) {
-    if (!responseBlocked(raw)) r.responseWindowAt = -1
-    else if (r.responseWindowAt < 0) restartResponseWindow(r, raw, now)
-    else if (now - r.responseWindowAt >= r.responseRate.windowMs) {
-      const taken = acceptedBytes(raw) - r.responseWindowBytes
-      if (!meetsRate(taken, r.responseRate, now - r.responseWindowAt)) {
-        return 'min_response_data_rate'
-      }
-      restartResponseWindow(r, raw, now)
-    }
-  }
-  scheduleRateCheck(rec, now)
-  if (r.bodyPaused && r.bodyWindowAt >= 0) {
-    rec.rateCheckAt = Math.min(rec.rateCheckAt, now + pausedRecheckMs)
-  }
-  return null
-}
-
-function restartBodyWindow(rec: ConnectionRecord, r: RateWindows, now: number): void {
-  r.bodyWindowAt = now
-  r.bodyWindowBytes = rec.rawSocket?.bytesRead ?? 0
-}
-
-function restartResponseWindow(r: RateWindows, raw: Socket, now: number): void {
-  r.responseWindowAt = now
-  r.responseWindowBytes = acceptedBytes(raw)
+  return checkRateWindows(rec, connectionProgress, now, pausedRecheckMs)
 }

@@ -86,6 +86,12 @@ export class ConnectionRecord implements Scheduled {
   peakConcurrentStreams = 0
   /** HTTP/2: round-trip time of the last PING the tracker sent, ms; null before the first ACK. */
   pingRtt: number | null = null
+  /**
+   * HTTP/2: streams the guard reset (RST_STREAM) while the session went on,
+   * counted by reason (`request_timeout`, `min_request_body_data_rate`,
+   * `min_response_data_rate`); null until the first.
+   */
+  streamCuts: Partial<Record<CloseReason, number>> | null = null
 
   /** @internal The accepted TCP socket; for TLS, the TLSSocket's parent. Counts wire bytes. */
   rawSocket: Socket | null
@@ -147,6 +153,8 @@ export class ConnectionRecord implements Scheduled {
   rotateReason: CloseReason | null = null
   /** @internal The HTTP/2 session this connection carries, if any. */
   session: import('node:http2').Http2Session | null = null
+  /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
+  streams: import('./streams.js').SessionStreams | null = null
   /** @internal Due time of the next PING check (HTTP/2). */
   pingCheckAt = Number.POSITIVE_INFINITY
   /** @internal When the PING in flight was sent, -1 when none. */
@@ -304,6 +312,7 @@ export class ConnectionRecord implements Scheduled {
       errorCode: this.errorCode,
       peakConcurrentStreams: this.peakConcurrentStreams,
       pingRtt: this.pingRtt,
+      streamCuts: this.streamCuts === null ? null : { ...this.streamCuts },
     }
   }
 }

@@ -3,13 +3,20 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { Admission } from './admission.js'
-import { closeChannel, openChannel, pressureChannel, transitionChannel } from './channels.js'
+import {
+  closeChannel,
+  openChannel,
+  pressureChannel,
+  streamCutChannel,
+  transitionChannel,
+} from './channels.js'
 import { classifyClose, readEndState } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { DeadlineQueue } from './deadline-queue.js'
 import { Drain, type DrainResult } from './drain.js'
 import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
+import { streamGuardOf } from './http2.js'
 import {
   type ConnectionTrackerOptions,
   type RequestOverrides,
@@ -23,6 +30,7 @@ import { checkPing, pingAcked, startPing } from './ping.js'
 import { openFileLimit, Pressure, type PressureSnapshot, processConnections } from './pressure.js'
 import {
   checkRates,
+  connectionProgress,
   scheduleRateCheck,
   setBodyRate,
   setResponseRate,
@@ -32,6 +40,15 @@ import {
 import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import { displacementVictim, shedSweep } from './shed.js'
 import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
+import {
+  checkStreams,
+  closeStream,
+  openStream,
+  overrideStream,
+  type StreamCutReason,
+  type StreamGuard,
+  streamsDueAt,
+} from './streams.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
 /**
@@ -63,6 +80,8 @@ export interface ConnectionTrackerEvents {
   close: [record: ConnectionRecord]
   /** The pressure level moved by 0.05 or more, reached or left 0 or 1, or shedding started or stopped. */
   pressure: [state: PressureSnapshot]
+  /** HTTP/2: the guard reset one stream of the session (RST_STREAM); the session goes on. */
+  streamCut: [record: ConnectionRecord, reason: StreamCutReason, streamId: number]
 }
 
 /**
@@ -103,6 +122,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.session === null &&
     rec.httpSocket !== null &&
     rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
+  readonly #onStreamFailed = (g: StreamGuard, reason: StreamCutReason) => this.#cutStream(g, reason)
 
   constructor(options?: ConnectionTrackerOptions) {
     super()
@@ -169,16 +189,36 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * from inside a handler or a route's middleware. Plain overrides are
    * validated on every call; pass the result of `resolveRequestOverrides` to
    * validate once (the adapters do, per route). Returns false when `req`'s
-   * connection is not tracked or has no request in progress.
+   * connection is not tracked or has no request in progress. HTTP/2: pass the
+   * compat request or the `ServerHttp2Stream`; the overrides apply to that
+   * stream alone, its `requestTimeout` counted from when it opened.
    */
   overrideRequest(
-    req: IncomingMessage,
+    req:
+      | IncomingMessage
+      | import('node:http2').Http2ServerRequest
+      | import('node:http2').ServerHttp2Stream,
     overrides: RequestOverrides | ResolvedRequestOverrides,
   ): boolean {
     const resolved = ResolvedRequestOverrides.is(overrides)
       ? overrides
       : resolveRequestOverrides(overrides, 'request override')
-    const rec = this.recordOf(req)
+    const guard = streamGuardOf(req)
+    if (guard !== undefined) {
+      // HTTP/2: the limits of this stream alone, its requestTimeout from when it opened.
+      const rec = guard.rec
+      if (rec.state === 'closed' || rec.streams?.guards.has(guard) !== true) return false
+      overrideStream(
+        guard,
+        resolved.requestTimeout,
+        resolved.minBodyRate,
+        resolved.minResponseRate,
+        this.#now(),
+      )
+      this.#reschedule(rec)
+      return true
+    }
+    const rec = this.recordOf(req as IncomingMessage)
     if (rec === undefined || rec.state !== 'active') return false
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
@@ -186,7 +226,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
     if (rec.req === req) {
       const now = this.#now()
-      if (resolved.minBodyRate !== undefined) setBodyRate(rec, resolved.minBodyRate, now)
+      if (resolved.minBodyRate !== undefined)
+        setBodyRate(rec, connectionProgress, resolved.minBodyRate, now)
       if (resolved.minResponseRate !== undefined) setResponseRate(rec, resolved.minResponseRate)
       scheduleRateCheck(rec, now)
     }
@@ -280,11 +321,17 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
           }
           if (step === 'send') rec.binding?.ping(rec)
         }
-        const failed =
+        let failed =
           rec.rateCheckAt <= now ? checkRates(rec, now, this.options.sweepInterval) : null
+        if (failed === null && streamsDueAt(rec) <= now) {
+          // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
+          // client takes no byte at all.
+          failed = checkStreams(rec, now, this.options.sweepInterval, this.#onStreamFailed)
+        }
         if (failed !== null) {
           this.#cut(rec, failed)
           cut++
+          continue
         }
         this.#reschedule(rec)
         continue
@@ -464,7 +511,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       // and a first check a little early (from the request's first byte) only restarts it:
       // a clock read saved per request (~0.2 µs on a VM without a fast clock source).
       const now = hasBody ? this.#now() : rec.stateSince
-      startRates(rec, hasBody, o.minBodyRate, o.minResponseRate, now)
+      startRates(rec, connectionProgress, hasBody, o.minBodyRate, o.minResponseRate, now)
     }
     // Rotation or drain decided: this response says `Connection: close`.
     if (rec.rotateReason !== null) res.shouldKeepAlive = false
@@ -537,10 +584,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#reschedule(rec)
   }
 
-  /** @internal An HTTP/2 stream opened (its headers are complete). */
-  _streamOpened(rec: ConnectionRecord): void {
-    if (rec.state === 'closed') return
+  /** @internal An HTTP/2 stream opened (its headers are complete); returns its guard. */
+  _streamOpened(
+    rec: ConnectionRecord,
+    stream: import('node:http2').ServerHttp2Stream,
+  ): StreamGuard | null {
+    if (rec.state === 'closed') return null
     const now = this.#now()
+    const guard = openStream(rec, stream, this.options, now)
     rec.requests++
     rec.inFlight++
     if (rec.inFlight > rec.peakConcurrentStreams) rec.peakConcurrentStreams = rec.inFlight
@@ -553,10 +604,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#setPhase(rec, null, 0, 0)
       this.#transition(rec, 'active', now)
     }
+    this.#reschedule(rec)
+    return guard
   }
 
   /** @internal An HTTP/2 stream closed. */
-  _streamClosed(rec: ConnectionRecord): void {
+  _streamClosed(rec: ConnectionRecord, guard: StreamGuard): void {
+    closeStream(rec, guard)
     if (rec.state === 'closed' || rec.inFlight === 0) return
     rec.inFlight--
     // Streams torn down with a session we cut, or that died: the record keeps its state.
@@ -620,6 +674,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.binding = null
     rec.req = null
     rec.res = null
+    rec.streams = null
     this.#admission.release(rec)
     this.#drain?.closed(rec)
     this.#emit('close', rec, closeChannel)
@@ -730,6 +785,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.requestDeadlineAt,
       rec.ageDeadlineAt,
       rec.rateCheckAt,
+      streamsDueAt(rec),
     )
     if (rec.queueIndex < 0 ? at !== INFINITY : at < rec.deadlineAt) this.#queue.schedule(rec, at)
   }
@@ -765,16 +821,32 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.ageDeadlineAt = INFINITY
     rec.rateCheckAt = INFINITY
     rec.pingCheckAt = INFINITY
+    if (rec.streams !== null) rec.streams.dueAt = INFINITY
     this.#queue.remove(rec)
     this.#awaitingBytes.delete(rec)
     rec.binding?.cut(rec, reason)
-    const session = rec.session
-    if (session !== null && !session.destroyed) {
-      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends):
-      // if the session is still there a moment later, the next cut destroys it.
+    const raw = rec.rawSocket
+    if (rec.session !== null && raw !== null && !raw.destroyed) {
+      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends), and
+      // a session Node destroys after our GOAWAY may leave its socket open (it ends it and
+      // waits for the peer, measured under TLS with HPACK garbage and a peer that reset):
+      // if the connection is still there a moment later, the next cut destroys it.
       rec.phaseDeadlineAt = this.#now() + SESSION_CLOSE_GRACE_SWEEPS * this.options.sweepInterval
       this.#queue.schedule(rec, rec.phaseDeadlineAt)
     }
+  }
+
+  /** HTTP/2: one stream failed a limit: reset it, count it on the record, report it. */
+  #cutStream(g: StreamGuard, reason: StreamCutReason): void {
+    const rec = g.rec
+    rec.streamCuts ??= {}
+    const cuts = rec.streamCuts
+    cuts[reason] = (cuts[reason] ?? 0) + 1
+    const streamId = g.stream.id ?? 0
+    rec.binding?.resetStream(g)
+    if (this.listenerCount('streamCut') > 0) this.#safeEmit('streamCut', rec, reason, streamId)
+    if (streamCutChannel.hasSubscribers)
+      streamCutChannel.publish({ record: rec, reason, streamId, tracker: this })
   }
 
   /** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
