@@ -16,7 +16,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { ConnectionTracker } from '@connguard/core'
 import { activeResources, connectionsOf, HOST, listenerCounts, settle } from './churn.mjs'
-import { serveParent, tlsOptions } from './common.mjs'
+import { fullGc, serveParent, tlsOptions } from './common.mjs'
 
 const options = JSON.parse(process.argv[2] ?? '{}')
 const simulateLeak = process.argv.includes('--simulate-leak')
@@ -39,13 +39,6 @@ tracker.on('close', (rec) => {
 })
 await new Promise((resolve) => plain.listen({ host: HOST, port: 0, backlog: 4096 }, resolve))
 await new Promise((resolve) => secure.listen({ host: HOST, port: 0, backlog: 4096 }, resolve))
-
-async function fullGc() {
-  for (let i = 0; i < 4; i++) {
-    globalThis.gc()
-    await new Promise((resolve) => setImmediate(resolve))
-  }
-}
 
 serveParent({
   measure: async () => {

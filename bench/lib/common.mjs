@@ -18,6 +18,14 @@ export const tlsOptions = {
   cert: readFileSync(new URL('cert.pem', fixtures)),
 }
 
+/** Full GCs until the heap settles (the process must run with --expose-gc). */
+export async function fullGc() {
+  for (let i = 0; i < 4; i++) {
+    globalThis.gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
 export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Sorted copy. */

@@ -10,7 +10,7 @@
 import http from 'node:http'
 import https from 'node:https'
 import v8 from 'node:v8'
-import { HOST, serveParent, tlsOptions } from './common.mjs'
+import { fullGc, HOST, serveParent, tlsOptions } from './common.mjs'
 
 const [variant, framework, protocol] = process.argv.slice(2)
 const secure = protocol === 'https'
@@ -45,13 +45,6 @@ if (framework === 'fastify') {
     tracker = new ConnectionTracker({ keepAliveTimeout: KEEP_ALIVE }).attach(server)
   }
   await new Promise((resolve) => server.listen({ host: HOST, port: 0, backlog: 4096 }, resolve))
-}
-
-async function fullGc() {
-  for (let i = 0; i < 4; i++) {
-    globalThis.gc()
-    await new Promise((resolve) => setImmediate(resolve))
-  }
 }
 
 serveParent({
