@@ -2,10 +2,13 @@
 /**
  * Runs the benchmarks, each in its own Node process, and prints their tables.
  *
- *   node bench/run.mjs                       all of them (about 13 minutes on 2 cores)
+ *   node bench/run.mjs                       all of them, shortened to stay under 10 minutes
+ *                                            on 2 cores: overhead 3 pairs of 3 s, memory at
+ *                                            10,000 connections, churn of 30,000 connections
  *   node bench/run.mjs sweep accuracy        only these
- *   node bench/run.mjs --full                overhead with 5 s runs and the wrk cross-check
- *                                            (about 12 minutes; what RESULTS.md reports)
+ *   node bench/run.mjs --full                overhead 5 pairs of 5 s with the wrk cross-check,
+ *                                            memory up to the file limit, churn of 100,000
+ *                                            (what RESULTS.md reports; about 17 minutes)
  *   node bench/run.mjs overhead -- --only fastify-http-ka --pairs 7
  *                                            arguments after `--` go to each named benchmark
  *
@@ -18,14 +21,18 @@ import { machine } from './lib/common.mjs'
 
 const BENCHMARKS = {
   sweep: { nodeArgs: ['--expose-gc'], args: [] },
-  memory: { nodeArgs: [], args: [] },
+  memory: { nodeArgs: [], args: ['--sizes', '10000'] },
   accuracy: { nodeArgs: [], args: [] },
-  overhead: { nodeArgs: [], args: ['--pairs', '5', '--duration', '3'] },
+  overhead: { nodeArgs: [], args: ['--pairs', '3', '--duration', '3'] },
   attack: { nodeArgs: [], args: [] },
   // Its server process runs with --expose-gc (started by churn.mjs).
-  churn: { nodeArgs: [], args: [] },
+  churn: { nodeArgs: [], args: ['--connections', '30000'] },
 }
-const FULL = { overhead: ['--pairs', '5', '--duration', '5', '--wrk'] }
+const FULL = {
+  overhead: ['--pairs', '5', '--duration', '5', '--wrk'],
+  memory: ['--sizes', '10000,max'],
+  churn: ['--connections', '100000'],
+}
 
 const argv = process.argv.slice(2)
 const dash = argv.indexOf('--')
