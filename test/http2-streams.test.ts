@@ -26,7 +26,16 @@ import { performance } from 'node:perf_hooks'
 import type { TLSSocket } from 'node:tls'
 import type { CloseReason, ConnectionRecord, ConnectionTracker } from '@connguard/core'
 import { connguard } from '@connguard/fastify'
+import { INSTRUMENT_NAMES, METER_NAME, registerOpenTelemetry } from '@connguard/opentelemetry'
+import { registerPrometheus } from '@connguard/prometheus'
+import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  MeterProvider,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { printTimings, type TimingRow } from './helpers/guard-timing.js'
 import {
@@ -506,6 +515,45 @@ describe.each(MODES)('HTTP/2 per-stream limits, $mode', ({ mode, secure }) => {
     expect(performance.now() - lastSentAt).toBeLessThanOrEqual(1.25 * PING + PING + SWEEP + 400)
     expect(raw.frames.some((f) => f.type === H2.PING)).toBe(true)
     expectConsistentRecord(closed)
+  })
+})
+
+describe('HTTP/2 stream cuts in the metrics', () => {
+  it('both exporters count the reset streams by reason once the session closes', async () => {
+    const { h2 } = await start({ requestTimeout: 300 }, false)
+    const registry = new Registry()
+    const stopPrometheus = registerPrometheus(h2.tracker, { registry })
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
+    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
+    const provider = new MeterProvider({ readers: [reader] })
+    const stopOtel = registerOpenTelemetry(h2.tracker, { meterProvider: provider })
+    try {
+      const client = await connectH2(h2.origin)
+      const rec = recordOf(h2, client.localPort)
+      const late = resetOf(client, { ':path': '/late?ms=1000' })
+      expect((await late.closed).rstCode).toBe(CANCEL)
+      expect((await h2get(client, '/')).status).toBe(200)
+      client.session.close()
+      await waitUntil(() => rec.state === 'closed', { what: 'session closed' })
+
+      const text = await registry.getSingleMetricAsString('connguard_http2_stream_cuts_total')
+      expect(text).toContain('connguard_http2_stream_cuts_total{reason="request_timeout"} 1')
+      expect(text).toContain('connguard_http2_stream_cuts_total{reason="min_response_data_rate"} 0')
+
+      await reader.forceFlush()
+      const metric = (exporter.getMetrics().at(-1)?.scopeMetrics ?? [])
+        .filter((m) => m.scope.name === METER_NAME)
+        .flatMap((m) => m.metrics)
+        .find((m) => m.descriptor.name === INSTRUMENT_NAMES.streamCuts)
+      const points = metric?.dataPoints ?? []
+      expect(points).toHaveLength(1)
+      expect(points[0]?.value).toBe(1)
+      expect(points[0]?.attributes['connguard.close_reason']).toBe('request_timeout')
+    } finally {
+      stopPrometheus()
+      stopOtel()
+      await provider.shutdown()
+    }
   })
 })
 

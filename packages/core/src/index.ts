@@ -106,7 +106,7 @@ export {
 } from './record-shape.js'
 export { RequestController } from './request-controller.js'
 export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
-export type { StreamCutReason } from './streams.js'
+export { STREAM_CUT_REASONS, type StreamCutReason } from './streams.js'
 export {
   ConnectionTracker,
   type ConnectionTrackerEvents,

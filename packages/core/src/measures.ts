@@ -113,6 +113,8 @@ export interface ConnectionMeasures {
   readonly bytesTransmitted: number
   /** Seconds spent in each phase; -1 when the connection never was in it. */
   readonly phases: Readonly<Record<Phase, number>>
+  /** HTTP/2: streams reset by a per-stream limit, by reason; null when none was (and for clients). */
+  readonly streamCuts: Readonly<Partial<Record<CloseReason, number>>> | null
 }
 
 /** Node's `req.httpVersion` (and the tracker's `'2.0'`) → semconv network.protocol.version. */
@@ -261,6 +263,9 @@ export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures
     bytesReceived: rec.bytesRead,
     bytesTransmitted: rec.bytesWritten,
     phases,
+    streamCuts: client
+      ? null
+      : ((rec as { streamCuts?: ConnectionMeasures['streamCuts'] }).streamCuts ?? null),
   }
 }
 

@@ -42,10 +42,12 @@ import type { ConnectionRecord } from './record.js'
 const INFINITY = Number.POSITIVE_INFINITY
 
 /** The close reasons a single stream is reset with. */
-export type StreamCutReason =
-  | 'request_timeout'
-  | 'min_request_body_data_rate'
-  | 'min_response_data_rate'
+export const STREAM_CUT_REASONS = [
+  'request_timeout',
+  'min_request_body_data_rate',
+  'min_response_data_rate',
+] as const
+export type StreamCutReason = (typeof STREAM_CUT_REASONS)[number]
 
 /** The counters Node's StreamBase handle of an Http2Stream keeps. */
 type StreamHandle = { bytesRead?: number; bytesWritten?: number } | undefined

@@ -40,6 +40,7 @@ export const INSTRUMENT_NAMES = Object.freeze({
   connectionBytes: 'connguard.connection.bytes',
   phaseDuration: 'connguard.connection.phase.duration',
   pressureLevel: 'connguard.pressure.level',
+  streamCuts: 'connguard.http2.stream_cuts',
 })
 
 /**
@@ -63,6 +64,7 @@ export class OpenTelemetryInstruments {
   readonly #duration: Histogram
   readonly #handshake: Histogram
   readonly #rejected: Counter
+  readonly #streamCuts: Counter
   readonly #requests: Histogram
   readonly #bytes: Histogram
   readonly #phase: Histogram
@@ -121,6 +123,12 @@ export class OpenTelemetryInstruments {
       unit: '{connection}',
       valueType: ValueType.INT,
     })
+    this.#streamCuts = meter.createCounter(INSTRUMENT_NAMES.streamCuts, {
+      description:
+        'Number of HTTP/2 streams reset by a per-stream limit while the session went on (connguard.close_reason), added when the session closes.',
+      unit: '{stream}',
+      valueType: ValueType.INT,
+    })
     this.#requests = meter.createHistogram(INSTRUMENT_NAMES.connectionRequests, {
       description: 'Requests (HTTP/2: streams) per connection, recorded at close.',
       unit: '{request}',
@@ -168,6 +176,11 @@ export class OpenTelemetryInstruments {
       if (m.handshakeFailed) handshake['error.type'] = m.reason
       else handshake['tls.protocol.version'] = m.tlsVersion ?? 'other'
       this.#handshake.record(m.handshake, handshake)
+    }
+    if (m.streamCuts !== null) {
+      for (const [reason, count] of Object.entries(m.streamCuts)) {
+        this.#streamCuts.add(count, { ...where, 'connguard.close_reason': reason })
+      }
     }
     this.#requests.record(m.requests, base)
     this.#bytes.record(m.bytesReceived, { ...base, 'network.io.direction': 'receive' })

@@ -10,6 +10,7 @@ import {
   pressureLevel,
   REJECT_REASONS,
   REQUEST_BUCKETS,
+  STREAM_CUT_REASONS,
   TIME_BUCKETS,
 } from '@connguard/core'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
@@ -33,6 +34,7 @@ export const METRIC_NAMES = Object.freeze({
   connectionBytes: 'connection_bytes',
   phaseDuration: 'connection_phase_duration_seconds',
   pressureLevel: 'pressure_level',
+  streamCuts: 'http2_stream_cuts_total',
 })
 
 /**
@@ -57,6 +59,7 @@ export class PrometheusInstruments {
   readonly #handshake: Histogram<string>
   readonly #rejected: Counter<string>
   readonly #closed: Counter<string>
+  readonly #streamCuts: Counter<string>
   readonly #requests: Histogram<string>
   readonly #bytes: Histogram<string>
   readonly #phase: Histogram<string>
@@ -127,6 +130,12 @@ export class PrometheusInstruments {
       labelNames: ['reason'],
       registers,
     })
+    this.#streamCuts = new Counter({
+      name: n(METRIC_NAMES.streamCuts),
+      help: 'HTTP/2 streams reset by a per-stream limit (the session goes on), by reason; counted when the session closes.',
+      labelNames: ['reason'],
+      registers,
+    })
     this.#requests = new Histogram({
       name: n(METRIC_NAMES.connectionRequests),
       help: 'Requests (HTTP/2: streams) per connection, counted at close; rejected connections excluded.',
@@ -152,6 +161,7 @@ export class PrometheusInstruments {
     // increment of a series that appears with it.
     for (const reason of CLOSE_REASONS) this.#closed.inc({ reason }, 0)
     for (const reason of REJECT_REASONS) this.#rejected.inc({ reason }, 0)
+    for (const reason of STREAM_CUT_REASONS) this.#streamCuts.inc({ reason }, 0)
   }
 
   /** One closed connection. */
@@ -179,6 +189,10 @@ export class PrometheusInstruments {
         : { tls_version: m.tlsVersion ?? 'other' }
       if (port !== undefined) handshake.port = port
       this.#handshake.observe(handshake, m.handshake)
+    }
+    if (m.streamCuts !== null) {
+      for (const [reason, count] of Object.entries(m.streamCuts))
+        this.#streamCuts.inc({ reason }, count)
     }
     this.#requests.observe(base, m.requests)
     this.#bytes.observe({ direction: 'receive', ...base }, m.bytesReceived)
