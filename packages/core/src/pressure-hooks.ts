@@ -1,5 +1,6 @@
 import { pressureChannel } from './channels.js'
 import type { CloseReason } from './close-reasons.js'
+import { cutConnection } from './cut.js'
 import { type Pressure, processConnections } from './pressure.js'
 import type { ConnectionRecord } from './record.js'
 import { displacementVictim, shedSweep } from './shed.js'
@@ -46,7 +47,7 @@ export function pressureAdmit(
 /** Closes `rec` for pressure and counts it out of the live connections at once. */
 export function shed(t: ConnectionTracker, rec: ConnectionRecord): void {
   const fresh = rec.pendingReason === null
-  t._cut(rec, 'shed_under_pressure')
+  cutConnection(t, rec, 'shed_under_pressure')
   if (fresh && rec.pendingReason === 'shed_under_pressure' && t._pressure !== null) {
     t._pressure.shedPending++
     processConnections.live--

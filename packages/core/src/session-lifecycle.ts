@@ -1,6 +1,7 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { streamCutChannel } from './channels.js'
+import { rotateConnection } from './cut.js'
 import { pingAcked, startPing } from './ping.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import { closeStream, openStream, type StreamCutReason, type StreamGuard } from './streams.js'
@@ -52,7 +53,7 @@ export function streamOpened(
   if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
   const o = t.options
   if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
-    t._rotate(rec, 'max_requests_per_connection')
+    rotateConnection(rec, 'max_requests_per_connection')
   }
   if (rec.inFlight === 1) {
     t._setPhase(rec, null, 0, 0)

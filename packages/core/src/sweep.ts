@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import { cutConnection, rotateConnection } from './cut.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
 import { checkRates } from './rates.js'
@@ -59,7 +60,7 @@ export function sweepDue(t: ConnectionTracker, now: number, until: number): numb
       if (rec.pingCheckAt <= now) {
         const step = checkPing(rec, o, now)
         if (step === 'timeout') {
-          t._cut(rec, 'ping_timeout')
+          cutConnection(t, rec, 'ping_timeout')
           cut++
           continue
         }
@@ -72,7 +73,7 @@ export function sweepDue(t: ConnectionTracker, now: number, until: number): numb
         failed = checkStreams(rec, now, o.sweepInterval, t._onStreamFailed)
       }
       if (failed !== null) {
-        t._cut(rec, failed)
+        cutConnection(t, rec, failed)
         cut++
         continue
       }
@@ -88,7 +89,7 @@ export function sweepDue(t: ConnectionTracker, now: number, until: number): numb
       t._requestBegin(rec, now)
       continue
     }
-    t._cut(rec, kind)
+    cutConnection(t, rec, kind)
     cut++
   }
   if (t._pressure !== null) cut += pressureSweep(t, t._pressure, now)
@@ -98,10 +99,10 @@ export function sweepDue(t: ConnectionTracker, now: number, until: number): numb
 function ageReached(t: ConnectionTracker, rec: ConnectionRecord): void {
   rec.ageDeadlineAt = INFINITY
   if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
-    t._rotate(rec, 'max_connection_age')
+    rotateConnection(rec, 'max_connection_age')
   }
   // An upgraded connection (a WebSocket) is the application's to end.
-  else if (rec.state !== 'upgraded') t._cut(rec, 'max_connection_age')
+  else if (rec.state !== 'upgraded') cutConnection(t, rec, 'max_connection_age')
 }
 
 /** TLS connections with no byte yet move to `handshaking` once bytes flow. */

@@ -5,6 +5,7 @@ import { Admission } from './admission.js'
 import { closeChannel, openChannel, transitionChannel } from './channels.js'
 import { classifyClose, readEndState } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
+import { cutConnection, rotateConnection } from './cut.js'
 import { DeadlineQueue } from './deadline-queue.js'
 import { Drain, type DrainResult } from './drain.js'
 import { TrackerClosedError } from './errors.js'
@@ -36,11 +37,6 @@ import { overrideStream, type StreamCutReason, type StreamGuard, streamsDueAt } 
 import { startSweeper, sweepDue } from './sweep.js'
 
 const INFINITY = Number.POSITIVE_INFINITY
-/**
- * A session cut with GOAWAY gets two sweeps to flush it and close before it is destroyed:
- * enough for the frame to leave, short enough that a stalled header block holds nothing.
- */
-const SESSION_CLOSE_GRACE_SWEEPS = 2
 
 /** Live connections by state, and closes by reason since the tracker was created. */
 export interface Snapshot {
@@ -100,7 +96,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** @internal Pressure's way of closing: its own reason counts the connection out at once. */
   readonly _victim = (rec: ConnectionRecord, reason: CloseReason): void => {
     if (reason === 'shed_under_pressure') shed(this, rec)
-    else this._cut(rec, reason)
+    else cutConnection(this, rec, reason)
   }
   /** @internal While idle connections are polled (no parser hook), bytes since the last response are a request. */
   readonly _idleBytesMoved = (rec: ConnectionRecord): boolean =>
@@ -239,16 +235,16 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     for (const rec of [...this._records]) {
       if (rec.state === 'active' || rec.state === 'upgraded') {
         drain.wait(rec)
-        if (rec.state === 'active') this._rotate(rec, 'app_shutdown')
+        if (rec.state === 'active') rotateConnection(rec, 'app_shutdown')
       } else {
         drain.closedAtOnce()
-        this._cut(rec, 'app_shutdown')
+        cutConnection(this, rec, 'app_shutdown')
       }
     }
     drain.arm(ms, () => {
       for (const rec of [...this._records]) {
         drain.forced(rec)
-        this._cut(rec, 'app_shutdown_timeout')
+        cutConnection(this, rec, 'app_shutdown_timeout')
       }
     })
     drain.settle(this._records.size)
@@ -572,52 +568,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (this.listenerCount('transition') > 0) this._safeEmit('transition', rec, from, to)
     if (transitionChannel.hasSubscribers)
       transitionChannel.publish({ record: rec, from, to, tracker: this })
-  }
-
-  /** @internal Cuts now: the reason first, then the binding closes the connection. */
-  _cut(rec: ConnectionRecord, reason: CloseReason): void {
-    // A session sent GOAWAY for rotation or drain is still open: a later cut
-    // (the drain timeout, a dead peer) is what actually ends it.
-    if (
-      rec.session !== null &&
-      rec.pendingReason !== null &&
-      rec.pendingReason === rec.rotateReason
-    ) {
-      rec.pendingReason = reason
-    } else {
-      rec.pendingReason ??= reason
-    }
-    rec.phaseDeadlineAt = INFINITY
-    rec.requestDeadlineAt = INFINITY
-    rec.ageDeadlineAt = INFINITY
-    rec.rateCheckAt = INFINITY
-    rec.pingCheckAt = INFINITY
-    if (rec.streams !== null) rec.streams.dueAt = INFINITY
-    this._queue.remove(rec)
-    this._awaitingBytes.delete(rec)
-    rec.binding?.cut(rec, reason)
-    const raw = rec.rawSocket
-    if (rec.session !== null && raw !== null && !raw.destroyed) {
-      // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends), and
-      // a session Node destroys after our GOAWAY may leave its socket open (it ends it and
-      // waits for the peer, measured under TLS with HPACK garbage and a peer that reset):
-      // if the connection is still there a moment later, the next cut destroys it.
-      rec.phaseDeadlineAt = this._now() + SESSION_CLOSE_GRACE_SWEEPS * this.options.sweepInterval
-      this._queue.schedule(rec, rec.phaseDeadlineAt)
-    }
-  }
-
-  /** @internal Close after the response in flight: it says `Connection: close` if its head is not out yet. */
-  _rotate(rec: ConnectionRecord, reason: CloseReason): void {
-    rec.rotateReason ??= reason
-    if (rec.session !== null) {
-      // HTTP/2: GOAWAY; streams in flight finish, no new one starts, then it closes.
-      rec.pendingReason ??= reason
-      rec.binding?.goaway(rec)
-      return
-    }
-    const res = rec.res
-    if (res !== null && !res.headersSent) res.shouldKeepAlive = false
   }
 
   #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
