@@ -5,6 +5,7 @@ import { type Pressure, processConnections } from './pressure.js'
 import type { ConnectionRecord } from './record.js'
 import { displacementVictim, shedSweep } from './shed.js'
 import type { ConnectionTracker } from './tracker.js'
+import { safeEmit } from './tracker-events.js'
 
 /**
  * Where pressure (`pressure.ts`, `shed.ts`) meets the tracker: the live count it
@@ -59,7 +60,7 @@ export function pressureSweep(t: ConnectionTracker, p: Pressure, now: number): n
   const live = liveConnections(t)
   if (p.update(now, live)) {
     const state = p.snapshot(live)
-    if (t.listenerCount('pressure') > 0) t._safeEmit('pressure', state)
+    if (t.listenerCount('pressure') > 0) safeEmit(t, 'pressure', state)
     if (pressureChannel.hasSubscribers) pressureChannel.publish({ ...state, tracker: t })
   }
   p.trackAddresses(t._records)

@@ -6,6 +6,7 @@ import { pingAcked, startPing } from './ping.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
 import { closeStream, openStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
+import { safeEmit } from './tracker-events.js'
 
 /**
  * HTTP/2 on the tracker's side: the session is the connection, a stream is a
@@ -94,7 +95,7 @@ export function cutStream(t: ConnectionTracker, g: StreamGuard, reason: StreamCu
   cuts[reason] = (cuts[reason] ?? 0) + 1
   const streamId = g.stream.id ?? 0
   rec.binding?.resetStream(g)
-  if (t.listenerCount('streamCut') > 0) t._safeEmit('streamCut', rec, reason, streamId)
+  if (t.listenerCount('streamCut') > 0) safeEmit(t, 'streamCut', rec, reason, streamId)
   if (streamCutChannel.hasSubscribers)
     streamCutChannel.publish({ record: rec, reason, streamId, tracker: t })
 }

@@ -35,6 +35,9 @@ import { cutStream } from './session-lifecycle.js'
 import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
 import { overrideStream, type StreamCutReason, type StreamGuard, streamsDueAt } from './streams.js'
 import { startSweeper, sweepDue } from './sweep.js'
+import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
+
+export type { ConnectionTrackerEvents }
 
 const INFINITY = Number.POSITIVE_INFINITY
 
@@ -51,16 +54,6 @@ export interface Snapshot {
   closedByReason: Partial<Record<CloseReason, number>>
   /** The pressure level and its signals; null when the `pressure` option is off. */
   pressure: PressureSnapshot | null
-}
-
-export interface ConnectionTrackerEvents {
-  open: [record: ConnectionRecord]
-  transition: [record: ConnectionRecord, from: ConnectionState, to: ConnectionState]
-  close: [record: ConnectionRecord]
-  /** The pressure level moved by 0.05 or more, reached or left 0 or 1, or shedding started or stopped. */
-  pressure: [state: PressureSnapshot]
-  /** HTTP/2: the guard reset one stream of the session (RST_STREAM); the session goes on. */
-  streamCut: [record: ConnectionRecord, reason: StreamCutReason, streamId: number]
 }
 
 /**
@@ -565,33 +558,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (to !== 'closed') (this.#counts[liveStateIndex(to)] as number)++
     rec.stateSince = now
     rec.state = to
-    if (this.listenerCount('transition') > 0) this._safeEmit('transition', rec, from, to)
+    if (this.listenerCount('transition') > 0) safeEmit(this, 'transition', rec, from, to)
     if (transitionChannel.hasSubscribers)
       transitionChannel.publish({ record: rec, from, to, tracker: this })
   }
 
   #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
-    if (this.listenerCount(event) > 0) this._safeEmit(event, rec)
+    if (this.listenerCount(event) > 0) safeEmit(this, event, rec)
     if (channel.hasSubscribers) channel.publish({ record: rec, tracker: this })
-  }
-
-  /**
-   * @internal A listener that throws must not leave a record half-updated: every
-   * bookkeeping step is done before emitting, and the error is re-thrown on
-   * the next tick, where it surfaces as any uncaught exception would.
-   */
-  _safeEmit(event: keyof ConnectionTrackerEvents, ...args: unknown[]): void {
-    // Each listener on its own: one that throws must not hide the event from the
-    // listeners after it (exporters, the close log, the live view).
-    for (const listener of this.rawListeners(event) as ((...a: unknown[]) => unknown)[]) {
-      try {
-        listener.apply(this, args)
-      } catch (err) {
-        process.nextTick(() => {
-          throw err
-        })
-      }
-    }
   }
 }
 
