@@ -48,6 +48,9 @@ function makeTracker(options = {}) {
     ping() {},
     goaway() {},
     detach() {},
+    listenEnd() {
+      return null
+    },
   }
   return { tracker, clock, binding }
 }
@@ -264,6 +267,9 @@ function requestBookkeeping(n) {
     ping() {},
     goaway() {},
     detach() {},
+    listenEnd() {
+      return null
+    },
   }
   const handle = { bytesRead: 0 }
   const recs = []

@@ -3,6 +3,12 @@ import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
 import { responseBlocked } from './progress.js'
 import type { ConnectionRecord, TlsInfo } from './record.js'
+import {
+  sessionPingAcked,
+  sessionStarted,
+  streamClosed,
+  streamOpened,
+} from './session-lifecycle.js'
 import type { StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 
@@ -67,14 +73,16 @@ export function bindSession(
         }
       : null
   // Never write to it: all closing goes through the session.
-  tracker._sessionStarted(rec, session, rec.rawSocket as Socket, tls)
+  sessionStarted(tracker, rec, session, rec.rawSocket as Socket, tls)
 }
 
 function onStream(this: MarkedSession, stream: ServerHttp2Stream): void {
   const rec = this[kSessionRecord]
   if (rec === undefined) return
-  const guard = rec.binding?.tracker._streamOpened(rec, stream)
-  if (guard == null) return
+  const tracker = rec.binding?.tracker
+  if (tracker === undefined) return
+  const guard = streamOpened(tracker, rec, stream)
+  if (guard === null) return
   ;(stream as MarkedStream)[kStreamGuard] = guard
   // A stream closes once: `on`, not `once`, spares a wrapper per stream.
   stream.on('close', onStreamClose)
@@ -85,7 +93,8 @@ function onStreamClose(this: MarkedStream): void {
   if (guard === undefined) return
   // Cleared, not deleted: `delete` would move every stream to a slow dictionary shape.
   this[kStreamGuard] = undefined
-  guard.rec.binding?.tracker._streamClosed(guard.rec, guard)
+  const tracker = guard.rec.binding?.tracker
+  if (tracker !== undefined) streamClosed(tracker, guard.rec, guard)
 }
 
 /**
@@ -115,7 +124,8 @@ export function pingSession(rec: ConnectionRecord): void {
   if (session === null || session.destroyed || session.closed) return
   try {
     session.ping((err, duration) => {
-      if (err == null) rec.binding?.tracker._pingAcked(rec, duration)
+      const tracker = rec.binding?.tracker
+      if (err == null && tracker !== undefined) sessionPingAcked(tracker, rec, duration)
     })
   } catch {
     // Too many PINGs outstanding, or the session is going: the timeout decides.

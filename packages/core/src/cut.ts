@@ -1,0 +1,66 @@
+import type { CloseReason } from './close-reasons.js'
+import type { ConnectionRecord } from './record.js'
+import type { ConnectionTracker } from './tracker.js'
+
+/**
+ * How the tracker ends a connection: at once (`cutConnection`), or after the
+ * response in flight (`rotateConnection`). Either way the reason is written on
+ * the record first, so it wins over whatever error the close then causes.
+ */
+
+const INFINITY = Number.POSITIVE_INFINITY
+/**
+ * A session cut with GOAWAY gets two sweeps to flush it and close before it is destroyed:
+ * enough for the frame to leave, short enough that a stalled header block holds nothing.
+ */
+const SESSION_CLOSE_GRACE_SWEEPS = 2
+
+/** Cuts now: the reason first, then the binding closes the connection. */
+export function cutConnection(
+  t: ConnectionTracker,
+  rec: ConnectionRecord,
+  reason: CloseReason,
+): void {
+  // A session sent GOAWAY for rotation or drain is still open: a later cut
+  // (the drain timeout, a dead peer) is what actually ends it.
+  if (
+    rec.session !== null &&
+    rec.pendingReason !== null &&
+    rec.pendingReason === rec.rotateReason
+  ) {
+    rec.pendingReason = reason
+  } else {
+    rec.pendingReason ??= reason
+  }
+  rec.phaseDeadlineAt = INFINITY
+  rec.requestDeadlineAt = INFINITY
+  rec.ageDeadlineAt = INFINITY
+  rec.rateCheckAt = INFINITY
+  rec.pingCheckAt = INFINITY
+  if (rec.streams !== null) rec.streams.dueAt = INFINITY
+  t._queue.remove(rec)
+  t._awaitingBytes.delete(rec)
+  rec.binding?.cut(rec, reason)
+  const raw = rec.rawSocket
+  if (rec.session !== null && raw !== null && !raw.destroyed) {
+    // GOAWAY waits for streams only nghttp2 knows of (a header block that never ends), and
+    // a session Node destroys after our GOAWAY may leave its socket open (it ends it and
+    // waits for the peer, measured under TLS with HPACK garbage and a peer that reset):
+    // if the connection is still there a moment later, the next cut destroys it.
+    rec.phaseDeadlineAt = t._now() + SESSION_CLOSE_GRACE_SWEEPS * t.options.sweepInterval
+    t._queue.schedule(rec, rec.phaseDeadlineAt)
+  }
+}
+
+/** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
+export function rotateConnection(rec: ConnectionRecord, reason: CloseReason): void {
+  rec.rotateReason ??= reason
+  if (rec.session !== null) {
+    // HTTP/2: GOAWAY; streams in flight finish, no new one starts, then it closes.
+    rec.pendingReason ??= reason
+    rec.binding?.goaway(rec)
+    return
+  }
+  const res = rec.res
+  if (res !== null && !res.headersSent) res.shouldKeepAlive = false
+}

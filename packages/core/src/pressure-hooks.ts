@@ -1,0 +1,72 @@
+import { pressureChannel } from './channels.js'
+import type { CloseReason } from './close-reasons.js'
+import { cutConnection } from './cut.js'
+import { type Pressure, processConnections } from './pressure.js'
+import type { ConnectionRecord } from './record.js'
+import { displacementVictim, shedSweep } from './shed.js'
+import type { ConnectionTracker } from './tracker.js'
+import { safeEmit } from './tracker-events.js'
+
+/**
+ * Where pressure (`pressure.ts`, `shed.ts`) meets the tracker: the live count it
+ * measures, its say at accept, closing for it, and its pass once per sweep.
+ */
+
+/** Live connections, less those shed and waiting for their close (their descriptor is gone). */
+export function liveConnections(t: ConnectionTracker): number {
+  return t._records.size - (t._pressure?.shedPending ?? 0)
+}
+
+/**
+ * Pressure's say at accept: an address over its share is refused; above the connection
+ * limit, the oldest unproductive connection makes room, if there is one and no other
+ * cap refuses the new connection anyway.
+ */
+export function pressureAdmit(
+  t: ConnectionTracker,
+  p: Pressure,
+  rec: ConnectionRecord,
+  refused: CloseReason | null,
+  handshaking: number,
+  now: number,
+): CloseReason | null {
+  const full = refused === 'max_concurrent_connections_exceeded'
+  if ((refused === null || full) && p.perIp !== null && p.fair) {
+    const share = p.ipShare()
+    if (share > 0 && (p.perIp.get(rec.remoteAddress ?? '') ?? 0) > share)
+      return 'shed_under_pressure'
+  }
+  if (!full || !p.options.displace) return refused
+  const other = t._admission.recheck(rec, handshaking)
+  if (other !== null) return other
+  const victim = displacementVictim(t._records, now, p)
+  if (victim === null) return refused
+  shed(t, victim)
+  return null
+}
+
+/** Closes `rec` for pressure and counts it out of the live connections at once. */
+export function shed(t: ConnectionTracker, rec: ConnectionRecord): void {
+  const fresh = rec.pendingReason === null
+  cutConnection(t, rec, 'shed_under_pressure')
+  if (fresh && rec.pendingReason === 'shed_under_pressure' && t._pressure !== null) {
+    t._pressure.shedPending++
+    processConnections.live--
+  }
+}
+
+/** Once per sweep: the level, and while it is above 0, shrunken deadlines and shedding. */
+export function pressureSweep(t: ConnectionTracker, p: Pressure, now: number): number {
+  const live = liveConnections(t)
+  if (p.update(now, live)) {
+    const state = p.snapshot(live)
+    if (t.listenerCount('pressure') > 0) safeEmit(t, 'pressure', state)
+    if (pressureChannel.hasSubscribers) pressureChannel.publish({ ...state, tracker: t })
+  }
+  p.trackAddresses(t._records)
+  if (p.level === 0 && p.perIp === null) {
+    if (p.spare.length > 0) p.spare = []
+    return 0
+  }
+  return shedSweep(t._records, t._queue, now, t.options, p, t._idleBytesMoved, t._victim)
+}

@@ -1,0 +1,101 @@
+import type { Http2Session, ServerHttp2Stream } from 'node:http2'
+import type { Socket } from 'node:net'
+import { streamCutChannel } from './channels.js'
+import { rotateConnection } from './cut.js'
+import { pingAcked, startPing } from './ping.js'
+import type { ConnectionRecord, TlsInfo } from './record.js'
+import { closeStream, openStream, type StreamCutReason, type StreamGuard } from './streams.js'
+import type { ConnectionTracker } from './tracker.js'
+import { safeEmit } from './tracker-events.js'
+
+/**
+ * HTTP/2 on the tracker's side: the session is the connection, a stream is a
+ * request (`active` while one is open, `idle` while none is), PING ACKs, and a
+ * stream cut on its own. The binding (`http2.ts`) calls these from Node's events.
+ */
+
+/**
+ * An HTTP/2 session started on the connection (after TLS, or at accept for
+ * h2c): it is established, and idle until its first stream.
+ */
+export function sessionStarted(
+  t: ConnectionTracker,
+  rec: ConnectionRecord,
+  session: Http2Session,
+  httpSocket: Socket,
+  tls: TlsInfo | null,
+): void {
+  if (rec.state === 'closed') return
+  rec.session = session
+  rec.httpVersion = '2.0'
+  if (tls !== null) t._established(rec, httpSocket, tls)
+  else if (rec.httpSocket === null) rec.httpSocket = httpSocket
+  const now = t._now()
+  startPing(rec, t.options, now)
+  if (rec.state === 'new') {
+    t._setPhase(rec, 'request_headers_timeout', t.options.headersTimeout, rec.establishedAtClock)
+    t._transition(rec, 'idle', now)
+  }
+  t._reschedule(rec)
+}
+
+/** An HTTP/2 stream opened (its headers are complete); returns its guard. */
+export function streamOpened(
+  t: ConnectionTracker,
+  rec: ConnectionRecord,
+  stream: ServerHttp2Stream,
+): StreamGuard | null {
+  if (rec.state === 'closed') return null
+  const now = t._now()
+  const guard = openStream(rec, stream, t.options, now)
+  rec.requests++
+  rec.inFlight++
+  if (rec.inFlight > rec.peakConcurrentStreams) rec.peakConcurrentStreams = rec.inFlight
+  if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
+  const o = t.options
+  if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
+    rotateConnection(rec, 'max_requests_per_connection')
+  }
+  if (rec.inFlight === 1) {
+    t._setPhase(rec, null, 0, 0)
+    t._transition(rec, 'active', now)
+  }
+  t._reschedule(rec)
+  return guard
+}
+
+/** An HTTP/2 stream closed. */
+export function streamClosed(
+  t: ConnectionTracker,
+  rec: ConnectionRecord,
+  guard: StreamGuard,
+): void {
+  closeStream(rec, guard)
+  if (rec.state === 'closed' || rec.inFlight === 0) return
+  rec.inFlight--
+  // Streams torn down with a session we cut, or that died: the record keeps its state.
+  if (rec.inFlight > 0 || rec.pendingReason !== null || rec.session?.destroyed === true) return
+  const now = t._now()
+  t._setPhase(rec, 'keep_alive_timeout', t.options.keepAliveTimeout, now)
+  t._transition(rec, 'idle', now)
+}
+
+/** The ACK of our PING came back. */
+export function sessionPingAcked(t: ConnectionTracker, rec: ConnectionRecord, rtt: number): void {
+  if (rec.state === 'closed') return
+  pingAcked(rec, t.options, rtt, t._now())
+  t._reschedule(rec)
+}
+
+/** One stream failed a limit: reset it, count it on the record, report it. */
+export function cutStream(t: ConnectionTracker, g: StreamGuard, reason: StreamCutReason): void {
+  const rec = g.rec
+  rec.streamCuts ??= {}
+  const cuts = rec.streamCuts
+  cuts[reason] = (cuts[reason] ?? 0) + 1
+  const streamId = g.stream.id ?? 0
+  rec.binding?.resetStream(g)
+  if (t.listenerCount('streamCut') > 0) safeEmit(t, 'streamCut', rec, reason, streamId)
+  if (streamCutChannel.hasSubscribers)
+    streamCutChannel.publish({ record: rec, reason, streamId, tracker: t })
+}

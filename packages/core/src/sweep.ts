@@ -1,0 +1,130 @@
+import { performance } from 'node:perf_hooks'
+import { cutConnection, rotateConnection } from './cut.js'
+import { checkPing } from './ping.js'
+import { pressureSweep } from './pressure-hooks.js'
+import { checkRates } from './rates.js'
+import type { ConnectionRecord, DeadlineKind } from './record.js'
+import { checkStreams, streamsDueAt } from './streams.js'
+import type { ConnectionTracker } from './tracker.js'
+
+/**
+ * The sweep: everything due in the tracker's deadline heap, the polls that are
+ * O(connections) by design (TLS connections with no byte yet; idle connections
+ * when the parser hook is missing), and pressure's pass; and the sweeper that
+ * runs it every `sweepInterval`.
+ */
+
+const INFINITY = Number.POSITIVE_INFINITY
+/** Longest stretch, in wall ms, one timed sweep runs before yielding to I/O. */
+const SWEEP_SLICE_MS = 4
+
+/**
+ * Starts the tracker's one sweeper (unref'd). Its sweeps run in slices: closing a
+ * TLS connection costs ~0.1 ms of CPU (measured), so a sweep that finds hundreds of
+ * stalled handshakes at once (an attack) would block the event loop for tens of ms
+ * and every healthy request with it. After `SWEEP_SLICE_MS` the rest waits for the
+ * next turn of the loop (`setImmediate`), behind the I/O that queued meanwhile.
+ */
+export function startSweeper(t: ConnectionTracker): NodeJS.Timeout {
+  const timedSweep = (): void => {
+    if (t.closed) return
+    if (sweepDue(t, t._now(), performance.now() + SWEEP_SLICE_MS) < 0) {
+      setImmediate(timedSweep).unref()
+    }
+  }
+  const sweeper = setInterval(timedSweep, t.options.sweepInterval)
+  sweeper.unref()
+  return sweeper
+}
+
+/**
+ * Enforces what is due at `now`. Returns the count cut, or -1 when it stopped at
+ * `until` (wall ms; `Infinity` does everything due at once) with more due.
+ */
+export function sweepDue(t: ConnectionTracker, now: number, until: number): number {
+  if (t._awaitingBytes.size > 0) pollHandshakes(t, now)
+  if (t._pollIdle) pollRequests(t, now)
+  const queue = t._queue
+  const o = t.options
+  let cut = 0
+  let handled = 0
+  for (let rec = queue.popExpired(now); rec !== undefined; rec = queue.popExpired(now)) {
+    // The wall clock is read every 8 entries: reading it costs more than most steps.
+    if (until !== INFINITY && (++handled & 7) === 0 && performance.now() >= until) {
+      queue.schedule(rec, rec.deadlineAt)
+      return -1
+    }
+    if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
+      // Not a deadline: connection age or a rate check.
+      if (rec.ageDeadlineAt <= now) ageReached(t, rec)
+      if (rec.pingCheckAt <= now) {
+        const step = checkPing(rec, o, now)
+        if (step === 'timeout') {
+          cutConnection(t, rec, 'ping_timeout')
+          cut++
+          continue
+        }
+        if (step === 'send') rec.binding?.ping(rec)
+      }
+      let failed = rec.rateCheckAt <= now ? checkRates(rec, now, o.sweepInterval) : null
+      if (failed === null && streamsDueAt(rec) <= now) {
+        // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
+        // client takes no byte at all.
+        failed = checkStreams(rec, now, o.sweepInterval, t._onStreamFailed)
+      }
+      if (failed !== null) {
+        cutConnection(t, rec, failed)
+        cut++
+        continue
+      }
+      t._reschedule(rec)
+      continue
+    }
+    const kind: DeadlineKind =
+      rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
+    // Without the parser hook, a request whose first byte arrived since the
+    // last poll is not idle. With it, bytes the hook did not report are not a
+    // request (a stray CRLF between requests, which the parser skips).
+    if (kind === 'keep_alive_timeout' && t._idleBytesMoved(rec)) {
+      t._requestBegin(rec, now)
+      continue
+    }
+    cutConnection(t, rec, kind)
+    cut++
+  }
+  if (t._pressure !== null) cut += pressureSweep(t, t._pressure, now)
+  return cut
+}
+
+function ageReached(t: ConnectionTracker, rec: ConnectionRecord): void {
+  rec.ageDeadlineAt = INFINITY
+  if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
+    rotateConnection(rec, 'max_connection_age')
+  }
+  // An upgraded connection (a WebSocket) is the application's to end.
+  else if (rec.state !== 'upgraded') cutConnection(t, rec, 'max_connection_age')
+}
+
+/** TLS connections with no byte yet move to `handshaking` once bytes flow. */
+function pollHandshakes(t: ConnectionTracker, now: number): void {
+  const awaiting = t._awaitingBytes
+  for (const rec of awaiting) {
+    const raw = rec.rawSocket
+    if (raw !== null && raw.bytesRead > 0) {
+      awaiting.delete(rec)
+      if (rec.state === 'new') t._transition(rec, 'handshaking', now)
+    }
+  }
+}
+
+/** Fallback when the parser hook is unavailable: O(idle) per sweep. */
+function pollRequests(t: ConnectionTracker, now: number): void {
+  for (const rec of t._records) {
+    const socket = rec.httpSocket
+    // HTTP/2 sessions read PING ACKs and SETTINGS while idle: never an HTTP/1 request.
+    if (socket === null || rec.inFlight > 0 || rec.session !== null) continue
+    if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== rec.bytesReadAtIdle) {
+      t._requestBegin(rec, now)
+    }
+  }
+}
