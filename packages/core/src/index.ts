@@ -55,6 +55,7 @@ export {
   REQUEST_BUCKETS,
   TIME_BUCKETS,
 } from './measures.js'
+export { type ClosingTracker, feedClosedRecords } from './metrics-feed.js'
 export {
   type ConnectionTrackerOptions,
   clock as validateClock,

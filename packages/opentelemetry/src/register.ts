@@ -1,10 +1,10 @@
 import {
   type ClientTrackerLike,
+  type ClosingTracker,
   type ConnectionMeasures,
-  type ConnectionRecordLike,
   type ConnectionTracker,
+  feedClosedRecords,
   isClientTracker,
-  measureConnection,
 } from '@connguard/core'
 import type { MeterProvider } from '@opentelemetry/api'
 import { OpenTelemetryClientInstruments } from './client-instruments.js'
@@ -20,11 +20,6 @@ interface InstrumentSet {
   readonly trackers: Set<unknown>
   record(m: ConnectionMeasures): void
   remove(): void
-}
-/** Either tracker, as far as its 'close' event goes. */
-interface Closing {
-  on(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
-  off(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
 }
 
 /** The instrument sets per MeterProvider, so trackers registered on one provider share one. */
@@ -58,7 +53,7 @@ export function registerOpenTelemetry(
       return new OpenTelemetryClientInstruments(meterProvider)
     })
   }
-  return feed(serverSets, meterProvider, tracker, tracker as unknown as Closing, () => {
+  return feed(serverSets, meterProvider, tracker, tracker as unknown as ClosingTracker, () => {
     return new OpenTelemetryInstruments(meterProvider)
   })
 }
@@ -67,7 +62,7 @@ function feed<S extends InstrumentSet>(
   sets: WeakMap<MeterProvider, S>,
   meterProvider: MeterProvider,
   tracker: object,
-  events: Closing,
+  events: ClosingTracker,
   create: () => S,
 ): StopMetrics {
   const existing = sets.get(meterProvider)
@@ -76,30 +71,13 @@ function feed<S extends InstrumentSet>(
   sets.set(meterProvider, instruments)
   instruments.trackers.add(tracker)
 
-  let warned = false
-  const onClose = (rec: ConnectionRecordLike): void => {
-    try {
-      instruments.record(measureConnection(rec))
-    } catch (err) {
-      // A listener that throws is re-thrown by the tracker as an uncaught exception: a
-      // metrics fault must not take the process down with it. Say so once.
-      if (!warned) {
-        warned = true
-        process.emitWarning(
-          `connguard: recording a closed connection's metrics failed: ${String(err)}`,
-          'ConnguardWarning',
-          'CONNGUARD_METRICS_FAILED',
-        )
-      }
-    }
-  }
-  events.on('close', onClose)
+  const unfeed = feedClosedRecords(events, (m) => instruments.record(m))
 
   let stopped = false
   return () => {
     if (stopped) return
     stopped = true
-    events.off('close', onClose)
+    unfeed()
     instruments.trackers.delete(tracker)
     if (instruments.trackers.size === 0) {
       if (sets.get(meterProvider) === instruments) sets.delete(meterProvider)

@@ -1,10 +1,10 @@
 import {
   type ClientTrackerLike,
+  type ClosingTracker,
   type ConnectionMeasures,
-  type ConnectionRecordLike,
   type ConnectionTracker,
+  feedClosedRecords,
   isClientTracker,
-  measureConnection,
 } from '@connguard/core'
 import type { Registry } from 'prom-client'
 import { PrometheusClientInstruments } from './client-instruments.js'
@@ -23,11 +23,6 @@ interface MetricSet {
   remove(): void
 }
 type SetsByPrefix<S> = WeakMap<Registry, Map<string, S>>
-/** Either tracker, as far as its 'close' event goes. */
-interface Closing {
-  on(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
-  off(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
-}
 
 /** The metric sets per registry and prefix, so trackers registered on one registry share one. */
 const serverSets: SetsByPrefix<PrometheusInstruments> = new WeakMap()
@@ -61,7 +56,7 @@ export function registerPrometheus(
       return new PrometheusClientInstruments(registry, prefix)
     })
   }
-  return feed(serverSets, registry, prefix, tracker, tracker as unknown as Closing, () => {
+  return feed(serverSets, registry, prefix, tracker, tracker as unknown as ClosingTracker, () => {
     return new PrometheusInstruments(registry, prefix)
   })
 }
@@ -71,7 +66,7 @@ function feed<S extends MetricSet>(
   registry: Registry,
   prefix: string,
   tracker: object,
-  events: Closing,
+  events: ClosingTracker,
   create: () => S,
 ): StopMetrics {
   let byPrefix = sets.get(registry)
@@ -88,30 +83,13 @@ function feed<S extends MetricSet>(
   prefixes.set(prefix, instruments)
   instruments.trackers.add(tracker)
 
-  let warned = false
-  const onClose = (rec: ConnectionRecordLike): void => {
-    try {
-      instruments.record(measureConnection(rec))
-    } catch (err) {
-      // A listener that throws is re-thrown by the tracker as an uncaught exception: a
-      // metrics fault must not take the process down with it. Say so once.
-      if (!warned) {
-        warned = true
-        process.emitWarning(
-          `connguard: recording a closed connection's metrics failed: ${String(err)}`,
-          'ConnguardWarning',
-          'CONNGUARD_METRICS_FAILED',
-        )
-      }
-    }
-  }
-  events.on('close', onClose)
+  const unfeed = feedClosedRecords(events, (m) => instruments.record(m))
 
   let stopped = false
   return () => {
     if (stopped) return
     stopped = true
-    events.off('close', onClose)
+    unfeed()
     instruments.trackers.delete(tracker)
     if (instruments.trackers.size === 0) {
       if (prefixes.get(prefix) === instruments) prefixes.delete(prefix)

@@ -1,0 +1,39 @@
+import { type ConnectionMeasures, measureConnection } from './measures.js'
+import type { ConnectionRecordLike } from './record-shape.js'
+
+/** Either tracker, server or client, as far as its 'close' event goes. */
+export interface ClosingTracker {
+  on(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+  off(event: 'close', listener: (rec: ConnectionRecordLike) => void): unknown
+}
+
+/**
+ * Internal, for the exporters: hands every record `tracker` closes, measured, to `record`,
+ * until the returned function is called. A `record` that throws must not become an
+ * uncaught exception (the tracker re-throws a throwing listener): the error is swallowed
+ * and reported once per feed as a process warning (code `CONNGUARD_METRICS_FAILED`).
+ */
+export function feedClosedRecords(
+  tracker: ClosingTracker,
+  record: (measures: ConnectionMeasures) => void,
+): () => void {
+  let warned = false
+  const onClose = (rec: ConnectionRecordLike): void => {
+    try {
+      record(measureConnection(rec))
+    } catch (err) {
+      if (!warned) {
+        warned = true
+        process.emitWarning(
+          `connguard: recording a closed connection's metrics failed: ${String(err)}`,
+          'ConnguardWarning',
+          'CONNGUARD_METRICS_FAILED',
+        )
+      }
+    }
+  }
+  tracker.on('close', onClose)
+  return () => {
+    tracker.off('close', onClose)
+  }
+}
