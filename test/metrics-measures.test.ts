@@ -1,8 +1,10 @@
+import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import { ClientConnectionRecord } from '@connguard/client'
 import {
   type ClientTrackerLike,
   ConnectionRecord,
+  feedClosedRecords,
   isClientRecord,
   LIVE_STATES,
   measureConnection,
@@ -383,5 +385,41 @@ describe('measureConnection with client records (one mapping for both sides)', (
       'idle a.example:443 2 0',
       'idle b.example:8443 1.1 0',
     ])
+  })
+})
+
+describe("feedClosedRecords (the exporters' feed)", () => {
+  it('hands each closed record over measured; a recorder that throws is warned about once, never thrown', async () => {
+    const tracker = new EventEmitter()
+    const seen: string[] = []
+    let fail = false
+    const warnings: Error[] = []
+    const onWarning = (w: Error) => warnings.push(w)
+    process.on('warning', onWarning)
+    try {
+      const stop = feedClosedRecords(tracker, (m) => {
+        if (fail) throw new Error('recorder broke')
+        seen.push(m.reason)
+      })
+      tracker.emit('close', closed({ reason: 'keep_alive_timeout', stateAtClose: 'idle' }))
+      fail = true
+      expect(() => {
+        tracker.emit('close', closed({ reason: 'client_closed', stateAtClose: 'idle' }))
+        tracker.emit('close', closed({ reason: 'client_closed', stateAtClose: 'idle' }))
+      }).not.toThrow()
+      stop()
+      fail = false
+      tracker.emit('close', closed({ reason: 'server_closed', stateAtClose: 'idle' }))
+      expect(tracker.listenerCount('close')).toBe(0)
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(seen).toEqual(['keep_alive_timeout'])
+      const ours = warnings.filter(
+        (w) => (w as { code?: string }).code === 'CONNGUARD_METRICS_FAILED',
+      )
+      expect(ours).toHaveLength(1)
+      expect(ours[0]?.message).toContain('recorder broke')
+    } finally {
+      process.off('warning', onWarning)
+    }
   })
 })
