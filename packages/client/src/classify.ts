@@ -1,15 +1,5 @@
-import type { CloseReason } from '@connguard/core'
+import { type CloseReason, RESET_CODES } from '@connguard/core'
 import type { ClientConnectionRecord } from './record.js'
-
-/** Error codes that mean the network or the server tore the connection down (as in core). */
-const RESET_CODES = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'ECONNABORTED',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-])
 
 /** undici's request timers: it destroys the socket when one fires (HTTP/1.1). */
 const REQUEST_TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT'])

@@ -2,8 +2,8 @@ import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
 import type { ConnectionRecord } from './record.js'
 
-/** Error codes that mean the peer or the network tore the connection down. */
-const RESET_CODES = new Set([
+/** Error codes that mean the peer or the network tore the connection down (client and server alike). */
+export const RESET_CODES: ReadonlySet<string> = new Set([
   'ECONNRESET',
   'EPIPE',
   'ECONNABORTED',

@@ -1,3 +1,5 @@
+/** Internal, for @connguard/client: the error codes both sides read as a reset. */
+export { RESET_CODES } from './classify.js'
 export type { Clock } from './clock.js'
 export {
   type CloseLogger,
