@@ -5,25 +5,15 @@
  * Prometheus scrape shows the client metrics.
  */
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { beforeAll, expect, it } from 'vitest'
+import { buildIfMissing } from './helpers/build.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
 
-beforeAll(async () => {
-  const built = ['core', 'client', 'prometheus'].every((name) =>
-    existsSync(`${root}packages/${name}/dist/index.js`),
-  )
-  if (!built) {
-    await run('npx', ['-y', 'pnpm@10', '-r', '--filter', './packages/*', 'run', 'build'], {
-      cwd: root,
-      timeout: 240_000,
-    })
-  }
-}, 250_000)
+beforeAll(() => buildIfMissing(['core', 'client', 'prometheus']), 250_000)
 
 it('examples/client.mjs --smoke: plain undici stays stuck, connguard recovers, exit 0', async () => {
   const { stdout } = await run('node', ['examples/client.mjs', '--smoke'], {

@@ -3,25 +3,15 @@
  * example's self-test passes. They import the built packages, as a user would.
  */
 import { execFile } from 'node:child_process'
-import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { beforeAll, describe, expect, it } from 'vitest'
+import { buildIfMissing } from './helpers/build.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
 
-beforeAll(async () => {
-  const built = ['core', 'fastify', 'express'].every((name) =>
-    existsSync(`${root}packages/${name}/dist/index.js`),
-  )
-  if (!built) {
-    await run('npx', ['-y', 'pnpm@10', '-r', '--filter', './packages/*', 'run', 'build'], {
-      cwd: root,
-      timeout: 240_000,
-    })
-  }
-}, 250_000)
+beforeAll(() => buildIfMissing(['core', 'fastify', 'express']), 250_000)
 
 describe('examples', () => {
   it('the demo cuts every stuck client with its reason, spares the upload, and exits 0', async () => {

@@ -25,6 +25,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { buildIfMissing } from './helpers/build.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('..', import.meta.url))
@@ -162,13 +163,7 @@ function installedDir(fromPackage: string, dep: string): string {
 }
 
 beforeAll(async () => {
-  const built = cases.every(({ name }) => existsSync(join(root, 'packages', name, 'dist/index.js')))
-  if (!built) {
-    await run('npx', [...PNPM, '-r', '--filter', './packages/*', 'run', 'build'], {
-      cwd: root,
-      timeout: 240_000,
-    })
-  }
+  await buildIfMissing(cases.map(({ name }) => name))
   consumer = mkdtempSync(join(tmpdir(), 'connguard-pack-'))
   writeFileSync(join(consumer, 'package.json'), '{ "name": "consumer", "private": true }\n')
   writeFileSync(join(consumer, 'probe.mjs'), PROBE)
