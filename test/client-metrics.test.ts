@@ -19,20 +19,11 @@ import { ConnectionTracker, isClientTracker } from '@connguard/core'
 import {
   CLIENT_INSTRUMENT_NAMES,
   INSTRUMENT_NAMES,
-  METER_NAME,
   registerOpenTelemetry,
 } from '@connguard/opentelemetry'
 import { CLIENT_METRIC_NAMES, METRIC_NAMES, registerPrometheus } from '@connguard/prometheus'
 import type { Attributes } from '@opentelemetry/api'
-import {
-  AggregationTemporality,
-  type DataPoint,
-  type Histogram,
-  InMemoryMetricExporter,
-  MeterProvider,
-  type MetricData,
-  PeriodicExportingMetricReader,
-} from '@opentelemetry/sdk-metrics'
+import type { Histogram, MetricData } from '@opentelemetry/sdk-metrics'
 import { Registry } from 'prom-client'
 import { type Agent, request } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -44,6 +35,7 @@ import {
   watchClient,
 } from './helpers/client.js'
 import { startRelay } from './helpers/http2.js'
+import { otelSdk, pointsOf, sameAttributes } from './helpers/otel.js'
 import { parseSamples, type Sample, sampleValue } from './helpers/prom-text.js'
 import { waitUntil } from './helpers/records.js'
 
@@ -71,33 +63,7 @@ async function get(url: string, dispatcher: Agent, timeoutMs = 5_000) {
   return { status: res.statusCode, body: await res.body.text() }
 }
 
-/** A MeterProvider whose `collect()` flushes through a periodic reader into memory. */
-function sdk() {
-  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
-  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
-  const provider = new MeterProvider({ readers: [reader] })
-  cleanups.push(() => provider.shutdown())
-  return {
-    provider,
-    async collect(): Promise<MetricData[]> {
-      exporter.reset()
-      await reader.forceFlush()
-      const last = exporter.getMetrics().at(-1)
-      return (last?.scopeMetrics ?? [])
-        .filter((s) => s.scope.name === METER_NAME)
-        .flatMap((s) => s.metrics)
-    },
-  }
-}
-
-const sameAttributes = (a: Attributes, b: Attributes): boolean => {
-  const keys = Object.keys(a)
-  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k])
-}
-
-/** The data points of `name` (none when the instrument is absent). */
-const pointsOf = (all: readonly MetricData[], name: string) =>
-  (all.find((m) => m.descriptor.name === name)?.dataPoints ?? []) as DataPoint<unknown>[]
+const sdk = () => otelSdk(cleanups)
 
 function otelValue<T = number>(
   all: readonly MetricData[],

@@ -26,14 +26,8 @@ import { performance } from 'node:perf_hooks'
 import type { TLSSocket } from 'node:tls'
 import type { CloseReason, ConnectionRecord, ConnectionTracker } from '@connguard/core'
 import { connguard } from '@connguard/fastify'
-import { INSTRUMENT_NAMES, METER_NAME, registerOpenTelemetry } from '@connguard/opentelemetry'
+import { INSTRUMENT_NAMES, registerOpenTelemetry } from '@connguard/opentelemetry'
 import { registerPrometheus } from '@connguard/prometheus'
-import {
-  AggregationTemporality,
-  InMemoryMetricExporter,
-  MeterProvider,
-  PeriodicExportingMetricReader,
-} from '@opentelemetry/sdk-metrics'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
@@ -60,6 +54,7 @@ import {
   startH2,
   stopH2Servers,
 } from './helpers/http2.js'
+import { otelSdk, pointsOf } from './helpers/otel.js'
 import { expectConsistentRecord, expectCutWithin, sleep, waitUntil } from './helpers/records.js'
 import { type Conn, openSocket } from './helpers/socket.js'
 import { tlsOptions } from './helpers/tls.js'
@@ -523,10 +518,9 @@ describe('HTTP/2 stream cuts in the metrics', () => {
     const { h2 } = await start({ requestTimeout: 300 }, false)
     const registry = new Registry()
     const stopPrometheus = registerPrometheus(h2.tracker, { registry })
-    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
-    const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
-    const provider = new MeterProvider({ readers: [reader] })
-    const stopOtel = registerOpenTelemetry(h2.tracker, { meterProvider: provider })
+    const shutdown: (() => Promise<void> | void)[] = []
+    const otel = otelSdk(shutdown)
+    const stopOtel = registerOpenTelemetry(h2.tracker, { meterProvider: otel.provider })
     try {
       const client = await connectH2(h2.origin)
       const rec = recordOf(h2, client.localPort)
@@ -540,19 +534,14 @@ describe('HTTP/2 stream cuts in the metrics', () => {
       expect(text).toContain('connguard_http2_stream_cuts_total{reason="request_timeout"} 1')
       expect(text).toContain('connguard_http2_stream_cuts_total{reason="min_response_data_rate"} 0')
 
-      await reader.forceFlush()
-      const metric = (exporter.getMetrics().at(-1)?.scopeMetrics ?? [])
-        .filter((m) => m.scope.name === METER_NAME)
-        .flatMap((m) => m.metrics)
-        .find((m) => m.descriptor.name === INSTRUMENT_NAMES.streamCuts)
-      const points = metric?.dataPoints ?? []
+      const points = pointsOf(await otel.collect(), INSTRUMENT_NAMES.streamCuts)
       expect(points).toHaveLength(1)
       expect(points[0]?.value).toBe(1)
       expect(points[0]?.attributes['connguard.close_reason']).toBe('request_timeout')
     } finally {
       stopPrometheus()
       stopOtel()
-      await provider.shutdown()
+      for (const fn of shutdown) await fn()
     }
   })
 })

@@ -10,21 +10,12 @@ import diagnosticsChannel from 'node:diagnostics_channel'
 import { type ConnectionRecord, ConnectionTracker, LIVE_STATES } from '@connguard/core'
 import {
   INSTRUMENT_NAMES,
-  METER_NAME,
   REQUEST_BUCKETS,
   registerOpenTelemetry,
   TIME_BUCKETS,
 } from '@connguard/opentelemetry'
 import { type Attributes, metrics } from '@opentelemetry/api'
-import {
-  AggregationTemporality,
-  type DataPoint,
-  type Histogram,
-  InMemoryMetricExporter,
-  MeterProvider,
-  type MetricData,
-  PeriodicExportingMetricReader,
-} from '@opentelemetry/sdk-metrics'
+import type { DataPoint, Histogram, MetricData } from '@opentelemetry/sdk-metrics'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { captureClientHello, getRequest, openSocket } from './helpers/clients.js'
 import { parseResponse } from './helpers/http-response.js'
@@ -33,6 +24,7 @@ import {
   runScriptedConnections,
   startMetricsServers,
 } from './helpers/metrics-scenario.js'
+import { otelSdk, sameAttributes } from './helpers/otel.js'
 import { waitUntil } from './helpers/records.js'
 
 const cleanups: (() => Promise<void> | void)[] = []
@@ -43,30 +35,7 @@ afterEach(async () => {
 const seconds = (ms: number | null): number => (ms ?? Number.NaN) / 1000
 const CUT_MIN = (DEADLINE - 20) / 1000
 
-/** A MeterProvider whose `collect()` flushes through a periodic reader into memory. */
-function sdk() {
-  const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
-  // The interval never fires during a test: collections are the explicit flushes below.
-  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 60_000 })
-  const provider = new MeterProvider({ readers: [reader] })
-  cleanups.push(() => provider.shutdown())
-  return {
-    provider,
-    async collect(): Promise<MetricData[]> {
-      exporter.reset()
-      await reader.forceFlush()
-      const last = exporter.getMetrics().at(-1)
-      return (last?.scopeMetrics ?? [])
-        .filter((s) => s.scope.name === METER_NAME)
-        .flatMap((s) => s.metrics)
-    },
-  }
-}
-
-const sameAttributes = (a: Attributes, b: Attributes): boolean => {
-  const keys = Object.keys(a)
-  return keys.length === Object.keys(b).length && keys.every((k) => a[k] === b[k])
-}
+const sdk = () => otelSdk(cleanups)
 
 function metric(all: readonly MetricData[], name: string): MetricData {
   const found = all.find((m) => m.descriptor.name === name)
