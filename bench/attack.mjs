@@ -16,14 +16,18 @@
  *
  *   node bench/attack.mjs [--seconds 30] [--rate 200] [--max 4000] [--legit 50] [--files 2048]
  *                         [--variants shedding,deadlines,bare] [--options '{"sweepInterval":50}']
- *                         [--repeat 3] [--cpu-prof dir]
+ *                         [--repeat 3] [--cpu-prof dir] [--pin]
+ *
+ * `--pin` (Linux, `taskset`, 2+ CPUs): the server on CPU 0, everything else (this process
+ * with the legitimate client, the attackers) on CPU 1, as when the attackers are other
+ * machines; without it all of them share every CPU and the server waits for one.
  *
  * Target: shedding keeps ≥ 99% success with p99 within 2× its no-attack value.
  */
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
 import https from 'node:https'
-import { tmpdir } from 'node:os'
+import { availableParallelism, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
@@ -49,6 +53,15 @@ export const VARIANTS = {
   shedding: {},
   deadlines: { pressure: false },
   bare: null,
+}
+
+const SERVER_CPU = 0
+const OTHERS_CPU = 1
+/** Moves every thread of `pid` to one CPU (`taskset -a`); throws when taskset fails. */
+function pin(pid, cpu) {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { timeout: 5_000 })
+  if (r.error !== undefined || r.status !== 0)
+    throw new Error(`taskset failed for pid ${pid}: ${r.error?.message ?? r.stderr}`)
 }
 
 const hasSlowhttptest = spawnSync('slowhttptest', ['-h'], { timeout: 5_000 }).error === undefined
@@ -164,6 +177,7 @@ async function runVariant(variant, o) {
   const args = base === null ? ['bare'] : ['guarded', JSON.stringify({ ...base, ...o.options })]
   const nodeArgs = o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.cpuProf}/${variant}`] : []
   const server = await startChild(serverScript, args, { nofile: o.files, nodeArgs })
+  if (o.pin) pin(server.child.pid, SERVER_CPU)
   const samples = []
   server.child.on('message', (m) => {
     if (m?.type === 'sample') samples.push(m)
@@ -235,7 +249,7 @@ function timeline(r, seconds) {
       sw.length ? Math.max(...sw.map((x) => x.acceptQueue)) : '-',
       sw.length ? sw.reduce((sum, x) => sum + (x.listenOverflows || 0), 0) : '-',
       r.variant !== 'bare' && sw.length
-        ? `${fmt(Math.max(...sw.map((x) => x.sweepMaxMs)), 1)} (${Math.max(...sw.map((x) => x.sweepMaxCut))})`
+        ? `${fmt(Math.max(...sw.map((x) => x.sweepMaxMs)), 1)} (${Math.max(...sw.map((x) => x.sweepMaxSlices))})`
         : '-',
       sv?.pressure ? fmt(Math.max(...sw.map((x) => x.pressure?.level ?? 0)), 2) : '-',
       sw.length ? fmt(Math.max(...sw.map((x) => x.gcMaxMs)), 1) : '-',
@@ -259,6 +273,7 @@ export async function main(argv) {
     options: args.options ? JSON.parse(args.options) : {},
     variants: String(args.variants ?? 'shedding,deadlines,bare').split(','),
     repeat: Number(args.repeat ?? 1),
+    pin: args.pin === true,
     cpuProf: args['cpu-prof']
       ? String(
           args['cpu-prof'] === true
@@ -270,6 +285,7 @@ export async function main(argv) {
   for (const v of o.variants) {
     if (!(v in VARIANTS)) throw new Error(`unknown variant ${v}; one of ${Object.keys(VARIANTS)}`)
   }
+  if (o.pin && availableParallelism() < 2) throw new Error('--pin needs 2 CPUs or more')
   console.log(`\n## Under attack (${machine()})`)
   console.log(
     `\nFastify HTTPS, server limited to ${o.files} open files; attackers open ` +
@@ -278,8 +294,14 @@ export async function main(argv) {
       `legitimate client: ${o.legit} req/s, each on a new TLS connection, ${LEGIT_TIMEOUT / 1000} s ` +
       `timeout. shedding = connguard's defaults (pressure on)${Object.keys(o.options).length ? ` + ${JSON.stringify(o.options)}` : ''}; ` +
       "deadlines = the same with pressure: false; bare = Fastify's defaults " +
-      '(Node: handshake 120 s, headers 60 s checked every 30 s).\n',
+      '(Node: handshake 120 s, headers 60 s checked every 30 s).' +
+      (o.pin
+        ? ` Pinned: the server alone on CPU ${SERVER_CPU}, the client and attackers on CPU ${OTHERS_CPU}.`
+        : '') +
+      '\n',
   )
+  // Children started from here on (the attackers) inherit CPU 1; each server moves to CPU 0.
+  if (o.pin) pin(process.pid, OTHERS_CPU)
   const results = []
   for (let i = 0; i < o.repeat; i++) {
     for (const variant of o.variants)
@@ -347,7 +369,7 @@ export async function main(argv) {
         'run-queue wait ms/s',
         'accept queue (max)',
         'listen overflows',
-        'longest sweep ms (cuts)',
+        'longest sweep slice ms (most slices in a sweep)',
         'pressure level (max)',
         'longest GC ms',
         'legit success',

@@ -56,7 +56,13 @@ export function shed(t: ConnectionTracker, rec: ConnectionRecord): void {
 }
 
 /** Once per sweep: the level, and while it is above 0, shrunken deadlines and shedding. */
-export function pressureSweep(t: ConnectionTracker, p: Pressure, now: number): number {
+export function pressureSweep(
+  t: ConnectionTracker,
+  p: Pressure,
+  now: number,
+  until: number,
+): number {
+  p.unfinished = false
   const live = liveConnections(t)
   if (p.update(now, live)) {
     const state = p.snapshot(live)
@@ -68,5 +74,16 @@ export function pressureSweep(t: ConnectionTracker, p: Pressure, now: number): n
     if (p.spare.length > 0) p.spare = []
     return 0
   }
-  return shedSweep(t._records, t._queue, now, t.options, p, t._idleBytesMoved, t._victim)
+  const closed = shedSweep(
+    t._records,
+    t._queue,
+    now,
+    t.options,
+    p,
+    t._idleBytesMoved,
+    t._victim,
+    until,
+  )
+  p.sweepCuts += closed
+  return closed
 }

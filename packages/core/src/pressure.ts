@@ -91,6 +91,10 @@ export class Pressure {
   unproductiveOnly = false
   /** Records this tracker cut with `shed_under_pressure` whose close has not come yet. */
   shedPending = 0
+  /** Closes pressure made in the current sweep, over all its slices: `maxShedPerSweep` caps this. */
+  sweepCuts = 0
+  /** The last pass stopped at its slice's end with more to close: the sweep goes on next turn. */
+  unfinished = false
   /** Connections per remote address, kept only while under pressure with `perIpShare` set. */
   perIp: Map<string, number> | null = null
   /** Unproductive connections the last scan found and did not cut: displacement takes from here. */

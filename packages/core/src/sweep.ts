@@ -26,13 +26,14 @@ const SWEEP_SLICE_MS = 4
  * next turn of the loop (`setImmediate`), behind the I/O that queued meanwhile.
  */
 export function startSweeper(t: ConnectionTracker): NodeJS.Timeout {
-  const timedSweep = (): void => {
+  const slice = (continued: boolean): void => {
     if (t.closed) return
-    if (sweepDue(t, t._now(), performance.now() + SWEEP_SLICE_MS) < 0) {
-      setImmediate(timedSweep).unref()
+    if (t._sweepSlice(t._now(), performance.now() + SWEEP_SLICE_MS, continued) < 0) {
+      setImmediate(resume).unref()
     }
   }
-  const sweeper = setInterval(timedSweep, t.options.sweepInterval)
+  const resume = (): void => slice(true)
+  const sweeper = setInterval(() => slice(false), t.options.sweepInterval)
   sweeper.unref()
   return sweeper
 }
@@ -40,8 +41,17 @@ export function startSweeper(t: ConnectionTracker): NodeJS.Timeout {
 /**
  * Enforces what is due at `now`. Returns the count cut, or -1 when it stopped at
  * `until` (wall ms; `Infinity` does everything due at once) with more due.
+ * `continued`: this call goes on with a sweep an earlier slice left unfinished
+ * (pressure's per-sweep cap counts over all its slices).
  */
-export function sweepDue(t: ConnectionTracker, now: number, until: number): number {
+export function sweepDue(
+  t: ConnectionTracker,
+  now: number,
+  until: number,
+  continued: boolean,
+): number {
+  const p = t._pressure
+  if (p !== null && !continued) p.sweepCuts = 0
   if (t._awaitingBytes.size > 0) pollHandshakes(t, now)
   if (t._pollIdle) pollRequests(t, now)
   const queue = t._queue
@@ -92,7 +102,10 @@ export function sweepDue(t: ConnectionTracker, now: number, until: number): numb
     cutConnection(t, rec, kind)
     cut++
   }
-  if (t._pressure !== null) cut += pressureSweep(t, t._pressure, now)
+  if (p !== null) {
+    cut += pressureSweep(t, p, now, until)
+    if (p.unfinished) return -1
+  }
   return cut
 }
 

@@ -250,7 +250,16 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * `sweepInterval`; tests with an injected clock call it directly.
    */
   sweep(now: number = this._now()): number {
-    return sweepDue(this, now, INFINITY)
+    return sweepDue(this, now, INFINITY, false)
+  }
+
+  /**
+   * @internal One slice of a sweep, as the sweeper runs it: stops at `until` (wall ms)
+   * and returns -1 when more is due. Called through the tracker so that a profiler or a
+   * benchmark can wrap it.
+   */
+  _sweepSlice(now: number, until: number, continued: boolean): number {
+    return sweepDue(this, now, until, continued)
   }
 
   /**

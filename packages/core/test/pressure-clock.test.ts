@@ -339,6 +339,36 @@ describe('shedding', () => {
     expect(s.tracker.snapshot().pressure?.shedding).toBe(false)
     expect(s.tracker.snapshot().closedByReason).toEqual({ shed_under_pressure: 6 })
   })
+
+  it('a sliced sweep stops at the end of its slice, goes on in the next, and the cap spans its slices', async () => {
+    const s = await setup({
+      headersTimeout: 0,
+      pressure: { limit: 40, start: 0.4, shedAbove: 0.5, maxShedPerSweep: 10 },
+    })
+    for (let i = 0; i < 34; i++) await silent(s)
+    s.clock.t += 1_000
+    const now = s.clock.t
+    // 34 open, line at 20: 14 to shed. A slice whose time is already up closes a few (the
+    // clock is read every few closes), then hands over; the sweep's cap of 10 counts all slices.
+    const first = s.tracker._sweepSlice(now, 0, false)
+    expect(first).toBe(-1)
+    await until(() => s.tracker.snapshot().total === 30, 'first slice closed')
+    let slices = 1
+    let last = -1
+    while (last < 0 && slices < 20) {
+      last = s.tracker._sweepSlice(now, 0, true)
+      slices++
+    }
+    expect(slices).toBeGreaterThan(2)
+    expect(last).toBeGreaterThanOrEqual(0)
+    await until(() => s.tracker.snapshot().total === 24, 'the sweep cap: 10 closed')
+    // A new sweep: the remaining 4 down to the line, nothing more.
+    expect(s.tracker._sweepSlice(now, Number.POSITIVE_INFINITY, false)).toBe(4)
+    await until(() => s.tracker.snapshot().total === 20, 'down to the line')
+    expect(s.tracker.sweep()).toBe(0)
+    await until(() => s.closes.length === 14, 'close records')
+    expect(s.tracker.snapshot().closedByReason).toEqual({ shed_under_pressure: 14 })
+  })
 })
 
 describe('displacement above the limit', () => {
