@@ -40,7 +40,7 @@ function closed(c: Closed): ConnectionRecord {
   } as unknown as Socket
   const rec = new ConnectionRecord(socket, c.secure ?? false, 0, 0)
   LIVE_STATES.forEach((state, i) => {
-    rec.durations[i] = c.sd?.[state] ?? 0
+    rec._addDuration(i, c.sd?.[state] ?? 0)
   })
   const duration = Object.values(rec.stateDurations).reduce((a, b) => a + b, 0)
   rec.rawSocket = null

@@ -36,7 +36,7 @@ export function cutConnection(
   rec.requestDeadlineAt = INFINITY
   rec.ageDeadlineAt = INFINITY
   rec.rateCheckAt = INFINITY
-  rec.pingCheckAt = INFINITY
+  if (rec.h2 !== null) rec.h2.pingCheckAt = INFINITY
   if (rec.streams !== null) rec.streams.dueAt = INFINITY
   t._queue.remove(rec)
   t._awaitingBytes.delete(rec)

@@ -1,5 +1,5 @@
 import type { ResolvedOptions } from './options.js'
-import type { ConnectionRecord } from './record.js'
+import type { ConnectionRecord, SessionFacts } from './record.js'
 
 /**
  * HTTP/2 PING liveness (the client-side lesson of Go's ReadIdleTimeout +
@@ -14,47 +14,58 @@ import type { ConnectionRecord } from './record.js'
 export type PingStep = 'send' | 'timeout' | null
 
 /** Starts watching a session from `now`. */
-export function startPing(rec: ConnectionRecord, o: ResolvedOptions, now: number): void {
+export function startPing(
+  rec: ConnectionRecord,
+  h2: SessionFacts,
+  o: ResolvedOptions,
+  now: number,
+): void {
   if (o.pingInterval === 0) return
-  rec.lastReadBytes = rec.rawSocket?.bytesRead ?? 0
-  rec.lastReadAt = now
-  rec.pingSentAt = -1
-  rec.pingCheckAt = now + checkEvery(o)
+  h2.lastReadBytes = rec.rawSocket?.bytesRead ?? 0
+  h2.lastReadAt = now
+  h2.pingSentAt = -1
+  h2.pingCheckAt = now + checkEvery(o)
 }
 
 /** What is due at `now`: send a PING, give up on one, or nothing (next check scheduled). */
-export function checkPing(rec: ConnectionRecord, o: ResolvedOptions, now: number): PingStep {
-  const bytes = rec.rawSocket?.bytesRead ?? rec.lastReadBytes
-  if (bytes !== rec.lastReadBytes) {
-    rec.lastReadBytes = bytes
-    rec.lastReadAt = now
+export function checkPing(
+  rec: ConnectionRecord,
+  h2: SessionFacts,
+  o: ResolvedOptions,
+  now: number,
+): PingStep {
+  const bytes = rec.rawSocket?.bytesRead ?? h2.lastReadBytes
+  if (bytes !== h2.lastReadBytes) {
+    h2.lastReadBytes = bytes
+    h2.lastReadAt = now
   }
-  if (rec.pingSentAt >= 0) {
-    if (o.pingTimeout > 0 && now - rec.pingSentAt >= o.pingTimeout) return 'timeout'
-    rec.pingCheckAt = o.pingTimeout > 0 ? rec.pingSentAt + o.pingTimeout : Number.POSITIVE_INFINITY
+  if (h2.pingSentAt >= 0) {
+    if (o.pingTimeout > 0 && now - h2.pingSentAt >= o.pingTimeout) return 'timeout'
+    h2.pingCheckAt = o.pingTimeout > 0 ? h2.pingSentAt + o.pingTimeout : Number.POSITIVE_INFINITY
     return null
   }
-  if (now - rec.lastReadAt >= o.pingInterval) {
-    rec.pingSentAt = now
-    rec.pingCheckAt = o.pingTimeout > 0 ? now + o.pingTimeout : Number.POSITIVE_INFINITY
+  if (now - h2.lastReadAt >= o.pingInterval) {
+    h2.pingSentAt = now
+    h2.pingCheckAt = o.pingTimeout > 0 ? now + o.pingTimeout : Number.POSITIVE_INFINITY
     return 'send'
   }
-  rec.pingCheckAt = now + checkEvery(o)
+  h2.pingCheckAt = now + checkEvery(o)
   return null
 }
 
 /** The ACK came back after `rtt` ms. */
 export function pingAcked(
   rec: ConnectionRecord,
+  h2: SessionFacts,
   o: ResolvedOptions,
   rtt: number,
   now: number,
 ): void {
-  rec.pingRtt = rtt
-  rec.pingSentAt = -1
-  rec.lastReadBytes = rec.rawSocket?.bytesRead ?? rec.lastReadBytes
-  rec.lastReadAt = now
-  rec.pingCheckAt = now + checkEvery(o)
+  h2.pingRtt = rtt
+  h2.pingSentAt = -1
+  h2.lastReadBytes = rec.rawSocket?.bytesRead ?? h2.lastReadBytes
+  h2.lastReadAt = now
+  h2.pingCheckAt = now + checkEvery(o)
 }
 
 function checkEvery(o: ResolvedOptions): number {

@@ -6,6 +6,7 @@ import type { CloseReason } from './close-reasons.js'
 import type { Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
 import type { RateWindows } from './rates.js'
+import type { ShedMark } from './shed.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
@@ -40,6 +41,24 @@ export type DeadlineKind =
   | 'max_connection_age'
 
 let nextId = 1
+
+/**
+ * What an HTTP/2 connection's record keeps of its session: the PING checks' state and the
+ * stream statistics. Created when the session starts, so an HTTP/1 record carries one null
+ * field instead of seven (one of them a boxed Infinity).
+ */
+export class SessionFacts {
+  /** Due time of the next PING check, clock ms. */
+  pingCheckAt = Number.POSITIVE_INFINITY
+  /** When the PING in flight was sent, -1 when none. */
+  pingSentAt = -1
+  /** bytesRead at the last PING check, and when it last moved. */
+  lastReadBytes = 0
+  lastReadAt = 0
+  peakConcurrentStreams = 0
+  pingRtt: number | null = null
+  streamCuts: Partial<Record<CloseReason, number>> | null = null
+}
 
 /** The facts a connection's close settles, kept apart from the live record's fields. */
 class CloseFacts {
@@ -82,16 +101,6 @@ export class ConnectionRecord implements Scheduled {
   requests = 0
   /** @internal What only the close tells; null while open (an open record carries none of it). */
   closing: CloseFacts | null = null
-  /** HTTP/2: most streams open at once. */
-  peakConcurrentStreams = 0
-  /** HTTP/2: round-trip time of the last PING the tracker sent, ms; null before the first ACK. */
-  pingRtt: number | null = null
-  /**
-   * HTTP/2: streams the guard reset (RST_STREAM) while the session went on,
-   * counted by reason (`request_timeout`, `min_request_body_data_rate`,
-   * `min_response_data_rate`); null until the first.
-   */
-  streamCuts: Partial<Record<CloseReason, number>> | null = null
 
   /** @internal The accepted TCP socket; for TLS, the TLSSocket's parent. Counts wire bytes. */
   rawSocket: Socket | null
@@ -103,12 +112,18 @@ export class ConnectionRecord implements Scheduled {
   openedAtClock: number
   /** @internal Clock ms when the current state began. */
   stateSince: number
-  /**
-   * @internal Ms spent in each live state, indexed as LIVE_STATES. An array of
-   * doubles holds them unboxed: an object with five number fields costs a heap
-   * number per field per record.
-   */
-  readonly durations: [number, number, number, number, number] = [0, 0, 0, 0, 0]
+  // Ms spent in each live state. Five fields of whole ms stay small integers (no heap
+  // number each), cheaper than an array (its own object and elements, ~120 B).
+  /** @internal */
+  msNew = 0
+  /** @internal */
+  msHandshaking = 0
+  /** @internal */
+  msIdle = 0
+  /** @internal */
+  msActive = 0
+  /** @internal */
+  msUpgraded = 0
   /** @internal Clock ms when TLS completed (or accept, for plain); -1 before. */
   establishedAtClock = -1
   /** @internal Due time of the earliest deadline, clock ms (Scheduled). */
@@ -155,20 +170,10 @@ export class ConnectionRecord implements Scheduled {
   session: import('node:http2').Http2Session | null = null
   /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
   streams: import('./streams.js').SessionStreams | null = null
-  /** @internal Due time of the next PING check (HTTP/2). */
-  pingCheckAt = Number.POSITIVE_INFINITY
-  /** @internal When the PING in flight was sent, -1 when none. */
-  pingSentAt = -1
-  /** @internal bytesRead at the last PING check, and when it last moved. */
-  lastReadBytes = 0
-  /** @internal */
-  lastReadAt = 0
-  /** @internal Pressure: start of the window an active transfer's rate is judged over (clock ms), -1 when none. */
-  shedMarkAt = -1
-  /** @internal Pressure: wire bytes (read + taken by the kernel) at `shedMarkAt`. */
-  shedMarkBytes = 0
-  /** @internal Pressure: the last completed window found the client below `slowRate`. */
-  shedSlow = false
+  /** @internal HTTP/2: what the session's PING checks and streams left; null for HTTP/1. */
+  h2: SessionFacts | null = null
+  /** @internal Pressure: the window a client-bound transfer's rate is judged over; null when none. */
+  shedMark: ShedMark | null = null
 
   /** @internal */
   constructor(
@@ -189,6 +194,30 @@ export class ConnectionRecord implements Scheduled {
     this.openedAt = nowEpoch
     this.openedAtClock = nowClock
     this.stateSince = nowClock
+  }
+
+  /** HTTP/2: most streams open at once. */
+  get peakConcurrentStreams(): number {
+    return this.h2?.peakConcurrentStreams ?? 0
+  }
+
+  /** HTTP/2: round-trip time of the last PING the tracker sent, ms; null before the first ACK. */
+  get pingRtt(): number | null {
+    return this.h2?.pingRtt ?? null
+  }
+
+  /**
+   * HTTP/2: streams the guard reset (RST_STREAM) while the session went on,
+   * counted by reason (`request_timeout`, `min_request_body_data_rate`,
+   * `min_response_data_rate`); null until the first.
+   */
+  get streamCuts(): Partial<Record<CloseReason, number>> | null {
+    return this.h2?.streamCuts ?? null
+  }
+
+  /** @internal Due time of the next PING check, clock ms (Infinity for HTTP/1). */
+  get pingCheckAt(): number {
+    return this.h2 === null ? Number.POSITIVE_INFINITY : this.h2.pingCheckAt
   }
 
   /** Bytes received on the wire (ciphertext for TLS, handshake included). */
@@ -266,8 +295,33 @@ export class ConnectionRecord implements Scheduled {
 
   /** Time spent in each state, ms (the current state counts up to its last transition). */
   get stateDurations(): StateDurations {
-    const d = this.durations
-    return { new: d[0], handshaking: d[1], idle: d[2], active: d[3], upgraded: d[4] }
+    return {
+      new: this.msNew,
+      handshaking: this.msHandshaking,
+      idle: this.msIdle,
+      active: this.msActive,
+      upgraded: this.msUpgraded,
+    }
+  }
+
+  /** @internal Adds `ms` to the time spent in the live state at index `i` of LIVE_STATES. */
+  _addDuration(i: number, ms: number): void {
+    switch (i) {
+      case 0:
+        this.msNew += ms
+        break
+      case 1:
+        this.msHandshaking += ms
+        break
+      case 2:
+        this.msIdle += ms
+        break
+      case 3:
+        this.msActive += ms
+        break
+      default:
+        this.msUpgraded += ms
+    }
   }
 
   /** Which deadline the connection waits on now, and when it is due (epoch ms); null when none. */

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import { streamCutChannel } from './channels.js'
 import { rotateConnection } from './cut.js'
 import { pingAcked, startPing } from './ping.js'
-import type { ConnectionRecord, TlsInfo } from './record.js'
+import { type ConnectionRecord, SessionFacts, type TlsInfo } from './record.js'
 import { closeStream, openStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 import { safeEmit } from './tracker-events.js'
@@ -27,11 +27,13 @@ export function sessionStarted(
 ): void {
   if (rec.state === 'closed') return
   rec.session = session
+  const h2 = new SessionFacts()
+  rec.h2 = h2
   rec.httpVersion = '2.0'
   if (tls !== null) t._established(rec, httpSocket, tls)
   else if (rec.httpSocket === null) rec.httpSocket = httpSocket
   const now = t._now()
-  startPing(rec, t.options, now)
+  startPing(rec, h2, t.options, now)
   if (rec.state === 'new') {
     t._setPhase(rec, 'request_headers_timeout', t.options.headersTimeout, rec.establishedAtClock)
     t._transition(rec, 'idle', now)
@@ -50,7 +52,9 @@ export function streamOpened(
   const guard = openStream(rec, stream, t.options, now)
   rec.requests++
   rec.inFlight++
-  if (rec.inFlight > rec.peakConcurrentStreams) rec.peakConcurrentStreams = rec.inFlight
+  const h2 = rec.h2
+  if (h2 !== null && rec.inFlight > h2.peakConcurrentStreams)
+    h2.peakConcurrentStreams = rec.inFlight
   if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
   const o = t.options
   if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
@@ -83,15 +87,16 @@ export function streamClosed(
 /** The ACK of our PING came back. */
 export function sessionPingAcked(t: ConnectionTracker, rec: ConnectionRecord, rtt: number): void {
   if (rec.state === 'closed') return
-  pingAcked(rec, t.options, rtt, t._now())
+  if (rec.h2 !== null) pingAcked(rec, rec.h2, t.options, rtt, t._now())
   t._reschedule(rec)
 }
 
 /** One stream failed a limit: reset it, count it on the record, report it. */
 export function cutStream(t: ConnectionTracker, g: StreamGuard, reason: StreamCutReason): void {
   const rec = g.rec
-  rec.streamCuts ??= {}
-  const cuts = rec.streamCuts
+  if (rec.h2 === null) return
+  rec.h2.streamCuts ??= {}
+  const cuts = rec.h2.streamCuts
   cuts[reason] = (cuts[reason] ?? 0) + 1
   const streamId = g.stream.id ?? 0
   rec.binding?.resetStream(g)

@@ -35,6 +35,23 @@ const DISPLACE_SCAN = 32
 /** Closes between two reads of the wall clock when a pass is sliced: a TLS close costs ~0.1 ms, a read ~0.2 µs. */
 const CLOSES_PER_CLOCK_READ = 4
 
+/**
+ * Where the window an active transfer's rate is judged over started: created the first
+ * time a scan under pressure looks at the transfer (most connections never need one).
+ */
+export class ShedMark {
+  /** Clock ms. */
+  at: number
+  /** Wire bytes (read + taken by the kernel) at `at`. */
+  bytes: number
+  /** The last completed window found the client below `slowRate`. */
+  slow = false
+  constructor(at: number, bytes: number) {
+    this.at = at
+    this.bytes = bytes
+  }
+}
+
 /** When `rec` started producing nothing, clock ms; -1 when it is not unproductive. */
 function unproductiveSince(rec: ConnectionRecord): number {
   switch (rec.state) {
@@ -83,22 +100,22 @@ function slow(rec: ConnectionRecord, now: number, rate: number): boolean {
     (rec.rates?.hasBody === true && req !== null && !req.complete && !bodyReadPaused(raw)) ||
     responseBlocked(raw)
   if (!clientBound) {
-    rec.shedMarkAt = -1
-    rec.shedSlow = false
+    rec.shedMark = null
     return false
   }
   const bytes = raw.bytesRead + acceptedBytes(raw)
-  const elapsed = now - rec.shedMarkAt
-  if (rec.shedMarkAt < 0 || elapsed > STALE_MARK_MS) {
-    rec.shedMarkAt = now
-    rec.shedMarkBytes = bytes
-    rec.shedSlow = false
-  } else if (elapsed >= SLOW_WINDOW_MS) {
-    rec.shedSlow = (bytes - rec.shedMarkBytes) * 1000 < rate * elapsed
-    rec.shedMarkAt = now
-    rec.shedMarkBytes = bytes
+  const mark = rec.shedMark
+  if (mark === null || now - mark.at > STALE_MARK_MS) {
+    rec.shedMark = new ShedMark(now, bytes)
+    return false
   }
-  return rec.shedSlow
+  const elapsed = now - mark.at
+  if (elapsed >= SLOW_WINDOW_MS) {
+    mark.slow = (bytes - mark.bytes) * 1000 < rate * elapsed
+    mark.at = now
+    mark.bytes = bytes
+  }
+  return mark.slow
 }
 
 /** How far ahead of its normal deadline each phase closes at the current level, ms. */

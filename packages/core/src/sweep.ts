@@ -67,8 +67,9 @@ export function sweepDue(
     if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
       // Not a deadline: connection age or a rate check.
       if (rec.ageDeadlineAt <= now) ageReached(t, rec)
-      if (rec.pingCheckAt <= now) {
-        const step = checkPing(rec, o, now)
+      const h2 = rec.h2
+      if (h2 !== null && h2.pingCheckAt <= now) {
+        const step = checkPing(rec, h2, o, now)
         if (step === 'timeout') {
           cutConnection(t, rec, 'ping_timeout')
           cut++

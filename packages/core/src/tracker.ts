@@ -562,7 +562,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     const from = rec.state
     if (from === to || from === 'closed') return
     const i = liveStateIndex(from)
-    ;(rec.durations[i] as number) += now - rec.stateSince
+    rec._addDuration(i, now - rec.stateSince)
     ;(this.#counts[i] as number)--
     if (to !== 'closed') (this.#counts[liveStateIndex(to)] as number)++
     rec.stateSince = now
