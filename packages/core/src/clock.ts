@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks'
  * manual clock and call `tracker.sweep()` instead of sleeping.
  */
 export interface Clock {
-  /** Milliseconds, monotonic, any origin. */
+  /** Milliseconds, monotonic, any origin at or after 0 (due times use -1 for "none"). */
   now(): number
 }
 

@@ -1,4 +1,5 @@
 import type { CloseReason } from './close-reasons.js'
+import { NEVER } from './deadline-queue.js'
 import type { ConnectionRecord } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
 
@@ -8,7 +9,6 @@ import type { ConnectionTracker } from './tracker.js'
  * the record first, so it wins over whatever error the close then causes.
  */
 
-const INFINITY = Number.POSITIVE_INFINITY
 /**
  * A session cut with GOAWAY gets two sweeps to flush it and close before it is destroyed:
  * enough for the frame to leave, short enough that a stalled header block holds nothing.
@@ -32,12 +32,12 @@ export function cutConnection(
   } else {
     rec.pendingReason ??= reason
   }
-  rec.phaseDeadlineAt = INFINITY
-  rec.requestDeadlineAt = INFINITY
-  rec.ageDeadlineAt = INFINITY
-  rec.rateCheckAt = INFINITY
-  if (rec.h2 !== null) rec.h2.pingCheckAt = INFINITY
-  if (rec.streams !== null) rec.streams.dueAt = INFINITY
+  rec.phaseDeadlineAt = NEVER
+  rec.requestDeadlineAt = NEVER
+  rec.ageDeadlineAt = NEVER
+  rec.rateCheckAt = NEVER
+  if (rec.h2 !== null) rec.h2.pingCheckAt = NEVER
+  if (rec.streams !== null) rec.streams.dueAt = NEVER
   t._queue.remove(rec)
   t._awaitingBytes.delete(rec)
   rec.binding?.cut(rec, reason)

@@ -8,8 +8,27 @@
  * A heap rather than one FIFO list per deadline: per-route overrides give
  * deadlines of different lengths in one phase, which breaks FIFO order.
  */
+/**
+ * A due time that is not set. Not Infinity: a field that ever holds a number that is not a
+ * small integer is boxed in every object of its shape (a 16-byte heap number per field per
+ * connection); due times are whole clock ms (never negative), so -1 keeps them small.
+ */
+export const NEVER = -1
+
+/** True when the due time `at` is set and not after `now`. */
+export function isDue(at: number, now: number): boolean {
+  return at >= 0 && at <= now
+}
+
+/** The earlier of two due times, either of which may be NEVER. */
+export function earliest(a: number, b: number): number {
+  if (a < 0) return b
+  if (b < 0) return a
+  return Math.min(a, b)
+}
+
 export interface Scheduled {
-  /** When this entry is due, in clock ms; Infinity when it has no deadline. */
+  /** When this entry is due, in clock ms; NEVER when it has no deadline. */
   deadlineAt: number
   /** Position in the heap, -1 when not queued. Owned by the queue. */
   queueIndex: number
@@ -27,10 +46,10 @@ export class DeadlineQueue<T extends Scheduled> {
     return this.#heap[0]
   }
 
-  /** Queues `entry` at `deadlineAt`, moves it if queued, or removes it if `deadlineAt` is Infinity. */
+  /** Queues `entry` at `deadlineAt`, moves it if queued, or removes it if `deadlineAt` is NEVER. */
   schedule(entry: T, deadlineAt: number): void {
     entry.deadlineAt = deadlineAt
-    if (deadlineAt === Number.POSITIVE_INFINITY) {
+    if (deadlineAt < 0) {
       this.remove(entry)
       return
     }

@@ -107,7 +107,7 @@ export interface ConnectionTrackerOptions {
    * unproductive one. Below 60% of every limit nothing changes. See `PressureOptions`.
    */
   pressure?: boolean | PressureOptions
-  /** Time source for deadlines, for tests: `{ now(): number }` in ms, monotonic. */
+  /** Time source for deadlines, for tests: `{ now(): number }` in ms, monotonic, never below 0. */
   clock?: Clock
 }
 
@@ -331,6 +331,16 @@ export function clock(value: unknown): Clock {
       'clock',
       value,
       'an object with a now() method returning milliseconds',
+    )
+  }
+  // Due times are kept as whole ms with -1 for "none" (deadline-queue.ts): a clock must not
+  // read below 0. Checked once, here: a monotonic clock that starts at 0 or later stays there.
+  const first = (value as Clock).now()
+  if (typeof first !== 'number' || !Number.isFinite(first) || first < 0) {
+    throw new InvalidOptionError(
+      'clock',
+      first,
+      'a now() that returns finite, non-negative milliseconds (its first reading was not)',
     )
   }
   return value as Clock

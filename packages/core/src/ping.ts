@@ -1,3 +1,4 @@
+import { NEVER } from './deadline-queue.js'
 import type { ResolvedOptions } from './options.js'
 import type { ConnectionRecord, SessionFacts } from './record.js'
 
@@ -41,12 +42,12 @@ export function checkPing(
   }
   if (h2.pingSentAt >= 0) {
     if (o.pingTimeout > 0 && now - h2.pingSentAt >= o.pingTimeout) return 'timeout'
-    h2.pingCheckAt = o.pingTimeout > 0 ? h2.pingSentAt + o.pingTimeout : Number.POSITIVE_INFINITY
+    h2.pingCheckAt = o.pingTimeout > 0 ? h2.pingSentAt + o.pingTimeout : NEVER
     return null
   }
   if (now - h2.lastReadAt >= o.pingInterval) {
     h2.pingSentAt = now
-    h2.pingCheckAt = o.pingTimeout > 0 ? now + o.pingTimeout : Number.POSITIVE_INFINITY
+    h2.pingCheckAt = o.pingTimeout > 0 ? now + o.pingTimeout : NEVER
     return 'send'
   }
   h2.pingCheckAt = now + checkEvery(o)

@@ -1,4 +1,5 @@
 import type { CloseReason } from './close-reasons.js'
+import { earliest, NEVER } from './deadline-queue.js'
 import type { ResolvedRate } from './options.js'
 import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
 import type { ConnectionRecord } from './record.js'
@@ -59,7 +60,7 @@ export class RateWindows {
 /** What carries rate windows: a connection record (HTTP/1) or a stream guard (HTTP/2). */
 export interface RateOwner {
   rates: RateWindows | null
-  /** Due time of the next rate check. */
+  /** Due time of the next rate check, clock ms; NEVER when none. */
   rateCheckAt: number
 }
 
@@ -94,7 +95,7 @@ export function startRates<O extends RateOwner>(
 /** Stops measuring (the request is done). */
 export function stopRates(o: RateOwner): void {
   o.rates = null
-  o.rateCheckAt = INFINITY
+  o.rateCheckAt = NEVER
 }
 
 /** Replaces the body rate of the request in flight: a new rate starts a fresh window from now. */
@@ -123,12 +124,13 @@ export function setResponseRate(o: RateOwner, rate: ResolvedRate): void {
 export function scheduleRateCheck(o: RateOwner, now: number): void {
   const r = o.rates
   if (r === null) {
-    o.rateCheckAt = INFINITY
+    o.rateCheckAt = NEVER
     return
   }
   const body = r.bodyWindowAt >= 0 ? r.bodyRate.windowMs : INFINITY
   const response = r.responseRate.bytesPerSecond > 0 ? r.responseRate.windowMs : INFINITY
-  o.rateCheckAt = now + Math.min(body, response)
+  const window = Math.min(body, response)
+  o.rateCheckAt = window === INFINITY ? NEVER : now + window
 }
 
 /**
@@ -144,7 +146,7 @@ export function checkRateWindows<O extends RateOwner>(
   now: number,
   pausedRecheckMs: number,
 ): CloseReason | null {
-  o.rateCheckAt = INFINITY
+  o.rateCheckAt = NEVER
   const r = o.rates
   if (r === null) return null
   if (r.bodyWindowAt >= 0) {
@@ -175,7 +177,7 @@ export function checkRateWindows<O extends RateOwner>(
   }
   scheduleRateCheck(o, now)
   if (r.bodyPaused && r.bodyWindowAt >= 0) {
-    o.rateCheckAt = Math.min(o.rateCheckAt, now + pausedRecheckMs)
+    o.rateCheckAt = earliest(o.rateCheckAt, now + pausedRecheckMs)
   }
   return null
 }
@@ -221,7 +223,7 @@ export function checkRates(
   pausedRecheckMs: number,
 ): CloseReason | null {
   if (rec.rawSocket === null) {
-    rec.rateCheckAt = INFINITY
+    rec.rateCheckAt = NEVER
     return null
   }
   return checkRateWindows(rec, connectionProgress, now, pausedRecheckMs)

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { type ListenEnd, readEnds } from './addresses.js'
 import type { CloseReason } from './close-reasons.js'
-import type { Scheduled } from './deadline-queue.js'
+import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
 import type { RateWindows } from './rates.js'
 import type { ShedMark } from './shed.js'
@@ -49,7 +49,7 @@ let nextId = 1
  */
 export class SessionFacts {
   /** Due time of the next PING check, clock ms. */
-  pingCheckAt = Number.POSITIVE_INFINITY
+  pingCheckAt = NEVER
   /** When the PING in flight was sent, -1 when none. */
   pingSentAt = -1
   /** bytesRead at the last PING check, and when it last moved. */
@@ -127,15 +127,15 @@ export class ConnectionRecord implements Scheduled {
   /** @internal Clock ms when TLS completed (or accept, for plain); -1 before. */
   establishedAtClock = -1
   /** @internal Due time of the earliest deadline, clock ms (Scheduled). */
-  deadlineAt = Number.POSITIVE_INFINITY
+  deadlineAt = NEVER
   /** @internal Heap position (Scheduled). */
   queueIndex = -1
   /** @internal Due time of the phase deadline (handshake, headers, keep-alive). */
-  phaseDeadlineAt = Number.POSITIVE_INFINITY
+  phaseDeadlineAt = NEVER
   /** @internal The reason the phase deadline closes with. */
   phaseReason: DeadlineKind | null = null
   /** @internal Due time of the absolute request deadline. */
-  requestDeadlineAt = Number.POSITIVE_INFINITY
+  requestDeadlineAt = NEVER
   /** @internal Clock ms of the current request's first byte. */
   requestStartedAt = -1
   /** @internal Requests begun (first byte seen) and not yet answered. */
@@ -161,9 +161,9 @@ export class ConnectionRecord implements Scheduled {
   /** @internal Rate windows of the request in flight; null while none is. */
   rates: RateWindows | null = null
   /** @internal Due time of the next rate check. */
-  rateCheckAt = Number.POSITIVE_INFINITY
+  rateCheckAt = NEVER
   /** @internal Due time of max connection age. */
-  ageDeadlineAt = Number.POSITIVE_INFINITY
+  ageDeadlineAt = NEVER
   /** @internal Close after the response in flight, for this reason (rotation, drain). */
   rotateReason: CloseReason | null = null
   /** @internal The HTTP/2 session this connection carries, if any. */
@@ -215,9 +215,9 @@ export class ConnectionRecord implements Scheduled {
     return this.h2?.streamCuts ?? null
   }
 
-  /** @internal Due time of the next PING check, clock ms (Infinity for HTTP/1). */
+  /** @internal Due time of the next PING check, clock ms (NEVER for HTTP/1). */
   get pingCheckAt(): number {
-    return this.h2 === null ? Number.POSITIVE_INFINITY : this.h2.pingCheckAt
+    return this.h2 === null ? NEVER : this.h2.pingCheckAt
   }
 
   /** Bytes received on the wire (ciphertext for TLS, handshake included). */
@@ -327,16 +327,16 @@ export class ConnectionRecord implements Scheduled {
   /** Which deadline the connection waits on now, and when it is due (epoch ms); null when none. */
   get deadline(): { kind: DeadlineKind; at: number } | null {
     let kind = this.phaseReason
-    let at = this.phaseDeadlineAt
-    if (this.requestDeadlineAt < at) {
+    let at = kind === null ? NEVER : this.phaseDeadlineAt
+    if (earliest(at, this.requestDeadlineAt) !== at) {
       kind = 'request_timeout'
       at = this.requestDeadlineAt
     }
-    if (this.ageDeadlineAt < at) {
+    if (earliest(at, this.ageDeadlineAt) !== at) {
       kind = 'max_connection_age'
       at = this.ageDeadlineAt
     }
-    if (kind === null || at === Number.POSITIVE_INFINITY) return null
+    if (kind === null || at < 0) return null
     return { kind, at: this.openedAt + (at - this.openedAtClock) }
   }
 

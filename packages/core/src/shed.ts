@@ -185,6 +185,7 @@ export function shedSweep(
           const a = ahead[reason]
           return (
             a > 0 &&
+            rec.phaseDeadlineAt >= 0 &&
             rec.phaseDeadlineAt - now <= a &&
             !(reason === 'keep_alive_timeout' && idleBytesMoved(rec))
           )

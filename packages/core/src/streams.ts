@@ -1,5 +1,6 @@
 import type { ServerHttp2Stream } from 'node:http2'
 import type { CloseReason } from './close-reasons.js'
+import { earliest, isDue, NEVER } from './deadline-queue.js'
 import type { ResolvedOptions, ResolvedRate } from './options.js'
 import { acceptedBytes, responseBlocked } from './progress.js'
 import {
@@ -39,8 +40,6 @@ import type { ConnectionRecord } from './record.js'
  *   rate, as k HTTP/1 connections would.
  */
 
-const INFINITY = Number.POSITIVE_INFINITY
-
 /** The close reasons a single stream is reset with. */
 export const STREAM_CUT_REASONS = [
   'request_timeout',
@@ -76,10 +75,10 @@ export class StreamGuard implements RateOwner {
   /** Clock ms when the stream opened (its headers complete: when Node creates it). */
   readonly openedAt: number
   /** Due time of the stream's absolute `requestTimeout`. */
-  requestDeadlineAt = INFINITY
+  requestDeadlineAt = NEVER
   /** The stream's rate windows (rates.ts). */
   rates: RateWindows | null = null
-  rateCheckAt = INFINITY
+  rateCheckAt = NEVER
   /** Response bytes credited to this stream so far (its own, and its share of the session's). */
   responseCredit = 0
   /** Its own response progress at the session's last tick. */
@@ -99,7 +98,7 @@ export class StreamGuard implements RateOwner {
 export class SessionStreams {
   readonly guards = new Set<StreamGuard>()
   /** The earliest due time over the open streams, clock ms (may be early, never late). */
-  dueAt = INFINITY
+  dueAt = NEVER
   /** Bytes the kernel had accepted on the connection at the last check. */
   acceptedAtTick: number
 
@@ -110,7 +109,7 @@ export class SessionStreams {
 
 /** The due time of a record's stream checks. */
 export function streamsDueAt(rec: ConnectionRecord): number {
-  return rec.streams === null ? INFINITY : rec.streams.dueAt
+  return rec.streams === null ? NEVER : rec.streams.dueAt
 }
 
 /** The stream's own response progress: bytes the application wrote that Node has handed on. */
@@ -167,7 +166,7 @@ export function overrideStream(
   now: number,
 ): void {
   if (requestTimeout !== undefined) {
-    g.requestDeadlineAt = requestTimeout === 0 ? INFINITY : g.openedAt + requestTimeout
+    g.requestDeadlineAt = requestTimeout === 0 ? NEVER : g.openedAt + requestTimeout
   }
   if (bodyRate !== undefined) setBodyRate(g, streamProgress, bodyRate, now)
   if (responseRate !== undefined) setResponseRate(g, responseRate)
@@ -177,7 +176,7 @@ export function overrideStream(
 }
 
 function noteDue(streams: SessionStreams, g: StreamGuard): void {
-  streams.dueAt = Math.min(streams.dueAt, g.requestDeadlineAt, g.rateCheckAt)
+  streams.dueAt = earliest(streams.dueAt, earliest(g.requestDeadlineAt, g.rateCheckAt))
 }
 
 /**
@@ -195,14 +194,14 @@ export function checkStreams(
 ): CloseReason | null {
   const streams = rec.streams
   if (streams === null) return null
-  streams.dueAt = INFINITY
+  streams.dueAt = NEVER
   if (rec.rawSocket === null) return null
   tickResponses(streams, rec.rawSocket)
-  let due = INFINITY
+  let due = NEVER
   for (const g of streams.guards) {
     let reason: StreamCutReason | null = null
-    if (g.requestDeadlineAt <= now) reason = 'request_timeout'
-    else if (g.rateCheckAt <= now) {
+    if (isDue(g.requestDeadlineAt, now)) reason = 'request_timeout'
+    else if (isDue(g.rateCheckAt, now)) {
       reason = checkRateWindows(g, streamProgress, now, pausedRecheckMs) as StreamCutReason | null
     }
     if (reason === 'min_response_data_rate' && responseBlocked(rec.rawSocket)) return reason
@@ -211,7 +210,7 @@ export function checkStreams(
       cut(g, reason)
       continue
     }
-    due = Math.min(due, g.requestDeadlineAt, g.rateCheckAt)
+    due = earliest(due, earliest(g.requestDeadlineAt, g.rateCheckAt))
   }
   streams.dueAt = due
   return null

@@ -1,5 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { cutConnection, rotateConnection } from './cut.js'
+import { isDue, NEVER } from './deadline-queue.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
 import { checkRates } from './rates.js'
@@ -64,11 +65,11 @@ export function sweepDue(
       queue.schedule(rec, rec.deadlineAt)
       return -1
     }
-    if (rec.requestDeadlineAt > now && rec.phaseDeadlineAt > now) {
+    if (!isDue(rec.requestDeadlineAt, now) && !isDue(rec.phaseDeadlineAt, now)) {
       // Not a deadline: connection age or a rate check.
-      if (rec.ageDeadlineAt <= now) ageReached(t, rec)
+      if (isDue(rec.ageDeadlineAt, now)) ageReached(t, rec)
       const h2 = rec.h2
-      if (h2 !== null && h2.pingCheckAt <= now) {
+      if (h2 !== null && isDue(h2.pingCheckAt, now)) {
         const step = checkPing(rec, h2, o, now)
         if (step === 'timeout') {
           cutConnection(t, rec, 'ping_timeout')
@@ -77,8 +78,8 @@ export function sweepDue(
         }
         if (step === 'send') rec.binding?.ping(rec)
       }
-      let failed = rec.rateCheckAt <= now ? checkRates(rec, now, o.sweepInterval) : null
-      if (failed === null && streamsDueAt(rec) <= now) {
+      let failed = isDue(rec.rateCheckAt, now) ? checkRates(rec, now, o.sweepInterval) : null
+      if (failed === null && isDue(streamsDueAt(rec), now)) {
         // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
         // client takes no byte at all.
         failed = checkStreams(rec, now, o.sweepInterval, t._onStreamFailed)
@@ -91,8 +92,9 @@ export function sweepDue(
       t._reschedule(rec)
       continue
     }
-    const kind: DeadlineKind =
-      rec.requestDeadlineAt <= now ? 'request_timeout' : (rec.phaseReason as DeadlineKind)
+    const kind: DeadlineKind = isDue(rec.requestDeadlineAt, now)
+      ? 'request_timeout'
+      : (rec.phaseReason as DeadlineKind)
     // Without the parser hook, a request whose first byte arrived since the
     // last poll is not idle. With it, bytes the hook did not report are not a
     // request (a stray CRLF between requests, which the parser skips).
@@ -111,7 +113,7 @@ export function sweepDue(
 }
 
 function ageReached(t: ConnectionTracker, rec: ConnectionRecord): void {
-  rec.ageDeadlineAt = INFINITY
+  rec.ageDeadlineAt = NEVER
   if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
     rotateConnection(rec, 'max_connection_age')
   }

@@ -6,7 +6,7 @@ import { closeChannel, openChannel, transitionChannel } from './channels.js'
 import { classifyClose, readEndState } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { cutConnection, rotateConnection } from './cut.js'
-import { DeadlineQueue } from './deadline-queue.js'
+import { DeadlineQueue, earliest, NEVER } from './deadline-queue.js'
 import { Drain, type DrainResult } from './drain.js'
 import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
@@ -198,7 +198,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec === undefined || rec.state !== 'active') return false
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
-        resolved.requestTimeout === 0 ? INFINITY : rec.requestStartedAt + resolved.requestTimeout
+        resolved.requestTimeout === 0 ? NEVER : rec.requestStartedAt + resolved.requestTimeout
     }
     if (rec.req === req) {
       const now = this._now()
@@ -376,7 +376,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
     if (rec.inFlight === 1) {
       const t = this.options.requestTimeout
-      rec.requestDeadlineAt = t === 0 ? INFINITY : now + t
+      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
     }
     this._reschedule(rec)
     this._transition(rec, 'active', now)
@@ -439,11 +439,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       // Pipelined: the next request's absolute limit runs from now.
       const t = this.options.requestTimeout
       rec.requestStartedAt = now
-      rec.requestDeadlineAt = t === 0 ? INFINITY : now + t
+      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
       this._reschedule(rec)
       return
     }
-    rec.requestDeadlineAt = INFINITY
+    rec.requestDeadlineAt = NEVER
     rec.req = null
     rec.res = null
     stopRates(rec)
@@ -466,7 +466,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.requests++
     rec.inFlight = 0
     rec.readingHead = false
-    rec.requestDeadlineAt = INFINITY
+    rec.requestDeadlineAt = NEVER
     this._setPhase(rec, null, 0, 0)
     this._reschedule(rec)
     this._transition(rec, 'upgraded', now)
@@ -532,7 +532,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     from: number,
   ): void {
     rec.phaseReason = reason
-    rec.phaseDeadlineAt = reason === null || timeout === 0 ? INFINITY : from + timeout
+    rec.phaseDeadlineAt = reason === null || timeout === 0 ? NEVER : from + timeout
     this._reschedule(rec)
   }
 
@@ -546,15 +546,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    */
   _reschedule(rec: ConnectionRecord): void {
     if (rec.state === 'closed') return
-    const at = Math.min(
-      rec.pingCheckAt,
-      rec.phaseDeadlineAt,
-      rec.requestDeadlineAt,
-      rec.ageDeadlineAt,
-      rec.rateCheckAt,
-      streamsDueAt(rec),
-    )
-    if (rec.queueIndex < 0 ? at !== INFINITY : at < rec.deadlineAt) this._queue.schedule(rec, at)
+    let at = earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt)
+    at = earliest(at, rec.ageDeadlineAt)
+    at = earliest(at, rec.rateCheckAt)
+    if (rec.session !== null) at = earliest(earliest(at, rec.pingCheckAt), streamsDueAt(rec))
+    if (at >= 0 && (rec.queueIndex < 0 || at < rec.deadlineAt)) this._queue.schedule(rec, at)
   }
 
   /** @internal */

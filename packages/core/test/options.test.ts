@@ -50,6 +50,9 @@ describe('resolveOptions', () => {
     ['sweepInterval', 0],
     ['sweepInterval', false],
     ['clock', { now: 1 }],
+    ['clock', { now: () => -5 }],
+    ['clock', { now: () => Number.NaN }],
+    ['clock', { now: () => '5' }],
   ])('rejects %s = %o with a typed error naming the option', (option, value) => {
     const err = thrown(() => resolveOptions({ [option]: value }))
     expect(err).toBeInstanceOf(InvalidOptionError)

@@ -14,6 +14,7 @@
 import type { ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
+import { isDue, NEVER } from '../src/deadline-queue.js'
 import { resolveOptions } from '../src/options.js'
 import { ConnectionRecord } from '../src/record.js'
 import {
@@ -94,7 +95,7 @@ function session(options: Parameters<typeof resolveOptions>[0]) {
   }
   /** Runs the session's stream check at `now` if due; returns a session-level reason. */
   const sweep = (now: number) =>
-    (rec.streams?.dueAt ?? Number.POSITIVE_INFINITY) <= now
+    isDue(rec.streams?.dueAt ?? NEVER, now)
       ? checkStreams(rec, now, 50, (g: StreamGuard, reason) => {
           cuts.push([g.stream.id as number, reason])
         })
@@ -221,7 +222,7 @@ describe('body', () => {
     const { rec, open } = session({ minBodyRate: RATE })
     const { g } = open(1, 0)
     expect(g.rates?.bodyWindowAt).toBe(-1)
-    expect(rec.streams?.dueAt).toBe(Number.POSITIVE_INFINITY)
+    expect(rec.streams?.dueAt).toBe(NEVER)
   })
 })
 
