@@ -10,7 +10,7 @@
  *   deadlines  connguard's defaults with `pressure: false`: the same deadlines, no shedding
  *   bare       Fastify's defaults (Node: handshake 120 s, headers 60 s checked every 30 s)
  *
- * Each first without the attack (the baseline p99), then under it. 127.0.0.1 only; every
+ * Each first without the attack (3 s of warm-up, then the baseline p99), then under it. 127.0.0.1 only; every
  * phase is bounded in time; slowhttptest is stopped by its pid. Without slowhttptest
  * (`apt-get install slowhttptest`) the slowloris half comes from lib/attacker.mjs.
  *
@@ -55,6 +55,8 @@ export const VARIANTS = {
   bare: null,
 }
 
+/** Seconds of legitimate traffic before each baseline, not counted. */
+const WARMUP_S = 3
 const SERVER_CPU = 0
 const OTHERS_CPU = 1
 /** Moves every thread of `pid` to one CPU (`taskset -a`); throws when taskset fails. */
@@ -183,6 +185,10 @@ async function runVariant(variant, o) {
     if (m?.type === 'sample') samples.push(m)
   })
   try {
+    // 0. Warm-up, not counted: run inside `pnpm bench` right after the overhead benchmark,
+    // the first variant's baseline p99 read 88 ms twice (15–19 ms in every later variant
+    // and standalone run): JIT and the previous benchmark's processes still winding down.
+    await legit(server.info.port, o.legit, WARMUP_S)
     // 1. Baseline: the legitimate client alone.
     const base = summarize(await legit(server.info.port, o.legit, o.baseline))
     // 2. Under attack.
