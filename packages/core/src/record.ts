@@ -43,9 +43,9 @@ export type DeadlineKind =
 let nextId = 1
 
 /**
- * What an HTTP/2 connection's record keeps of its session: the PING checks' state and the
- * stream statistics. Created when the session starts, so an HTTP/1 record carries one null
- * field instead of seven (one of them a boxed Infinity).
+ * What an HTTP/2 connection's record keeps of its session: the session, its open streams,
+ * the PING checks' state and the stream statistics. Created when the session starts, so an
+ * HTTP/1 record carries one null field instead of nine.
  */
 export class SessionFacts {
   /** Due time of the next PING check, clock ms. */
@@ -58,10 +58,22 @@ export class SessionFacts {
   peakConcurrentStreams = 0
   pingRtt: number | null = null
   streamCuts: Partial<Record<CloseReason, number>> | null = null
+  readonly session: import('node:http2').Http2Session
+  /** The open streams' guards and their shared state; null until the first stream. */
+  streams: import('./streams.js').SessionStreams | null = null
+  constructor(session: import('node:http2').Http2Session) {
+    this.session = session
+  }
 }
 
 /** The facts a connection's close settles, kept apart from the live record's fields. */
 class CloseFacts {
+  /** First error seen on the connection (set before the close when the error comes first). */
+  error: Error | null = null
+  /** The peer sent FIN. */
+  peerEnded = false
+  /** The last response ended the connection: 'client' asked for it, or the 'server' did. */
+  closeIntent: 'client' | 'server' | null = null
   closedAt: number | null = null
   duration: number | null = null
   stateAtClose: LiveState | null = null
@@ -146,12 +158,6 @@ export class ConnectionRecord implements Scheduled {
   sawMessageBegin = false
   /** @internal Reason decided by us before we destroy the socket; wins over what follows. */
   pendingReason: CloseReason | null = null
-  /** @internal First error seen on the connection. */
-  error: Error | null = null
-  /** @internal The peer sent FIN. */
-  peerEnded = false
-  /** @internal The last response ended the connection: 'client' asked for it, or the 'server' did. */
-  closeIntent: 'client' | 'server' | null = null
   /** @internal bytesRead of the HTTP socket when it last became idle (fallback detection). */
   bytesReadAtIdle = 0
   /** @internal The oldest request in flight and its response (rates, rotation). */
@@ -166,10 +172,6 @@ export class ConnectionRecord implements Scheduled {
   ageDeadlineAt = NEVER
   /** @internal Close after the response in flight, for this reason (rotation, drain). */
   rotateReason: CloseReason | null = null
-  /** @internal The HTTP/2 session this connection carries, if any. */
-  session: import('node:http2').Http2Session | null = null
-  /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
-  streams: import('./streams.js').SessionStreams | null = null
   /** @internal HTTP/2: what the session's PING checks and streams left; null for HTTP/1. */
   h2: SessionFacts | null = null
   /** @internal Pressure: the window a client-bound transfer's rate is judged over; null when none. */
@@ -213,6 +215,45 @@ export class ConnectionRecord implements Scheduled {
    */
   get streamCuts(): Partial<Record<CloseReason, number>> | null {
     return this.h2?.streamCuts ?? null
+  }
+
+  /** @internal The HTTP/2 session this connection carries, if any. */
+  get session(): import('node:http2').Http2Session | null {
+    return this.h2 === null ? null : this.h2.session
+  }
+
+  /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
+  get streams(): import('./streams.js').SessionStreams | null {
+    return this.h2 === null ? null : this.h2.streams
+  }
+  set streams(value: import('./streams.js').SessionStreams | null) {
+    if (this.h2 !== null) this.h2.streams = value
+  }
+
+  // Close-path facts: null or false on a healthy open connection, so they live in the
+  // close facts, which a setter creates early in the rare case one is known before the close.
+  /** @internal First error seen on the connection. */
+  get error(): Error | null {
+    return this.closing === null ? null : this.closing.error
+  }
+  set error(value: Error | null) {
+    this.#closing().error = value
+  }
+
+  /** @internal The peer sent FIN. */
+  get peerEnded(): boolean {
+    return this.closing?.peerEnded === true
+  }
+  set peerEnded(value: boolean) {
+    this.#closing().peerEnded = value
+  }
+
+  /** @internal The last response ended the connection: 'client' asked for it, or the 'server' did. */
+  get closeIntent(): 'client' | 'server' | null {
+    return this.closing === null ? null : this.closing.closeIntent
+  }
+  set closeIntent(value: 'client' | 'server' | null) {
+    this.#closing().closeIntent = value
   }
 
   /** @internal Due time of the next PING check, clock ms (NEVER for HTTP/1). */

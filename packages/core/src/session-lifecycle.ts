@@ -26,8 +26,7 @@ export function sessionStarted(
   tls: TlsInfo | null,
 ): void {
   if (rec.state === 'closed') return
-  rec.session = session
-  const h2 = new SessionFacts()
+  const h2 = new SessionFacts(session)
   rec.h2 = h2
   rec.httpVersion = '2.0'
   if (tls !== null) t._established(rec, httpSocket, tls)

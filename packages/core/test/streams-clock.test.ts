@@ -11,12 +11,12 @@
  * - a response failing while the connection takes nothing cuts the session, not the stream;
  * - requestTimeout per stream, and its override.
  */
-import type { ServerHttp2Stream } from 'node:http2'
+import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { isDue, NEVER } from '../src/deadline-queue.js'
 import { resolveOptions } from '../src/options.js'
-import { ConnectionRecord } from '../src/record.js'
+import { ConnectionRecord, SessionFacts } from '../src/record.js'
 import {
   checkStreams,
   closeStream,
@@ -81,6 +81,8 @@ class FakeRaw {
 function session(options: Parameters<typeof resolveOptions>[0]) {
   const raw = new FakeRaw()
   const rec = new ConnectionRecord(raw as unknown as Socket, false, 0, 0)
+  // An HTTP/2 record: its session facts exist from the session's start.
+  rec.h2 = new SessionFacts({} as Http2Session)
   const o = resolveOptions({
     minBodyRate: false,
     minResponseRate: false,
