@@ -42,6 +42,11 @@ export type DeadlineKind =
 
 let nextId = 1
 
+/** Converts a tracker's clock ms to epoch ms: epoch = clock + `epochOffset`. */
+export interface ClockBase {
+  readonly epochOffset: number
+}
+
 /**
  * What an HTTP/2 connection's record keeps of its session: the session, its open streams,
  * the PING checks' state and the stream statistics. Created when the session starts, so an
@@ -103,8 +108,8 @@ export class ConnectionRecord implements Scheduled {
   /** HTTP version of the last request head (`'1.1'`, `'1.0'`); null before the first. */
   httpVersion: string | null = null
   state: ConnectionState = 'new'
-  /** When the connection was accepted. */
-  readonly openedAt: number
+  /** @internal Clock ms → epoch ms, one object per tracker (an epoch ms per record is a boxed number). */
+  readonly _clockBase: ClockBase
   /** Accept → TLS established; null for plain connections and unfinished handshakes. */
   handshakeDuration: number | null = null
   /** Established → first byte of the first request; null if none came. */
@@ -182,7 +187,7 @@ export class ConnectionRecord implements Scheduled {
     rawSocket: Socket,
     secure: boolean,
     nowClock: number,
-    nowEpoch: number,
+    nowEpoch: number | ClockBase,
     local: ListenEnd | null = null,
   ) {
     this.id = nextId++
@@ -193,7 +198,7 @@ export class ConnectionRecord implements Scheduled {
     this.remotePort = e.remotePort
     this.localAddress = e.localAddress
     this.localPort = e.localPort
-    this.openedAt = nowEpoch
+    this._clockBase = typeof nowEpoch === 'number' ? { epochOffset: nowEpoch - nowClock } : nowEpoch
     this.openedAtClock = nowClock
     this.stateSince = nowClock
   }
@@ -215,6 +220,11 @@ export class ConnectionRecord implements Scheduled {
    */
   get streamCuts(): Partial<Record<CloseReason, number>> | null {
     return this.h2?.streamCuts ?? null
+  }
+
+  /** When the connection was accepted, epoch ms. */
+  get openedAt(): number {
+    return this._clockBase.epochOffset + this.openedAtClock
   }
 
   /** @internal The HTTP/2 session this connection carries, if any. */

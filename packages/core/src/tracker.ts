@@ -30,7 +30,7 @@ import {
   startRates,
   stopRates,
 } from './rates.js'
-import { ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
+import { type ClockBase, ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import { cutStream } from './session-lifecycle.js'
 import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
 import { overrideStream, type StreamCutReason, type StreamGuard, streamsDueAt } from './streams.js'
@@ -66,7 +66,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   readonly options: ResolvedOptions
   readonly #clock: ResolvedOptions['clock']
   /** Clock ms → epoch ms. */
-  readonly #epochOffset: number
+  readonly #clockBase: ClockBase
   /** @internal The live connections, in accept order. */
   readonly _records = new Set<ConnectionRecord>()
   /** @internal The sweeper's deadline heap. */
@@ -111,7 +111,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._pressure =
       p === null ? null : new Pressure(p, this.options.maxConnections, openFileLimit())
     this.#clock = this.options.clock
-    this.#epochOffset = Date.now() - this._now()
+    this.#clockBase = { epochOffset: Date.now() - this._now() }
   }
 
   get closed(): boolean {
@@ -296,13 +296,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** @internal A connection was accepted. */
   _open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
     const now = this._now()
-    const rec = new ConnectionRecord(
-      rawSocket,
-      secure,
-      now,
-      this.#epochOffset + now,
-      binding.listenEnd(),
-    )
+    const rec = new ConnectionRecord(rawSocket, secure, now, this.#clockBase, binding.listenEnd())
     rec.binding = binding
     this._records.add(rec)
     ;(this.#counts[0] as number)++
@@ -497,7 +491,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.finalBytesWritten = raw.bytesWritten ?? 0
     }
     rec.closeReason = reason
-    rec.closedAt = this.#epochOffset + now
+    rec.closedAt = this.#clockBase.epochOffset + now
     rec.duration = now - rec.openedAtClock
     this.#closedByReason[reason] = (this.#closedByReason[reason] ?? 0) + 1
     this._transition(rec, 'closed', now)
