@@ -51,7 +51,8 @@ function closed(c: Closed): ConnectionRecord {
   rec.closeReason = c.reason
   rec.duration = duration
   rec.closedAt = duration
-  rec.handshakeDuration = c.handshakeDuration ?? null
+  // The handshake's duration is derived from when TLS was established.
+  if (c.handshakeDuration != null) rec.establishedAtClock = rec.openedAtClock + c.handshakeDuration
   rec.timeToFirstRequest = c.timeToFirstRequest ?? null
   rec.requests = c.requests ?? 0
   rec.httpVersion = c.httpVersion ?? null

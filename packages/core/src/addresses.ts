@@ -9,7 +9,8 @@ import type { Socket } from 'node:net'
  * each) that the record then keeps alive for the connection's life. Where the
  * socket has a TCP handle and nothing cached the ends yet, they are read from
  * the handle into one scratch object instead. The local address is usually
- * the same for every connection of a server: one string is kept for all.
+ * the same for every connection of a server: one string is kept for all; a remote
+ * address equal to the previous connection's reuses its string.
  */
 
 interface Name {
@@ -36,6 +37,12 @@ export const ends = {
 
 const scratch: Name = {}
 let sharedLocalAddress: string | undefined
+/**
+ * The last remote address read: the kernel hands a new string for every connection, but
+ * consecutive connections often come from one address (a proxy, a load balancer, a NAT):
+ * keeping the previous string instead saves one string per connection (~32 B).
+ */
+let lastRemoteAddress: string | undefined
 
 /** A server's listening address when it is one address (not a wildcard): every connection's local end. */
 export interface ListenEnd {
@@ -72,6 +79,9 @@ export function readEnds(socket: Socket, local: ListenEnd | null = null): typeof
     ends.remoteAddress = socket.remoteAddress
     ends.remotePort = socket.remotePort
   }
+  const remote = ends.remoteAddress
+  if (remote === lastRemoteAddress) ends.remoteAddress = lastRemoteAddress
+  else lastRemoteAddress = remote
   if (local !== null) {
     ends.localAddress = local.address
     ends.localPort = local.port

@@ -6,7 +6,6 @@ import type { CloseReason } from './close-reasons.js'
 import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
 import type { RateWindows } from './rates.js'
-import type { ShedMark } from './shed.js'
 import type { ConnectionState, LiveState } from './states.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
@@ -79,6 +78,8 @@ class CloseFacts {
   peerEnded = false
   /** The last response ended the connection: 'client' asked for it, or the 'server' did. */
   closeIntent: 'client' | 'server' | null = null
+  /** Close after the response in flight, for this reason (rotation, drain). */
+  rotateReason: CloseReason | null = null
   closedAt: number | null = null
   duration: number | null = null
   stateAtClose: LiveState | null = null
@@ -110,8 +111,6 @@ export class ConnectionRecord implements Scheduled {
   state: ConnectionState = 'new'
   /** @internal Clock ms → epoch ms, one object per tracker (an epoch ms per record is a boxed number). */
   readonly _clockBase: ClockBase
-  /** Accept → TLS established; null for plain connections and unfinished handshakes. */
-  handshakeDuration: number | null = null
   /** Established → first byte of the first request; null if none came. */
   timeToFirstRequest: number | null = null
   /** Request heads received. */
@@ -175,12 +174,8 @@ export class ConnectionRecord implements Scheduled {
   rateCheckAt = NEVER
   /** @internal Due time of max connection age. */
   ageDeadlineAt = NEVER
-  /** @internal Close after the response in flight, for this reason (rotation, drain). */
-  rotateReason: CloseReason | null = null
   /** @internal HTTP/2: what the session's PING checks and streams left; null for HTTP/1. */
   h2: SessionFacts | null = null
-  /** @internal Pressure: the window a client-bound transfer's rate is judged over; null when none. */
-  shedMark: ShedMark | null = null
 
   /** @internal */
   constructor(
@@ -222,6 +217,13 @@ export class ConnectionRecord implements Scheduled {
     return this.h2?.streamCuts ?? null
   }
 
+  /** Accept → TLS established; null for plain connections and unfinished handshakes. */
+  get handshakeDuration(): number | null {
+    return this.secure && this.establishedAtClock >= 0
+      ? this.establishedAtClock - this.openedAtClock
+      : null
+  }
+
   /** When the connection was accepted, epoch ms. */
   get openedAt(): number {
     return this._clockBase.epochOffset + this.openedAtClock
@@ -248,6 +250,14 @@ export class ConnectionRecord implements Scheduled {
   }
   set error(value: Error | null) {
     this.#closing().error = value
+  }
+
+  /** @internal Close after the response in flight, for this reason (rotation, drain). */
+  get rotateReason(): CloseReason | null {
+    return this.closing === null ? null : this.closing.rotateReason
+  }
+  set rotateReason(value: CloseReason | null) {
+    this.#closing().rotateReason = value
   }
 
   /** @internal The peer sent FIN. */

@@ -37,9 +37,10 @@ const CLOSES_PER_CLOCK_READ = 4
 
 /**
  * Where the window an active transfer's rate is judged over started: created the first
- * time a scan under pressure looks at the transfer (most connections never need one).
+ * time a scan under pressure looks at the transfer (most connections never need one), and
+ * kept beside the record rather than on it (a field on every record for a rare case).
  */
-export class ShedMark {
+class ShedMark {
   /** Clock ms. */
   at: number
   /** Wire bytes (read + taken by the kernel) at `at`. */
@@ -51,6 +52,8 @@ export class ShedMark {
     this.bytes = bytes
   }
 }
+
+const marks = new WeakMap<ConnectionRecord, ShedMark>()
 
 /** When `rec` started producing nothing, clock ms; -1 when it is not unproductive. */
 function unproductiveSince(rec: ConnectionRecord): number {
@@ -100,13 +103,13 @@ function slow(rec: ConnectionRecord, now: number, rate: number): boolean {
     (rec.rates?.hasBody === true && req !== null && !req.complete && !bodyReadPaused(raw)) ||
     responseBlocked(raw)
   if (!clientBound) {
-    rec.shedMark = null
+    marks.delete(rec)
     return false
   }
   const bytes = raw.bytesRead + acceptedBytes(raw)
-  const mark = rec.shedMark
-  if (mark === null || now - mark.at > STALE_MARK_MS) {
-    rec.shedMark = new ShedMark(now, bytes)
+  const mark = marks.get(rec)
+  if (mark === undefined || now - mark.at > STALE_MARK_MS) {
+    marks.set(rec, new ShedMark(now, bytes))
     return false
   }
   const elapsed = now - mark.at

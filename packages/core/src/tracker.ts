@@ -338,7 +338,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     const now = this._now()
     this._awaitingBytes.delete(rec)
     rec.establishedAtClock = now
-    rec.handshakeDuration = now - rec.openedAtClock
     rec.httpSocket = httpSocket
     rec.tls = tls
     this._setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
