@@ -276,11 +276,6 @@ export class ConnectionRecord implements Scheduled {
     this.#closing().closeIntent = value
   }
 
-  /** @internal Due time of the next PING check, clock ms (NEVER for HTTP/1). */
-  get pingCheckAt(): number {
-    return this.h2 === null ? NEVER : this.h2.pingCheckAt
-  }
-
   /** Bytes received on the wire (ciphertext for TLS, handshake included). */
   get bytesRead(): number {
     const raw = this.rawSocket

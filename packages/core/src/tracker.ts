@@ -33,7 +33,7 @@ import {
 import { type ClockBase, ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import { cutStream } from './session-lifecycle.js'
 import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
-import { overrideStream, type StreamCutReason, type StreamGuard, streamsDueAt } from './streams.js'
+import { overrideStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import { startSweeper, sweepDue } from './sweep.js'
 import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
 
@@ -542,7 +542,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     let at = earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt)
     at = earliest(at, rec.ageDeadlineAt)
     at = earliest(at, rec.rateCheckAt)
-    if (rec.session !== null) at = earliest(earliest(at, rec.pingCheckAt), streamsDueAt(rec))
+    // HTTP/2: the PING check and the earliest stream check, from the session facts read once.
+    const h2 = rec.h2
+    if (h2 !== null) {
+      at = earliest(at, h2.pingCheckAt)
+      if (h2.streams !== null) at = earliest(at, h2.streams.dueAt)
+    }
     if (at >= 0 && (rec.queueIndex < 0 || at < rec.deadlineAt)) this._queue.schedule(rec, at)
   }
 
