@@ -42,7 +42,8 @@ function closed(c: Closed): ConnectionRecord {
   LIVE_STATES.forEach((state, i) => {
     rec._addDuration(i, c.sd?.[state] ?? 0)
   })
-  const duration = Object.values(rec.stateDurations).reduce((a, b) => a + b, 0)
+  // The upgraded time is what the duration leaves over the other states.
+  const duration = Object.values(c.sd ?? {}).reduce((a, b) => a + b, 0)
   rec.rawSocket = null
   rec.finalBytesRead = c.bytes?.[0] ?? 0
   rec.finalBytesWritten = c.bytes?.[1] ?? 0

@@ -344,7 +344,7 @@ describe('ConnectionTracker on a bare node:http server', () => {
  * test states the behaviour the design asks for; they fail until the tracker is fixed.
  */
 describe('the two ends of a connection', () => {
-  it('local end from the listening address; from the socket on a wildcard listener and after re-listening', async () => {
+  it('local end from the listening address; from the socket on a wildcard listener (each local address its own) and after re-listening', async () => {
     const tracker = new ConnectionTracker({ sweepInterval: SWEEP })
     const server = http.createServer((_req, res) => res.end('ok'))
     tracker.attach(server)
@@ -354,8 +354,8 @@ describe('the two ends of a connection', () => {
       new Promise<number>((resolve) =>
         server.listen(0, host, () => resolve((server.address() as { port: number }).port)),
       )
-    const ends = async (port: number) => {
-      const result = await rawHttp(port, getRequest('/', { Connection: 'close' }))
+    const ends = async (port: number, host?: '127.0.0.2') => {
+      const result = await rawHttp(port, getRequest('/', { Connection: 'close' }), { host })
       expect(parseResponses(result.received, { eof: true })[0]?.status).toBe(200)
       const record = await closes.next()
       return [record.localAddress, record.localPort, record.remoteAddress] as const
@@ -364,6 +364,9 @@ describe('the two ends of a connection', () => {
     expect(await ends(one)).toEqual(['127.0.0.1', one, '127.0.0.1'])
     await new Promise<void>((resolve) => server.close(() => resolve()))
     const wildcard = await listenOn('0.0.0.0')
+    expect(await ends(wildcard)).toEqual(['127.0.0.1', wildcard, '127.0.0.1'])
+    // Records share one local end object while it repeats: another address is its own.
+    expect(await ends(wildcard, '127.0.0.2')).toEqual(['127.0.0.2', wildcard, '127.0.0.1'])
     expect(await ends(wildcard)).toEqual(['127.0.0.1', wildcard, '127.0.0.1'])
     await new Promise<void>((resolve) => server.close(() => resolve()))
   })

@@ -22,6 +22,8 @@ export interface ClientOptions {
   timeoutMs?: number
   /** With `tls`: extra client options over the fixture defaults (ALPN, session, ...). */
   tlsOptions?: tls.ConnectionOptions
+  /** A loopback address to connect to; default 127.0.0.1. */
+  host?: '127.0.0.1' | '127.0.0.2' | '::1'
 }
 
 /** How the connection ended, seen from the client. */
@@ -87,14 +89,19 @@ export class ConnectionClosedError extends Error {
   }
 }
 
-/** Connect to 127.0.0.1:`port` (and finish the TLS handshake when `tls`). */
+/** Connect to 127.0.0.1:`port` (or `host`, loopback; and finish the TLS handshake when `tls`). */
 export function openSocket(
   port: number,
-  { tls: secure = false, timeoutMs = DEFAULT_TIMEOUT_MS, tlsOptions }: ClientOptions = {},
+  {
+    tls: secure = false,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+    tlsOptions,
+    host = '127.0.0.1',
+  }: ClientOptions = {},
 ): Promise<Conn> {
   // TLS runs over a TCP socket we create, so `reset()` can reach it: `resetAndDestroy()`
   // throws ERR_INVALID_HANDLE_TYPE on a TLSSocket (its handle is a TLSWrap, not TCP).
-  const tcp = net.connect({ host: '127.0.0.1', port })
+  const tcp = net.connect({ host, port })
   const socket: net.Socket = secure
     ? tls.connect({ ...clientTlsOptions, ...tlsOptions, socket: tcp })
     : tcp

@@ -8,9 +8,10 @@ import type { Socket } from 'node:net'
  * `{ address, family, port }` object on the socket for each end (~56 bytes
  * each) that the record then keeps alive for the connection's life. Where the
  * socket has a TCP handle and nothing cached the ends yet, they are read from
- * the handle into one scratch object instead. The local address is usually
- * the same for every connection of a server: one string is kept for all; a remote
- * address equal to the previous connection's reuses its string.
+ * the handle into one scratch object instead. The local end is usually the
+ * same for every connection of a server: records point at one shared
+ * `{ address, port }` while it repeats; a remote address equal to the previous
+ * connection's reuses its string.
  */
 
 interface Name {
@@ -31,12 +32,18 @@ type WithHandle = Socket & {
 export const ends = {
   remoteAddress: undefined as string | undefined,
   remotePort: undefined as number | undefined,
-  localAddress: undefined as string | undefined,
-  localPort: undefined as number | undefined,
+  local: { address: undefined, port: undefined } as LocalEnd,
+}
+
+/** A connection's local end. Records share one object while the local end repeats. */
+export interface LocalEnd {
+  readonly address: string | undefined
+  readonly port: number | undefined
 }
 
 const scratch: Name = {}
-let sharedLocalAddress: string | undefined
+/** The last local end read from a socket: a wildcard listener's connections mostly share one. */
+let lastLocal: LocalEnd = { address: undefined, port: undefined }
 /**
  * The last remote address read: the kernel hands a new string for every connection, but
  * consecutive connections often come from one address (a proxy, a load balancer, a NAT):
@@ -45,7 +52,7 @@ let sharedLocalAddress: string | undefined
 let lastRemoteAddress: string | undefined
 
 /** A server's listening address when it is one address (not a wildcard): every connection's local end. */
-export interface ListenEnd {
+export interface ListenEnd extends LocalEnd {
   readonly address: string
   readonly port: number
 }
@@ -83,18 +90,20 @@ export function readEnds(socket: Socket, local: ListenEnd | null = null): typeof
   if (remote === lastRemoteAddress) ends.remoteAddress = lastRemoteAddress
   else lastRemoteAddress = remote
   if (local !== null) {
-    ends.localAddress = local.address
-    ends.localPort = local.port
-  } else if (fromHandle(handle, handle?.getsockname, s._sockname)) {
-    ends.localAddress = scratch.address
-    ends.localPort = scratch.port
-  } else {
-    ends.localAddress = socket.localAddress
-    ends.localPort = socket.localPort
+    ends.local = local
+    return ends
   }
-  const address = ends.localAddress
-  if (address === sharedLocalAddress) ends.localAddress = sharedLocalAddress
-  else sharedLocalAddress = address
+  let address: string | undefined
+  let port: number | undefined
+  if (fromHandle(handle, handle?.getsockname, s._sockname)) {
+    address = scratch.address
+    port = scratch.port
+  } else {
+    address = socket.localAddress
+    port = socket.localPort
+  }
+  if (address !== lastLocal.address || port !== lastLocal.port) lastLocal = { address, port }
+  ends.local = lastLocal
   return ends
 }
 

@@ -34,8 +34,8 @@ export function cutConnection(
   }
   rec.phaseDeadlineAt = NEVER
   rec.requestDeadlineAt = NEVER
-  rec.ageDeadlineAt = NEVER
-  rec.rateCheckAt = NEVER
+  rec._ageDone()
+  if (rec.rates !== null) rec.rates.checkAt = NEVER
   if (rec.h2 !== null) rec.h2.pingCheckAt = NEVER
   if (rec.streams !== null) rec.streams.dueAt = NEVER
   t._queue.remove(rec)

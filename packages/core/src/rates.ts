@@ -41,6 +41,8 @@ export class RateWindows {
   responseWindowAt = -1
   /** Response progress at the start of the response window. */
   responseWindowBytes = 0
+  /** Due time of the next check, clock ms; NEVER when none. Kept here: an idle owner has none. */
+  checkAt = NEVER
 
   constructor(
     hasBody: boolean,
@@ -60,8 +62,12 @@ export class RateWindows {
 /** What carries rate windows: a connection record (HTTP/1) or a stream guard (HTTP/2). */
 export interface RateOwner {
   rates: RateWindows | null
-  /** Due time of the next rate check, clock ms; NEVER when none. */
-  rateCheckAt: number
+}
+
+/** Due time of `o`'s next rate check, clock ms; NEVER when none. */
+export function rateCheckAt(o: RateOwner): number {
+  const r = o.rates
+  return r === null ? NEVER : r.checkAt
 }
 
 /** Where an owner's progress is read; one shared object per kind, no closure per request. */
@@ -95,7 +101,6 @@ export function startRates<O extends RateOwner>(
 /** Stops measuring (the request is done). */
 export function stopRates(o: RateOwner): void {
   o.rates = null
-  o.rateCheckAt = NEVER
 }
 
 /** Replaces the body rate of the request in flight: a new rate starts a fresh window from now. */
@@ -123,14 +128,11 @@ export function setResponseRate(o: RateOwner, rate: ResolvedRate): void {
 /** Next check: one window of the shortest rate in force, while one is. */
 export function scheduleRateCheck(o: RateOwner, now: number): void {
   const r = o.rates
-  if (r === null) {
-    o.rateCheckAt = NEVER
-    return
-  }
+  if (r === null) return
   const body = r.bodyWindowAt >= 0 ? r.bodyRate.windowMs : INFINITY
   const response = r.responseRate.bytesPerSecond > 0 ? r.responseRate.windowMs : INFINITY
   const window = Math.min(body, response)
-  o.rateCheckAt = window === INFINITY ? NEVER : now + window
+  r.checkAt = window === INFINITY ? NEVER : now + window
 }
 
 /**
@@ -146,9 +148,9 @@ export function checkRateWindows<O extends RateOwner>(
   now: number,
   pausedRecheckMs: number,
 ): CloseReason | null {
-  o.rateCheckAt = NEVER
   const r = o.rates
   if (r === null) return null
+  r.checkAt = NEVER
   if (r.bodyWindowAt >= 0) {
     if (p.bodyDone(o)) r.bodyWindowAt = -1
     else if (p.bodyPaused(o)) {
@@ -177,7 +179,7 @@ export function checkRateWindows<O extends RateOwner>(
   }
   scheduleRateCheck(o, now)
   if (r.bodyPaused && r.bodyWindowAt >= 0) {
-    o.rateCheckAt = earliest(o.rateCheckAt, now + pausedRecheckMs)
+    r.checkAt = earliest(r.checkAt, now + pausedRecheckMs)
   }
   return null
 }
@@ -223,7 +225,7 @@ export function checkRates(
   pausedRecheckMs: number,
 ): CloseReason | null {
   if (rec.rawSocket === null) {
-    rec.rateCheckAt = NEVER
+    if (rec.rates !== null) rec.rates.checkAt = NEVER
     return null
   }
   return checkRateWindows(rec, connectionProgress, now, pausedRecheckMs)

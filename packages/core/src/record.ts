@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { type ListenEnd, readEnds } from './addresses.js'
+import { type ListenEnd, type LocalEnd, readEnds } from './addresses.js'
 import type { CloseReason } from './close-reasons.js'
 import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
@@ -41,10 +41,21 @@ export type DeadlineKind =
 
 let nextId = 1
 
-/** Converts a tracker's clock ms to epoch ms: epoch = clock + `epochOffset`. */
+/**
+ * What every record of one tracker shares: clock ms → epoch ms (epoch = clock +
+ * `epochOffset`), and the connection age limit (0: none), so a record keeps
+ * neither as a field of its own.
+ */
 export interface ClockBase {
   readonly epochOffset: number
+  readonly maxConnectionAge: number
 }
+
+// Bits of `ConnectionRecord._flags`: one small integer instead of a field each.
+const SECURE = 1
+const READING_HEAD = 2
+const SAW_MESSAGE_BEGIN = 4
+const AGE_ARMED = 8
 
 /**
  * What an HTTP/2 connection's record keeps of its session: the session, its open streams,
@@ -80,6 +91,8 @@ class CloseFacts {
   closeIntent: 'client' | 'server' | null = null
   /** Close after the response in flight, for this reason (rotation, drain). */
   rotateReason: CloseReason | null = null
+  /** Reason decided by us before we destroy the socket; wins over what follows. */
+  pendingReason: CloseReason | null = null
   closedAt: number | null = null
   duration: number | null = null
   stateAtClose: LiveState | null = null
@@ -100,10 +113,10 @@ export class ConnectionRecord implements Scheduled {
   readonly id: number
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
-  readonly localAddress: string | undefined
-  readonly localPort: number | undefined
-  /** True for TLS connections. */
-  readonly secure: boolean
+  /** @internal The local end, shared by the records whose local end is the same. */
+  readonly _local: LocalEnd
+  /** @internal SECURE, READING_HEAD, SAW_MESSAGE_BEGIN, AGE_ARMED. */
+  _flags: number
   /** Negotiated TLS parameters; null until the handshake completes, and for plain connections. */
   tls: TlsInfo | null = null
   /** HTTP version of the last request head (`'1.1'`, `'1.0'`); null before the first. */
@@ -138,8 +151,8 @@ export class ConnectionRecord implements Scheduled {
   msIdle = 0
   /** @internal */
   msActive = 0
-  /** @internal */
-  msUpgraded = 0
+  // No field for `upgraded`: the state is left only by the close, so its time is what the
+  // close's duration leaves over the others.
   /** @internal Clock ms when TLS completed (or accept, for plain); -1 before. */
   establishedAtClock = -1
   /** @internal Due time of the earliest deadline, clock ms (Scheduled). */
@@ -156,24 +169,10 @@ export class ConnectionRecord implements Scheduled {
   requestStartedAt = -1
   /** @internal Requests begun (first byte seen) and not yet answered. */
   inFlight = 0
-  /** @internal A request's head is being received. */
-  readingHead = false
-  /** @internal The parser hook saw the current request begin (checks the hook works). */
-  sawMessageBegin = false
-  /** @internal Reason decided by us before we destroy the socket; wins over what follows. */
-  pendingReason: CloseReason | null = null
-  /** @internal bytesRead of the HTTP socket when it last became idle (fallback detection). */
-  bytesReadAtIdle = 0
-  /** @internal The oldest request in flight and its response (rates, rotation). */
-  req: IncomingMessage | null = null
-  /** @internal */
+  /** @internal The response to the oldest request in flight (rates, rotation); its `req` is the request. */
   res: ServerResponse | null = null
-  /** @internal Rate windows of the request in flight; null while none is. */
+  /** @internal Rate windows of the request in flight, with their next check; null while none is. */
   rates: RateWindows | null = null
-  /** @internal Due time of the next rate check. */
-  rateCheckAt = NEVER
-  /** @internal Due time of max connection age. */
-  ageDeadlineAt = NEVER
   /** @internal HTTP/2: what the session's PING checks and streams left; null for HTTP/1. */
   h2: SessionFacts | null = null
 
@@ -187,15 +186,71 @@ export class ConnectionRecord implements Scheduled {
   ) {
     this.id = nextId++
     this.rawSocket = rawSocket
-    this.secure = secure
     const e = readEnds(rawSocket, local)
     this.remoteAddress = e.remoteAddress
     this.remotePort = e.remotePort
-    this.localAddress = e.localAddress
-    this.localPort = e.localPort
-    this._clockBase = typeof nowEpoch === 'number' ? { epochOffset: nowEpoch - nowClock } : nowEpoch
+    this._local = e.local
+    this._clockBase =
+      typeof nowEpoch === 'number'
+        ? { epochOffset: nowEpoch - nowClock, maxConnectionAge: 0 }
+        : nowEpoch
+    this._flags = (secure ? SECURE : 0) | (this._clockBase.maxConnectionAge > 0 ? AGE_ARMED : 0)
     this.openedAtClock = nowClock
     this.stateSince = nowClock
+  }
+
+  get localAddress(): string | undefined {
+    return this._local.address
+  }
+
+  get localPort(): number | undefined {
+    return this._local.port
+  }
+
+  /** True for TLS connections. */
+  get secure(): boolean {
+    return (this._flags & SECURE) !== 0
+  }
+
+  /** @internal A request's head is being received. */
+  get readingHead(): boolean {
+    return (this._flags & READING_HEAD) !== 0
+  }
+  set readingHead(value: boolean) {
+    this._flags = value ? this._flags | READING_HEAD : this._flags & ~READING_HEAD
+  }
+
+  /** @internal The parser hook saw the current request begin (checks the hook works). */
+  get sawMessageBegin(): boolean {
+    return (this._flags & SAW_MESSAGE_BEGIN) !== 0
+  }
+  set sawMessageBegin(value: boolean) {
+    this._flags = value ? this._flags | SAW_MESSAGE_BEGIN : this._flags & ~SAW_MESSAGE_BEGIN
+  }
+
+  /**
+   * @internal Due time of max connection age, clock ms: accept + the tracker's
+   * `maxConnectionAge` until `_ageDone()` (reached or cut), NEVER without one.
+   */
+  get ageDeadlineAt(): number {
+    return (this._flags & AGE_ARMED) === 0
+      ? NEVER
+      : this.openedAtClock + this._clockBase.maxConnectionAge
+  }
+
+  /** @internal The age deadline no longer applies. */
+  _ageDone(): void {
+    this._flags &= ~AGE_ARMED
+  }
+
+  /** @internal The oldest request in flight (rates, rotation); null while none is. */
+  get req(): IncomingMessage | null {
+    return this.res === null ? null : this.res.req
+  }
+
+  /** @internal Due time of the next rate check, clock ms. */
+  get rateCheckAt(): number {
+    return this.rates === null ? NEVER : this.rates.checkAt
   }
 
   /** HTTP/2: most streams open at once. */
@@ -258,6 +313,14 @@ export class ConnectionRecord implements Scheduled {
   }
   set rotateReason(value: CloseReason | null) {
     this.#closing().rotateReason = value
+  }
+
+  /** @internal Reason decided by us before we destroy the socket; wins over what follows. */
+  get pendingReason(): CloseReason | null {
+    return this.closing === null ? null : this.closing.pendingReason
+  }
+  set pendingReason(value: CloseReason | null) {
+    this.#closing().pendingReason = value
   }
 
   /** @internal The peer sent FIN. */
@@ -351,12 +414,15 @@ export class ConnectionRecord implements Scheduled {
 
   /** Time spent in each state, ms (the current state counts up to its last transition). */
   get stateDurations(): StateDurations {
+    const lived = this.msNew + this.msHandshaking + this.msIdle + this.msActive
+    const duration = this.closing?.duration ?? null
     return {
       new: this.msNew,
       handshaking: this.msHandshaking,
       idle: this.msIdle,
       active: this.msActive,
-      upgraded: this.msUpgraded,
+      // The live states' times add up to the duration; the rest was spent upgraded.
+      upgraded: duration === null ? 0 : duration - lived,
     }
   }
 
@@ -375,8 +441,7 @@ export class ConnectionRecord implements Scheduled {
       case 3:
         this.msActive += ms
         break
-      default:
-        this.msUpgraded += ms
+      // Upgraded: derived at close (see stateDurations).
     }
   }
 

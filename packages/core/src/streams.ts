@@ -8,6 +8,7 @@ import {
   type RateOwner,
   type RateProgress,
   type RateWindows,
+  rateCheckAt,
   scheduleRateCheck,
   setBodyRate,
   setResponseRate,
@@ -78,7 +79,6 @@ export class StreamGuard implements RateOwner {
   requestDeadlineAt = NEVER
   /** The stream's rate windows (rates.ts). */
   rates: RateWindows | null = null
-  rateCheckAt = NEVER
   /** Response bytes credited to this stream so far (its own, and its share of the session's). */
   responseCredit = 0
   /** Its own response progress at the session's last tick. */
@@ -176,7 +176,7 @@ export function overrideStream(
 }
 
 function noteDue(streams: SessionStreams, g: StreamGuard): void {
-  streams.dueAt = earliest(streams.dueAt, earliest(g.requestDeadlineAt, g.rateCheckAt))
+  streams.dueAt = earliest(streams.dueAt, earliest(g.requestDeadlineAt, rateCheckAt(g)))
 }
 
 /**
@@ -201,7 +201,7 @@ export function checkStreams(
   for (const g of streams.guards) {
     let reason: StreamCutReason | null = null
     if (isDue(g.requestDeadlineAt, now)) reason = 'request_timeout'
-    else if (isDue(g.rateCheckAt, now)) {
+    else if (isDue(rateCheckAt(g), now)) {
       reason = checkRateWindows(g, streamProgress, now, pausedRecheckMs) as StreamCutReason | null
     }
     if (reason === 'min_response_data_rate' && responseBlocked(rec.rawSocket)) return reason
@@ -210,7 +210,7 @@ export function checkStreams(
       cut(g, reason)
       continue
     }
-    due = earliest(due, earliest(g.requestDeadlineAt, g.rateCheckAt))
+    due = earliest(due, earliest(g.requestDeadlineAt, rateCheckAt(g)))
   }
   streams.dueAt = due
   return null

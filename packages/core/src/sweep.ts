@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { cutConnection, rotateConnection } from './cut.js'
-import { isDue, NEVER } from './deadline-queue.js'
+import { isDue } from './deadline-queue.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
 import { checkRates } from './rates.js'
@@ -113,7 +113,7 @@ export function sweepDue(
 }
 
 function ageReached(t: ConnectionTracker, rec: ConnectionRecord): void {
-  rec.ageDeadlineAt = NEVER
+  rec._ageDone()
   if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
     rotateConnection(rec, 'max_connection_age')
   }
@@ -139,7 +139,7 @@ function pollRequests(t: ConnectionTracker, now: number): void {
     const socket = rec.httpSocket
     // HTTP/2 sessions read PING ACKs and SETTINGS while idle: never an HTTP/1 request.
     if (socket === null || rec.inFlight > 0 || rec.session !== null) continue
-    if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== rec.bytesReadAtIdle) {
+    if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== t._idleBytes(rec)) {
       t._requestBegin(rec, now)
     }
   }

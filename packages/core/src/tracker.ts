@@ -96,7 +96,21 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._pollIdle &&
     rec.session === null &&
     rec.httpSocket !== null &&
-    rec.httpSocket.bytesRead !== rec.bytesReadAtIdle
+    rec.httpSocket.bytesRead !== this._idleBytes(rec)
+  /**
+   * Polling fallback only: the HTTP socket's bytesRead when each record last became idle.
+   * Beside the records, not in them: with the parser hook (every supported Node) no record
+   * needs the field.
+   */
+  readonly #bytesAtIdle = new WeakMap<ConnectionRecord, number>()
+  /** @internal */
+  _markIdleBytes(rec: ConnectionRecord): void {
+    this.#bytesAtIdle.set(rec, rec.httpSocket?.bytesRead ?? 0)
+  }
+  /** @internal */
+  _idleBytes(rec: ConnectionRecord): number {
+    return this.#bytesAtIdle.get(rec) ?? 0
+  }
   /** @internal HTTP/2: how the sweep's stream checks reset a stream. */
   readonly _onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
     cutStream(this, g, reason)
@@ -111,7 +125,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._pressure =
       p === null ? null : new Pressure(p, this.options.maxConnections, openFileLimit())
     this.#clock = this.options.clock
-    this.#clockBase = { epochOffset: Date.now() - this._now() }
+    this.#clockBase = {
+      epochOffset: Date.now() - this._now(),
+      maxConnectionAge: this.options.maxConnectionAge,
+    }
   }
 
   get closed(): boolean {
@@ -312,10 +329,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       rec.httpSocket = rawSocket
       this._setPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
     }
-    if (o.maxConnectionAge > 0) {
-      rec.ageDeadlineAt = now + o.maxConnectionAge
-      this._reschedule(rec)
-    }
+    // The record armed its age deadline from the clock base (accept + maxConnectionAge).
+    if (o.maxConnectionAge > 0) this._reschedule(rec)
     this.#emit('open', rec, openChannel)
     let refused: CloseReason | null
     if (this.#drain !== null) refused = 'app_shutdown'
@@ -383,7 +398,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       // now and poll idle connections from here on (see ARCHITECTURE.md).
       if (!this._pollIdle) {
         this._pollIdle = true
-        for (const other of this._records) other.bytesReadAtIdle = other.httpSocket?.bytesRead ?? 0
+        for (const other of this._records) this._markIdleBytes(other)
       }
       this._requestBegin(rec)
     }
@@ -396,9 +411,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
       rec.rotateReason ??= 'max_requests_per_connection'
     }
-    if (rec.req === null) {
+    if (rec.res === null) {
       // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
-      rec.req = req
       rec.res = res
       const headers = req.headers
       const length = headers['content-length']
@@ -437,11 +451,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       return
     }
     rec.requestDeadlineAt = NEVER
-    rec.req = null
     rec.res = null
     stopRates(rec)
     // Only the polling fallback compares bytes read while idle.
-    if (this._pollIdle) rec.bytesReadAtIdle = rec.httpSocket?.bytesRead ?? 0
+    if (this._pollIdle) this._markIdleBytes(rec)
     // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
     this._setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
     this._reschedule(rec)
@@ -497,7 +510,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.rawSocket = null
     rec.httpSocket = null
     rec.binding = null
-    rec.req = null
     rec.res = null
     rec.streams = null
     this._admission.release(rec)
