@@ -192,7 +192,7 @@ describe('https: TLS handshake phase', () => {
     expect(app.connguard.snapshot().closedByReason).toEqual({ client_closed: 1 })
   })
 
-  it('a resumed TLS session is recorded as resumed, with its TLS parameters', async () => {
+  it('a resumed TLS session is recorded as resumed, with its TLS parameters; equal parameters share one object', async () => {
     const { port, closes } = await startGuarded(
       {
         handshakeTimeout: 2000,
@@ -258,7 +258,14 @@ describe('https: TLS handshake phase', () => {
     })
     expect(secondRec.tls).toMatchObject({ protocol: 'TLSv1.3', resumed: true })
     expect(typeof secondRec.tls?.cipher).toBe('string')
-    for (const rec of [firstRec, secondRec]) {
+    // A full handshake again: the same facts as the first, so the same shared, frozen object.
+    const third = await connectOnce()
+    expect(third.reused).toBe(false)
+    const thirdRec = await closes.forClientPort(third.localPort)
+    expect(thirdRec.tls).toMatchObject({ resumed: false, servername: 'localhost' })
+    expect(thirdRec.tls).toBe(firstRec.tls)
+    expect(Object.isFrozen(thirdRec.tls)).toBe(true)
+    for (const rec of [firstRec, secondRec, thirdRec]) {
       expect(rec.requests).toBe(1)
       // The client asked to close after the response.
       expect(rec.closeReason).toBe('client_closed')

@@ -18,8 +18,9 @@ import {
 } from './http2.js'
 import { MAX_DURATION, type ResolvedOptions } from './options.js'
 import { responseBlocked } from './progress.js'
-import type { ConnectionRecord, TlsInfo } from './record.js'
+import type { ConnectionRecord } from './record.js'
 import type { StreamGuard } from './streams.js'
+import { readTlsInfo } from './tls-info.js'
 import type { ConnectionTracker } from './tracker.js'
 
 /**
@@ -354,15 +355,7 @@ class Http1Binding implements ServerBinding {
     }
     socket[kRecord] = rec
     hookParser(socket)
-    const cipher = socket.getCipher() as { name?: string } | undefined
-    const info: TlsInfo = {
-      protocol: socket.getProtocol(),
-      cipher: cipher?.name ?? null,
-      alpnProtocol: socket.alpnProtocol ?? false,
-      servername: (socket as unknown as { servername?: string | false }).servername || null,
-      resumed: socket.isSessionReused(),
-    }
-    this.tracker._established(rec, socket, info)
+    this.tracker._established(rec, socket, readTlsInfo(socket))
   }
 
   #tlsClientError(err: Error, socket: TLSSocket): void {

@@ -10,6 +10,7 @@ import {
   streamOpened,
 } from './session-lifecycle.js'
 import type { StreamGuard } from './streams.js'
+import { readTlsInfo } from './tls-info.js'
 import type { ConnectionTracker } from './tracker.js'
 
 /**
@@ -62,16 +63,7 @@ export function bindSession(
   session.on('error', onSessionError)
   session.on('goaway', onGoaway)
   const view = session.socket as SocketView
-  const tls: TlsInfo | null =
-    view._parent != null
-      ? {
-          protocol: view.getProtocol?.() ?? null,
-          cipher: view.getCipher?.()?.name ?? null,
-          alpnProtocol: view.alpnProtocol ?? false,
-          servername: view.servername || null,
-          resumed: view.isSessionReused?.() ?? false,
-        }
-      : null
+  const tls: TlsInfo | null = view._parent != null ? readTlsInfo(view) : null
   // Never write to it: all closing goes through the session.
   sessionStarted(tracker, rec, session, rec.rawSocket as Socket, tls)
 }
