@@ -372,7 +372,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       // The first request's head deadline runs from establishment, already set.
       rec.timeToFirstRequest = now - rec.establishedAtClock
       if (rec.phaseReason !== 'request_headers_timeout') {
-        this._setPhase(
+        setPhase(
           rec,
           'request_headers_timeout',
           this.options.headersTimeout,
@@ -380,7 +380,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
         )
       }
     } else {
-      this._setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+      setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
     }
     if (rec.inFlight === 1) {
       const t = this.options.requestTimeout
@@ -406,7 +406,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.readingHead = false
     rec.requests++
     rec.httpVersion = httpVersionOf(req)
-    this._setPhase(rec, null, 0, 0)
+    setPhase(rec, null, 0, 0)
     const o = this.options
     if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
       rec.rotateReason ??= 'max_requests_per_connection'
@@ -456,7 +456,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     // Only the polling fallback compares bytes read while idle.
     if (this._pollIdle) this._markIdleBytes(rec)
     // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
-    this._setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
+    setPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
     this._reschedule(rec)
     this._transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
@@ -529,16 +529,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     return Math.floor(this.#clock.now())
   }
 
-  /** @internal */
+  /** @internal Sets the phase deadline and keeps the heap key at or before it. */
   _setPhase(
     rec: ConnectionRecord,
     reason: DeadlineKind | null,
     timeout: number,
     from: number,
   ): void {
-    rec.phaseReason = reason
-    rec.phaseDeadlineAt = reason === null || timeout === 0 ? NEVER : from + timeout
-    this._reschedule(rec)
+    if (setPhase(rec, reason, timeout, from)) this._reschedule(rec)
   }
 
   /**
@@ -582,6 +580,23 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (this.listenerCount(event) > 0) safeEmit(this, event, rec)
     if (channel.hasSubscribers) channel.publish({ record: rec, tracker: this })
   }
+}
+
+/**
+ * Sets the phase deadline; true when one is armed. Clearing one never needs the heap: a key
+ * that is early is harmless (see `_reschedule`). The request path calls this and then
+ * reschedules once for all it changed.
+ */
+function setPhase(
+  rec: ConnectionRecord,
+  reason: DeadlineKind | null,
+  timeout: number,
+  from: number,
+): boolean {
+  rec.phaseReason = reason
+  const armed = reason !== null && timeout !== 0
+  rec.phaseDeadlineAt = armed ? from + timeout : NEVER
+  return armed
 }
 
 /** Node builds the version string per request: keep the common ones as shared literals. */
