@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net'
 import type { CloseReason } from './close-reasons.js'
 import type { ConnectionRecord } from './record.js'
+import type { LiveState } from './states.js'
 
 /** Error codes that mean the peer or the network tore the connection down (client and server alike). */
 export const RESET_CODES: ReadonlySet<string> = new Set([
@@ -90,4 +91,29 @@ export function readEndState(rec: ConnectionRecord): void {
   const raw = rec.rawSocket as EndState | null
   if (rec.error === null) rec.error = http?.errored ?? raw?.errored ?? null
   if (!rec.peerEnded && http?._readableState?.ended === true) rec.peerEnded = true
+}
+
+/**
+ * Writes a closing connection's close facts on its record: its one reason (ours if we cut it,
+ * else what the socket's end tells), the error code behind it, the state it closed in, its
+ * final wire bytes, when it closed (`epochOffset` + `now`, clock ms) and its duration.
+ * Returns the reason.
+ */
+export function settleClose(rec: ConnectionRecord, now: number, epochOffset: number): CloseReason {
+  readEndState(rec)
+  const pending = rec.pendingReason
+  const reason = pending ?? classifyClose(rec)
+  // An error after our own cut is its echo (the peer sees a reset), not its cause.
+  const code = pending === null ? (rec.error as { code?: unknown } | null)?.code : undefined
+  rec.errorCode = typeof code === 'string' ? code : null
+  rec.stateAtClose = rec.state as LiveState
+  const raw = rec.rawSocket
+  if (raw !== null) {
+    rec.finalBytesRead = raw.bytesRead
+    rec.finalBytesWritten = raw.bytesWritten ?? 0
+  }
+  rec.closeReason = reason
+  rec.closedAt = epochOffset + now
+  rec.duration = now - rec.openedAtClock
+  return reason
 }

@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Admission } from './admission.js'
 import { closeChannel, openChannel, transitionChannel } from './channels.js'
-import { classifyClose, readEndState } from './classify.js'
+import { settleClose } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
 import { cutConnection, rotateConnection } from './cut.js'
 import { DeadlineQueue, earliest, NEVER } from './deadline-queue.js'
@@ -32,7 +32,7 @@ import {
 } from './rates.js'
 import { type ClockBase, ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
 import { cutStream } from './session-lifecycle.js'
-import { type ConnectionState, type LiveState, liveStateIndex } from './states.js'
+import { type ConnectionState, liveStateIndex } from './states.js'
 import { overrideStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import { startSweeper, sweepDue } from './sweep.js'
 import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
@@ -485,26 +485,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._queue.remove(rec)
     this._awaitingBytes.delete(rec)
     this._records.delete(rec)
-    readEndState(rec)
     const p = this._pressure
     // A shed connection was counted out when it was cut.
     if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
     else processConnections.live--
     if (p !== null && p.perIp !== null) p.countAddress(rec, -1)
-    const reason = rec.pendingReason ?? classifyClose(rec)
-    // An error after our own cut is its echo (the peer sees a reset), not its cause.
-    const code =
-      rec.pendingReason === null ? (rec.error as { code?: unknown } | null)?.code : undefined
-    rec.errorCode = typeof code === 'string' ? code : null
-    rec.stateAtClose = rec.state as LiveState
-    const raw = rec.rawSocket
-    if (raw !== null) {
-      rec.finalBytesRead = raw.bytesRead
-      rec.finalBytesWritten = raw.bytesWritten ?? 0
-    }
-    rec.closeReason = reason
-    rec.closedAt = this.#clockBase.epochOffset + now
-    rec.duration = now - rec.openedAtClock
+    const reason = settleClose(rec, now, this.#clockBase.epochOffset)
     this.#closedByReason[reason] = (this.#closedByReason[reason] ?? 0) + 1
     this._transition(rec, 'closed', now)
     rec.rawSocket = null
