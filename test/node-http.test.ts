@@ -372,6 +372,117 @@ describe('the two ends of a connection', () => {
   })
 })
 
+describe('when the peer address is read', () => {
+  /** A guarded server that counts the getpeername calls made on its sockets' handles. */
+  async function counted() {
+    const tracker = new ConnectionTracker({ sweepInterval: SWEEP })
+    const server = http.createServer((req, res) => {
+      // The application asks for the address itself: Node caches it on the socket.
+      if (req.url === '/ip') res.end(String(req.socket.remoteAddress))
+      else res.end('ok')
+    })
+    // Every getpeername on the sockets' handles, the application's own included.
+    const reads = { peer: 0 }
+    // First in line, before the tracker sees the socket.
+    server.prependListener('connection', (socket) => {
+      const handle = (socket as unknown as { _handle: { getpeername(out: object): number } })
+        ._handle
+      const read = handle.getpeername
+      handle.getpeername = function (out: object) {
+        reads.peer++
+        return read.call(this, out)
+      }
+    })
+    tracker.attach(server)
+    const port = await listen(server)
+    cleanups.push(() => closeServer(server))
+    cleanups.push(() => tracker.close())
+    return { tracker, port, reads }
+  }
+
+  it('nothing listens for closes: not read at accept; read on first use while open', async () => {
+    const { tracker, port, reads } = await counted()
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/'))
+    expect((await conn.waitFor((buf) => parseResponse(buf))).status).toBe(200)
+    expect(reads.peer).toBe(0)
+    const [rec] = [...tracker.connections()]
+    expect(rec?.remoteAddress).toBe('127.0.0.1')
+    expect(rec?.remotePort).toBe(conn.socket.localPort)
+    expect(rec?.localPort).toBe(port)
+    expect(reads.peer).toBe(1)
+    // Read once: later reads use what the record kept.
+    expect(rec?.toJSON()).toMatchObject({ remoteAddress: '127.0.0.1', localAddress: '127.0.0.1' })
+    expect(reads.peer).toBe(1)
+  })
+
+  it("a 'close' listener: read at accept, so every close record has it", async () => {
+    const { tracker, port, reads } = await counted()
+    const closes = new CloseLog(tracker)
+    const result = await rawHttp(port, getRequest('/', { Connection: 'close' }))
+    expect(parseResponses(result.received, { eof: true })[0]?.status).toBe(200)
+    const rec = await closes.next()
+    expect(reads.peer).toBe(1)
+    expect([rec.remoteAddress, rec.localPort]).toEqual(['127.0.0.1', port])
+    expect(rec.remotePort).toBeGreaterThan(0)
+  })
+
+  it('a listener added after accept: the close record has what Node cached, if the application read it', async () => {
+    const { tracker, port, reads } = await counted()
+    const asked = await openSocket(port)
+    const silent = await openSocket(port)
+    cleanups.push(() => asked.destroy())
+    cleanups.push(() => silent.destroy())
+    asked.send(getRequest('/ip'))
+    expect((await asked.waitFor((buf) => parseResponse(buf))).body.toString()).toBe('127.0.0.1')
+    silent.send(getRequest('/'))
+    await silent.waitFor((buf) => parseResponse(buf))
+    // The application's own read is the one call so far.
+    expect(reads.peer).toBe(1)
+    const askedPort = asked.socket.localPort
+    const closes = new CloseLog(tracker)
+    // Reset by the peer: the handle is gone before anything can read it.
+    asked.reset()
+    silent.reset()
+    await closes.next()
+    await closes.next()
+    const askedRec = closes.records.find((r) => r.remoteAddress !== undefined)
+    expect(askedRec?.remoteAddress).toBe('127.0.0.1')
+    expect(askedRec?.remotePort).toBe(askedPort)
+    // The other was never read and its socket is gone: no address, and no system call made.
+    const silentRec = closes.records.find((r) => r !== askedRec)
+    expect(silentRec?.remoteAddress).toBeUndefined()
+    expect(silentRec?.closeReason).toBe('connection_reset')
+    expect(reads.peer).toBe(1)
+  })
+
+  it('a listener added after accept: a connection that ends by FIN or by our cut is read as it ends', async () => {
+    const { tracker, port, reads } = await counted()
+    const finned = await openSocket(port)
+    const cut = await openSocket(port)
+    cleanups.push(() => finned.destroy())
+    cleanups.push(() => cut.destroy())
+    for (const conn of [finned, cut]) {
+      conn.send(getRequest('/'))
+      await conn.waitFor((buf) => parseResponse(buf))
+    }
+    const ports = [finned.socket.localPort, cut.socket.localPort]
+    expect(reads.peer).toBe(0)
+    const closes = new CloseLog(tracker)
+    finned.destroy()
+    await closes.next()
+    // Drain cuts the idle one (app_shutdown).
+    await tracker.drain({ timeout: 1000 })
+    await closes.next()
+    expect(closes.records.map((r) => [r.remoteAddress, r.remotePort, r.closeReason])).toEqual([
+      ['127.0.0.1', ports[0], 'client_closed'],
+      ['127.0.0.1', ports[1], 'app_shutdown'],
+    ])
+    expect(reads.peer).toBe(2)
+  })
+})
+
 describe('keep-alive idle vs bytes that are not a request', () => {
   it('a stray CRLF after a response (RFC 9112 §2.2) is not a request: idle still ends by keep_alive_timeout', async () => {
     const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: D })

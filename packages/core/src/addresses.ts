@@ -1,8 +1,9 @@
 import type { Socket } from 'node:net'
 
 /**
- * The two ends of an accepted connection, read once at accept (after close
- * the handle is gone and Node can no longer tell).
+ * The two ends of an accepted connection, read once while its handle is open
+ * (after close Node can no longer tell); when, is the tracker's choice
+ * (docs/ARCHITECTURE.md, "The peer's address").
  *
  * `socket.remoteAddress` and `localAddress` make Node cache an
  * `{ address, family, port }` object on the socket for each end (~56 bytes

@@ -40,6 +40,8 @@ export function cutConnection(
   if (rec.streams !== null) rec.streams.dueAt = NEVER
   t._queue.remove(rec)
   t._awaitingBytes.delete(rec)
+  // Last chance to read the ends for a close listener that came after the accept.
+  if (t._endsWanted()) rec._readEnds()
   rec.binding?.cut(rec, reason)
   const raw = rec.rawSocket
   if (rec.session !== null && raw !== null && !raw.destroyed) {

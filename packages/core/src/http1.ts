@@ -130,7 +130,17 @@ function emitTracked(this: Socket & Marked, event: string | symbol): boolean {
     return Reflect.apply((Object.getPrototypeOf(this) as Socket).emit, this, arguments)
   } finally {
     if (event === 'close') onRawClose.call(this)
+    else if (event === 'end' || event === 'finish' || event === 'timeout') onEnding(this)
   }
+}
+/**
+ * The connection is ending (the peer's FIN, our last bytes sent, Node's socket timeout) and
+ * its handle is still open: the last moment its ends can be read, for a close listener that
+ * came after the accept (see the tracker's `_endsWanted`).
+ */
+function onEnding(socket: Socket & Marked): void {
+  const rec = socket[kRecord]
+  if (rec?.binding?.tracker._endsWanted() === true) rec._readEnds()
 }
 function onSocketError(this: Socket & Marked, err: Error): void {
   const rec = this[kRecord]

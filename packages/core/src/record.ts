@@ -56,6 +56,10 @@ const SECURE = 1
 const READING_HEAD = 2
 const SAW_MESSAGE_BEGIN = 4
 const AGE_ARMED = 8
+const ENDS_READ = 16
+
+/** Until a lazily read record reads its ends (never, if nobody asks while the socket is open). */
+const UNREAD_LOCAL: LocalEnd = Object.freeze({ address: undefined, port: undefined })
 
 /**
  * What an HTTP/2 connection's record keeps of its session: the session, its open streams,
@@ -111,11 +115,13 @@ class CloseFacts {
 export class ConnectionRecord implements Scheduled {
   /** Unique within the process, increasing. */
   readonly id: number
-  readonly remoteAddress: string | undefined
-  readonly remotePort: number | undefined
+  /** @internal */
+  _remoteAddress: string | undefined = undefined
+  /** @internal */
+  _remotePort: number | undefined = undefined
   /** @internal The local end, shared by the records whose local end is the same. */
-  readonly _local: LocalEnd
-  /** @internal SECURE, READING_HEAD, SAW_MESSAGE_BEGIN, AGE_ARMED. */
+  _local: LocalEnd = UNREAD_LOCAL
+  /** @internal SECURE, READING_HEAD, SAW_MESSAGE_BEGIN, AGE_ARMED, ENDS_READ. */
   _flags: number
   /** Negotiated TLS parameters; null until the handshake completes, and for plain connections. */
   tls: TlsInfo | null = null
@@ -183,13 +189,10 @@ export class ConnectionRecord implements Scheduled {
     nowClock: number,
     nowEpoch: number | ClockBase,
     local: ListenEnd | null = null,
+    readEndsNow = true,
   ) {
     this.id = nextId++
     this.rawSocket = rawSocket
-    const e = readEnds(rawSocket, local)
-    this.remoteAddress = e.remoteAddress
-    this.remotePort = e.remotePort
-    this._local = e.local
     this._clockBase =
       typeof nowEpoch === 'number'
         ? { epochOffset: nowEpoch - nowClock, maxConnectionAge: 0 }
@@ -197,13 +200,42 @@ export class ConnectionRecord implements Scheduled {
     this._flags = (secure ? SECURE : 0) | (this._clockBase.maxConnectionAge > 0 ? AGE_ARMED : 0)
     this.openedAtClock = nowClock
     this.stateSince = nowClock
+    if (readEndsNow) this._readEnds(local)
+  }
+
+  /**
+   * @internal Reads both ends once, from the raw socket (or Node's own cache of them, which
+   * outlives the handle). Once the socket is gone there is nothing to read: they stay unset.
+   */
+  _readEnds(local: ListenEnd | null = this.binding?.listenEnd() ?? null): void {
+    if ((this._flags & ENDS_READ) !== 0) return
+    this._flags |= ENDS_READ
+    const raw = this.rawSocket
+    if (raw === null) return
+    const e = readEnds(raw, local)
+    this._remoteAddress = e.remoteAddress
+    this._remotePort = e.remotePort
+    this._local = e.local
+  }
+
+  /** The peer's address (see the README on when it is read). */
+  get remoteAddress(): string | undefined {
+    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    return this._remoteAddress
+  }
+
+  get remotePort(): number | undefined {
+    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    return this._remotePort
   }
 
   get localAddress(): string | undefined {
+    if ((this._flags & ENDS_READ) === 0) this._readEnds()
     return this._local.address
   }
 
   get localPort(): number | undefined {
+    if ((this._flags & ENDS_READ) === 0) this._readEnds()
     return this._local.port
   }
 

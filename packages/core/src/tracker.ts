@@ -313,7 +313,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   /** @internal A connection was accepted. */
   _open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
     const now = this._now()
-    const rec = new ConnectionRecord(rawSocket, secure, now, this.#clockBase, binding.listenEnd())
+    const rec = new ConnectionRecord(
+      rawSocket,
+      secure,
+      now,
+      this.#clockBase,
+      binding.listenEnd(),
+      this._endsWanted(),
+    )
     rec.binding = binding
     this._records.add(rec)
     ;(this.#counts[0] as number)++
@@ -439,7 +446,11 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.state === 'closed') return
     const now = this._now()
     if (rec.inFlight > 0) rec.inFlight--
-    if (last !== null) rec.closeIntent = last
+    if (last !== null) {
+      rec.closeIntent = last
+      // The connection closes after this response: the last moment its ends can be read.
+      if (this._endsWanted()) rec._readEnds()
+    }
     // Node closes after this response even with requests pipelined behind it.
     if (last !== null && rec.rotateReason !== null) rec.pendingReason ??= rec.rotateReason
     if (rec.inFlight > 0) {
@@ -460,6 +471,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._reschedule(rec)
     this._transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
+      if (this._endsWanted()) rec._readEnds()
       rec.pendingReason ??= rec.rotateReason
       rec.binding?.endAfterResponse(rec, last !== null)
     }
@@ -485,6 +497,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._queue.remove(rec)
     this._awaitingBytes.delete(rec)
     this._records.delete(rec)
+    // Ends nobody asked for while the socket was open: Node's own cache of them, if the
+    // application read them (no system call once the handle is gone).
+    rec._readEnds()
     const p = this._pressure
     // A shed connection was counted out when it was cut.
     if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
@@ -560,6 +575,29 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (this.listenerCount('transition') > 0) safeEmit(this, 'transition', rec, from, to)
     if (transitionChannel.hasSubscribers)
       transitionChannel.publish({ record: rec, from, to, tracker: this })
+  }
+
+  /**
+   * Whether a connection's two ends are read at accept. Reading the peer's address costs a
+   * system call per connection (getpeername, ~1.6 µs on a small VM and ~5 µs in a busy
+   * server's profile) that bare Node never makes unless the application asks, and once the
+   * socket is closed (or reset by the peer) it can no longer be read. So the ends are read at
+   * accept when something will want them from a closed record (a 'close' or 'transition'
+   * listener or subscriber: the close log, the exporters); otherwise on first use while the
+   * connection is open (per-address limits read them at accept, pressure's per-address share
+   * when it comes into force), or as it ends if such a listener came since (our cut, the
+   * peer's FIN, the end of the last response: the handle is still open then; a reset peer
+   * leaves only what Node cached). A record's ends are read once, so the address a
+   * connection was counted under is the one it is counted out of.
+   */
+  /** @internal */
+  _endsWanted(): boolean {
+    return (
+      this.listenerCount('close') > 0 ||
+      this.listenerCount('transition') > 0 ||
+      closeChannel.hasSubscribers ||
+      transitionChannel.hasSubscribers
+    )
   }
 
   #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
