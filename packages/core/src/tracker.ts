@@ -497,9 +497,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._queue.remove(rec)
     this._awaitingBytes.delete(rec)
     this._records.delete(rec)
-    // Ends nobody asked for while the socket was open: Node's own cache of them, if the
-    // application read them (no system call once the handle is gone).
-    rec._readEnds()
+    // Ends nobody asked for while the socket was open, for a close listener: Node's own
+    // cache of them, if the application read them (no system call once the handle is gone).
+    if (this._endsWanted()) rec._readEnds()
     const p = this._pressure
     // A shed connection was counted out when it was cut.
     if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
