@@ -57,6 +57,36 @@ const READING_HEAD = 2
 const SAW_MESSAGE_BEGIN = 4
 const AGE_ARMED = 8
 const ENDS_READ = 16
+// Bits 5–7: the phase deadline's reason, as an index of PHASES; bits 8 and up: requests in flight.
+const PHASE_SHIFT = 5
+const PHASE_MASK = 7 << PHASE_SHIFT
+const IN_FLIGHT_SHIFT = 8
+const LOW_BITS = (1 << IN_FLIGHT_SHIFT) - 1
+const PHASES: readonly (DeadlineKind | null)[] = [
+  null,
+  'tls_handshake_timeout',
+  'request_headers_timeout',
+  'keep_alive_timeout',
+  'request_timeout',
+  'max_connection_age',
+]
+
+function phaseIndex(kind: DeadlineKind | null): number {
+  switch (kind) {
+    case null:
+      return 0
+    case 'tls_handshake_timeout':
+      return 1
+    case 'request_headers_timeout':
+      return 2
+    case 'keep_alive_timeout':
+      return 3
+    case 'request_timeout':
+      return 4
+    default:
+      return 5
+  }
+}
 
 /** Until a lazily read record reads its ends (never, if nobody asks while the socket is open). */
 const UNREAD_LOCAL: LocalEnd = Object.freeze({ address: undefined, port: undefined })
@@ -121,7 +151,7 @@ export class ConnectionRecord implements Scheduled {
   _remotePort: number | undefined = undefined
   /** @internal The local end, shared by the records whose local end is the same. */
   _local: LocalEnd = UNREAD_LOCAL
-  /** @internal SECURE, READING_HEAD, SAW_MESSAGE_BEGIN, AGE_ARMED, ENDS_READ. */
+  /** @internal SECURE, READING_HEAD, SAW_MESSAGE_BEGIN, AGE_ARMED, ENDS_READ, the phase reason, requests in flight. */
   _flags: number
   /** Negotiated TLS parameters; null until the handshake completes, and for plain connections. */
   tls: TlsInfo | null = null
@@ -167,14 +197,10 @@ export class ConnectionRecord implements Scheduled {
   queueIndex = -1
   /** @internal Due time of the phase deadline (handshake, headers, keep-alive). */
   phaseDeadlineAt = NEVER
-  /** @internal The reason the phase deadline closes with. */
-  phaseReason: DeadlineKind | null = null
   /** @internal Due time of the absolute request deadline. */
   requestDeadlineAt = NEVER
   /** @internal Clock ms of the current request's first byte. */
   requestStartedAt = -1
-  /** @internal Requests begun (first byte seen) and not yet answered. */
-  inFlight = 0
   /** @internal The response to the oldest request in flight (rates, rotation); its `req` is the request. */
   res: ServerResponse | null = null
   /** @internal Rate windows of the request in flight, with their next check; null while none is. */
@@ -242,6 +268,22 @@ export class ConnectionRecord implements Scheduled {
   /** True for TLS connections. */
   get secure(): boolean {
     return (this._flags & SECURE) !== 0
+  }
+
+  /** @internal The reason the phase deadline closes with. */
+  get phaseReason(): DeadlineKind | null {
+    return PHASES[(this._flags & PHASE_MASK) >> PHASE_SHIFT] ?? null
+  }
+  set phaseReason(kind: DeadlineKind | null) {
+    this._flags = (this._flags & ~PHASE_MASK) | (phaseIndex(kind) << PHASE_SHIFT)
+  }
+
+  /** @internal Requests begun (first byte seen) and not yet answered. */
+  get inFlight(): number {
+    return this._flags >>> IN_FLIGHT_SHIFT
+  }
+  set inFlight(n: number) {
+    this._flags = (this._flags & LOW_BITS) | (n << IN_FLIGHT_SHIFT)
   }
 
   /** @internal A request's head is being received. */
