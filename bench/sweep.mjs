@@ -61,7 +61,7 @@ function makeTracker(options = {}) {
 }
 
 const idleReq = { httpVersion: '1.1', headers: {}, complete: true, destroyed: false }
-const idleRes = { shouldKeepAlive: true, headersSent: false }
+const idleRes = { req: idleReq, shouldKeepAlive: true, headersSent: false }
 
 /**
  * `n` plain connections that each served one request and went idle, one per ms of fake
@@ -335,7 +335,9 @@ function bodyInProgress(n) {
       sockets.push(socket)
       const rec = tracker._open(socket, false, binding)
       tracker._requestBegin(rec)
-      tracker._requestHead(rec, bodyReq(), { shouldKeepAlive: true, headersSent: false })
+      // As Node's ServerResponse: it carries its request (`res.req`).
+      const req = bodyReq()
+      tracker._requestHead(rec, req, { req, shouldKeepAlive: true, headersSent: false })
     }
     return sockets
   }

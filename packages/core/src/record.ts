@@ -319,7 +319,8 @@ export class ConnectionRecord implements Scheduled {
 
   /** @internal The oldest request in flight (rates, rotation); null while none is. */
   get req(): IncomingMessage | null {
-    return this.res === null ? null : this.res.req
+    // Every Node ServerResponse carries its request; anything else reads as none.
+    return this.res === null ? null : (this.res.req ?? null)
   }
 
   /** @internal Due time of the next rate check, clock ms. */
