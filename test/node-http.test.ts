@@ -400,12 +400,19 @@ describe('when the peer address is read', () => {
     return { tracker, port, reads }
   }
 
-  it('nothing listens for closes: not read at accept; read on first use while open', async () => {
-    const { tracker, port, reads } = await counted()
+  /** A keep-alive connection that got its answer to `GET path` and stays open. */
+  async function served(port: number, path = '/') {
     const conn = await openSocket(port)
     cleanups.push(() => conn.destroy())
-    conn.send(getRequest('/'))
-    expect((await conn.waitFor((buf) => parseResponse(buf))).status).toBe(200)
+    conn.send(getRequest(path))
+    const response = await conn.waitFor((buf) => parseResponse(buf))
+    return { conn, response }
+  }
+
+  it('nothing listens for closes: not read at accept; read on first use while open', async () => {
+    const { tracker, port, reads } = await counted()
+    const { conn, response } = await served(port)
+    expect(response.status).toBe(200)
     expect(reads.peer).toBe(0)
     const [rec] = [...tracker.connections()]
     expect(rec?.remoteAddress).toBe('127.0.0.1')
@@ -430,14 +437,9 @@ describe('when the peer address is read', () => {
 
   it('a listener added after accept: the close record has what Node cached, if the application read it', async () => {
     const { tracker, port, reads } = await counted()
-    const asked = await openSocket(port)
-    const silent = await openSocket(port)
-    cleanups.push(() => asked.destroy())
-    cleanups.push(() => silent.destroy())
-    asked.send(getRequest('/ip'))
-    expect((await asked.waitFor((buf) => parseResponse(buf))).body.toString()).toBe('127.0.0.1')
-    silent.send(getRequest('/'))
-    await silent.waitFor((buf) => parseResponse(buf))
+    const { conn: asked, response } = await served(port, '/ip')
+    expect(response.body.toString()).toBe('127.0.0.1')
+    const { conn: silent } = await served(port)
     // The application's own read is the one call so far.
     expect(reads.peer).toBe(1)
     const askedPort = asked.socket.localPort
@@ -459,14 +461,8 @@ describe('when the peer address is read', () => {
 
   it('a listener added after accept: a connection that ends by FIN or by our cut is read as it ends', async () => {
     const { tracker, port, reads } = await counted()
-    const finned = await openSocket(port)
-    const cut = await openSocket(port)
-    cleanups.push(() => finned.destroy())
-    cleanups.push(() => cut.destroy())
-    for (const conn of [finned, cut]) {
-      conn.send(getRequest('/'))
-      await conn.waitFor((buf) => parseResponse(buf))
-    }
+    const { conn: finned } = await served(port)
+    const { conn: cut } = await served(port)
     const ports = [finned.socket.localPort, cut.socket.localPort]
     expect(reads.peer).toBe(0)
     const closes = new CloseLog(tracker)
