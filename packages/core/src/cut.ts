@@ -41,7 +41,7 @@ export function cutConnection(
   t._queue.remove(rec)
   t._awaitingBytes.delete(rec)
   // Last chance to read the ends for a close listener that came after the accept.
-  if (t._endsWanted()) rec._readEnds()
+  t._keepEnds(rec)
   rec.binding?.cut(rec, reason)
   const raw = rec.rawSocket
   if (rec.session !== null && raw !== null && !raw.destroyed) {

@@ -140,7 +140,7 @@ function emitTracked(this: Socket & Marked, event: string | symbol): boolean {
  */
 function onEnding(socket: Socket & Marked): void {
   const rec = socket[kRecord]
-  if (rec?.binding?.tracker._endsWanted() === true) rec._readEnds()
+  if (rec !== undefined) rec.binding?.tracker._keepEnds(rec)
 }
 function onSocketError(this: Socket & Marked, err: Error): void {
   const rec = this[kRecord]

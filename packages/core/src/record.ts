@@ -71,23 +71,6 @@ const PHASES: readonly (DeadlineKind | null)[] = [
   'max_connection_age',
 ]
 
-function phaseIndex(kind: DeadlineKind | null): number {
-  switch (kind) {
-    case null:
-      return 0
-    case 'tls_handshake_timeout':
-      return 1
-    case 'request_headers_timeout':
-      return 2
-    case 'keep_alive_timeout':
-      return 3
-    case 'request_timeout':
-      return 4
-    default:
-      return 5
-  }
-}
-
 /** Until a lazily read record reads its ends (never, if nobody asks while the socket is open). */
 const UNREAD_LOCAL: LocalEnd = Object.freeze({ address: undefined, port: undefined })
 
@@ -246,22 +229,22 @@ export class ConnectionRecord implements Scheduled {
 
   /** The peer's address (see the README on when it is read). */
   get remoteAddress(): string | undefined {
-    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    this._readEnds()
     return this._remoteAddress
   }
 
   get remotePort(): number | undefined {
-    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    this._readEnds()
     return this._remotePort
   }
 
   get localAddress(): string | undefined {
-    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    this._readEnds()
     return this._local.address
   }
 
   get localPort(): number | undefined {
-    if ((this._flags & ENDS_READ) === 0) this._readEnds()
+    this._readEnds()
     return this._local.port
   }
 
@@ -275,7 +258,7 @@ export class ConnectionRecord implements Scheduled {
     return PHASES[(this._flags & PHASE_MASK) >> PHASE_SHIFT] ?? null
   }
   set phaseReason(kind: DeadlineKind | null) {
-    this._flags = (this._flags & ~PHASE_MASK) | (phaseIndex(kind) << PHASE_SHIFT)
+    this._flags = (this._flags & ~PHASE_MASK) | (PHASES.indexOf(kind) << PHASE_SHIFT)
   }
 
   /** @internal Requests begun (first byte seen) and not yet answered. */
@@ -321,11 +304,6 @@ export class ConnectionRecord implements Scheduled {
   get req(): IncomingMessage | null {
     // Every Node ServerResponse carries its request; anything else reads as none.
     return this.res === null ? null : (this.res.req ?? null)
-  }
-
-  /** @internal Due time of the next rate check, clock ms. */
-  get rateCheckAt(): number {
-    return this.rates === null ? NEVER : this.rates.checkAt
   }
 
   /** HTTP/2: most streams open at once. */

@@ -176,7 +176,12 @@ export function overrideStream(
 }
 
 function noteDue(streams: SessionStreams, g: StreamGuard): void {
-  streams.dueAt = earliest(streams.dueAt, earliest(g.requestDeadlineAt, rateCheckAt(g)))
+  streams.dueAt = earliest(streams.dueAt, guardDueAt(g))
+}
+
+/** A stream's earliest due time: its request deadline or its next rate check. */
+function guardDueAt(g: StreamGuard): number {
+  return earliest(g.requestDeadlineAt, rateCheckAt(g))
 }
 
 /**
@@ -210,7 +215,7 @@ export function checkStreams(
       cut(g, reason)
       continue
     }
-    due = earliest(due, earliest(g.requestDeadlineAt, rateCheckAt(g)))
+    due = earliest(due, guardDueAt(g))
   }
   streams.dueAt = due
   return null

@@ -3,7 +3,7 @@ import { cutConnection, rotateConnection } from './cut.js'
 import { isDue } from './deadline-queue.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
-import { checkRates } from './rates.js'
+import { checkRates, rateCheckAt } from './rates.js'
 import type { ConnectionRecord, DeadlineKind } from './record.js'
 import { checkStreams, streamsDueAt } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
@@ -78,7 +78,7 @@ export function sweepDue(
         }
         if (step === 'send') rec.binding?.ping(rec)
       }
-      let failed = isDue(rec.rateCheckAt, now) ? checkRates(rec, now, o.sweepInterval) : null
+      let failed = isDue(rateCheckAt(rec), now) ? checkRates(rec, now, o.sweepInterval) : null
       if (failed === null && isDue(streamsDueAt(rec), now)) {
         // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
         // client takes no byte at all.

@@ -24,6 +24,7 @@ import { openFileLimit, Pressure, type PressureSnapshot, processConnections } fr
 import { liveConnections, pressureAdmit, shed } from './pressure-hooks.js'
 import {
   connectionProgress,
+  rateCheckAt,
   scheduleRateCheck,
   setBodyRate,
   setResponseRate,
@@ -446,11 +447,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.state === 'closed') return
     const now = this._now()
     if (rec.inFlight > 0) rec.inFlight--
-    if (last !== null) {
-      rec.closeIntent = last
-      // The connection closes after this response: the last moment its ends can be read.
-      if (this._endsWanted()) rec._readEnds()
-    }
+    if (last !== null) rec.closeIntent = last
+    // The connection closes after this response: the last moment its ends can be read.
+    if (last !== null || rec.rotateReason !== null) this._keepEnds(rec)
     // Node closes after this response even with requests pipelined behind it.
     if (last !== null && rec.rotateReason !== null) rec.pendingReason ??= rec.rotateReason
     if (rec.inFlight > 0) {
@@ -471,7 +470,6 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._reschedule(rec)
     this._transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
-      if (this._endsWanted()) rec._readEnds()
       rec.pendingReason ??= rec.rotateReason
       rec.binding?.endAfterResponse(rec, last !== null)
     }
@@ -499,7 +497,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._records.delete(rec)
     // Ends nobody asked for while the socket was open, for a close listener: Node's own
     // cache of them, if the application read them (no system call once the handle is gone).
-    if (this._endsWanted()) rec._readEnds()
+    this._keepEnds(rec)
     const p = this._pressure
     // A shed connection was counted out when it was cut.
     if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
@@ -552,7 +550,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.state === 'closed') return
     let at = earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt)
     at = earliest(at, rec.ageDeadlineAt)
-    at = earliest(at, rec.rateCheckAt)
+    at = earliest(at, rateCheckAt(rec))
     // HTTP/2: the PING check and the earliest stream check, from the session facts read once.
     const h2 = rec.h2
     if (h2 !== null) {
@@ -589,8 +587,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * peer's FIN, the end of the last response: the handle is still open then; a reset peer
    * leaves only what Node cached). A record's ends are read once, so the address a
    * connection was counted under is the one it is counted out of.
+   * @internal
    */
-  /** @internal */
   _endsWanted(): boolean {
     return (
       this.listenerCount('close') > 0 ||
@@ -598,6 +596,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       closeChannel.hasSubscribers ||
       transitionChannel.hasSubscribers
     )
+  }
+  /** @internal Reads `rec`'s ends now if something listens for closed records (see `_endsWanted`). */
+  _keepEnds(rec: ConnectionRecord): void {
+    if (this._endsWanted()) rec._readEnds()
   }
 
   #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
