@@ -808,6 +808,33 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
     })
   })
 
+  it("two guards on one app (two servers): req.connguard is the guard of the request's connection", async () => {
+    const app = createApp()
+    const guards = [connguard(), connguard()]
+    const servers = guards.map((g) => g.attach(http.createServer(app)))
+    for (const g of guards) app.use(g)
+    app.get('/who', (req, res) => {
+      const record = (req as unknown as { connguard: { record?: ConnectionRecord } }).connguard
+        .record
+      res.end(String(record?.id ?? 'none'))
+    })
+    cleanups.push(async () => {
+      for (const g of guards) g.tracker.close()
+      for (const s of servers) await closeServer(s)
+    })
+    const opened = guards.map((g) => {
+      const ids: string[] = []
+      g.tracker.on('open', (rec) => ids.push(String(rec.id)))
+      return ids
+    })
+    for (const [i, server] of servers.entries()) {
+      const port = await listen(server)
+      const result = await keepAliveRequests(port, { count: 1, path: '/who' })
+      expect(opened[i]).toHaveLength(1)
+      expect(result.responses[0]?.body.toString()).toBe(opened[i]?.[0])
+    }
+  })
+
   describe('invalid options', () => {
     const codeOf = (fn: () => unknown): unknown => {
       try {

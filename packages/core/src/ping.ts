@@ -69,6 +69,7 @@ export function pingAcked(
   h2.pingCheckAt = now + checkEvery(o)
 }
 
+/** Whole ms: a fractional due time would box the record's heap key (see "Deadlines" in ARCHITECTURE.md). */
 function checkEvery(o: ResolvedOptions): number {
-  return Math.max(o.pingInterval / 4, o.sweepInterval)
+  return Math.max(Math.floor(o.pingInterval / 4), o.sweepInterval)
 }

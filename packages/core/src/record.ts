@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
 import { type ListenEnd, type LocalEnd, readEnds } from './addresses.js'
+import type { Clock } from './clock.js'
 import type { CloseReason } from './close-reasons.js'
 import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
@@ -49,6 +50,8 @@ let nextId = 1
 export interface ClockBase {
   readonly epochOffset: number
   readonly maxConnectionAge: number
+  /** The tracker's clock, for the time a live record has spent in its current state. */
+  readonly clock?: Clock
 }
 
 // Bits of `ConnectionRecord._flags`: one small integer instead of a field each.
@@ -465,18 +468,28 @@ export class ConnectionRecord implements Scheduled {
     return this.closing
   }
 
-  /** Time spent in each state, ms (the current state counts up to its last transition). */
+  /** Time spent in each state, ms; while the connection is open, the current state counts up to now. */
   get stateDurations(): StateDurations {
-    const lived = this.msNew + this.msHandshaking + this.msIdle + this.msActive
-    const duration = this.closing?.duration ?? null
-    return {
+    const d: StateDurations = {
       new: this.msNew,
       handshaking: this.msHandshaking,
       idle: this.msIdle,
       active: this.msActive,
-      // The live states' times add up to the duration; the rest was spent upgraded.
-      upgraded: duration === null ? 0 : duration - lived,
+      upgraded: 0,
     }
+    const duration = this.closing?.duration ?? null
+    if (duration !== null) {
+      // The live states' times add up to the duration; the rest was spent upgraded.
+      d.upgraded = duration - (d.new + d.handshaking + d.idle + d.active)
+      return d
+    }
+    const clock = this._clockBase.clock
+    if (this.state !== 'closed' && clock !== undefined) {
+      // The transitions add a state's time only when it is left: the current one's runs on.
+      const running = Math.max(0, Math.floor(clock.now()) - this.stateSince)
+      d[this.state] += running
+    }
+    return d
   }
 
   /** @internal Adds `ms` to the time spent in the live state at index `i` of LIVE_STATES. */

@@ -4,7 +4,7 @@ import { isDue } from './deadline-queue.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
 import { checkRates, rateCheckAt } from './rates.js'
-import type { ConnectionRecord, DeadlineKind } from './record.js'
+import type { ConnectionRecord } from './record.js'
 import { checkStreams, streamsDueAt } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 
@@ -67,7 +67,10 @@ export function sweepDue(
     }
     if (!isDue(rec.requestDeadlineAt, now) && !isDue(rec.phaseDeadlineAt, now)) {
       // Not a deadline: connection age or a rate check.
-      if (isDue(rec.ageDeadlineAt, now)) ageReached(t, rec)
+      if (isDue(rec.ageDeadlineAt, now) && ageReached(t, rec)) {
+        cut++
+        continue
+      }
       const h2 = rec.h2
       if (h2 !== null && isDue(h2.pingCheckAt, now)) {
         const step = checkPing(rec, h2, o, now)
@@ -92,9 +95,14 @@ export function sweepDue(
       t._reschedule(rec)
       continue
     }
-    const kind: DeadlineKind = isDue(rec.requestDeadlineAt, now)
-      ? 'request_timeout'
-      : (rec.phaseReason as DeadlineKind)
+    const kind = isDue(rec.requestDeadlineAt, now) ? 'request_timeout' : rec.phaseReason
+    if (kind === null) {
+      // No phase deadline of its own: the grace of a session already cut (cut.ts). The
+      // second cut carries the first one's reason, which is the connection's.
+      cutConnection(t, rec, rec.pendingReason ?? 'server_closed')
+      cut++
+      continue
+    }
     // Without the parser hook, a request whose first byte arrived since the
     // last poll is not idle. With it, bytes the hook did not report are not a
     // request (a stray CRLF between requests, which the parser skips).
@@ -112,13 +120,17 @@ export function sweepDue(
   return cut
 }
 
-function ageReached(t: ConnectionTracker, rec: ConnectionRecord): void {
+/** Rotates or cuts a connection past its age; true when it was cut now. */
+function ageReached(t: ConnectionTracker, rec: ConnectionRecord): boolean {
   rec._ageDone()
   if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
     rotateConnection(rec, 'max_connection_age')
+    return false
   }
   // An upgraded connection (a WebSocket) is the application's to end.
-  else if (rec.state !== 'upgraded') cutConnection(t, rec, 'max_connection_age')
+  if (rec.state === 'upgraded') return false
+  cutConnection(t, rec, 'max_connection_age')
+  return true
 }
 
 /** TLS connections with no byte yet move to `handshaking` once bytes flow. */

@@ -5,12 +5,14 @@
  */
 import diagnosticsChannel from 'node:diagnostics_channel'
 import http from 'node:http'
+import http2 from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from '../../../test/helpers/clients.js'
 import { closeServer, listen } from '../../../test/helpers/server.js'
 import { tlsOptions } from '../../../test/helpers/tls.js'
+import { cutConnection } from '../src/cut.js'
 import {
   type ConnectionRecord,
   ConnectionTracker,
@@ -380,5 +382,124 @@ describe('events', () => {
       expect.objectContaining({ code: 'CONNGUARD_ERR_UNSUPPORTED_SERVER' }),
     )
     a.close()
+  })
+})
+
+describe('fixes from the core review', () => {
+  it('counts a connection closed for maxConnectionAge in what sweep() returns', async () => {
+    const { clock, tracker, port, closes } = await setup({ maxConnectionAge: 500 })
+    const conn = await openSocket(port)
+    await until(() => tracker.snapshot().total === 1, 'open')
+    clock.t += 499
+    expect(tracker.sweep()).toBe(0)
+    clock.t += 1
+    expect(tracker.sweep()).toBe(1)
+    await conn.closed
+    await until(() => closes.length === 1, 'close')
+    expect(closes[0]?.closeReason).toBe('max_connection_age')
+  })
+
+  it("counts a live record's current state up to now", async () => {
+    const { clock, tracker, port } = await setup()
+    const conn = await openSocket(port)
+    await until(() => tracker.snapshot().total === 1, 'open')
+    const rec = only(tracker)
+    clock.t += 400
+    expect(rec.stateDurations).toMatchObject({ new: 400, idle: 0, active: 0, upgraded: 0 })
+    expect((rec.toJSON().stateDurations as { new: number }).new).toBe(400)
+    conn.send(getRequest('/'))
+    await until(() => rec.state === 'idle' && rec.requests === 1, 'idle')
+    clock.t += 250
+    const d = rec.stateDurations
+    expect(d.new).toBe(400)
+    expect(d.idle).toBe(250)
+    conn.destroy()
+  })
+
+  it('follows a pipelined request once the one before it is answered: its body rate is measured', async () => {
+    let release = (): void => {}
+    const released = new Promise<void>((r) => {
+      release = r
+    })
+    const handler: http.RequestListener = (req, res) => {
+      if (req.url === '/slow') void released.then(() => res.end('slow'))
+      else {
+        req.resume()
+        req.on('end', () => res.end('done'))
+      }
+    }
+    const { clock, tracker, port, closes } = await setup(
+      { minBodyRate: { bytesPerSecond: 1_000, graceMs: 1_000 }, requestTimeout: 0 },
+      handler,
+    )
+    const conn = await openSocket(port)
+    conn.send(
+      `${getRequest('/slow')}POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n0123456789`,
+    )
+    await until(() => tracker.snapshot().total === 1 && only(tracker).requests === 2, 'two heads')
+    const rec = only(tracker)
+    release()
+    await conn.waitFor((b) => (b.toString('latin1').includes('slow') ? true : undefined))
+    // The upload now trickles: 10 bytes, then nothing, for three windows.
+    for (let i = 0; i < 3 && closes.length === 0; i++) {
+      clock.t += 1_000
+      tracker.sweep()
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    await until(() => closes.length === 1, 'close')
+    expect(rec.closeReason).toBe('min_request_body_data_rate')
+    conn.destroy()
+  })
+})
+
+describe('fixes from the core review: HTTP/2', () => {
+  /** An h2c server guarded with the manual clock, one client session with a stream left open. */
+  async function h2Setup(options: ConnectionTrackerOptions) {
+    const clock = new ManualClock()
+    const tracker = new ConnectionTracker({ sweepInterval: 60_000, clock, ...options })
+    // Streams are never answered: the session stays active.
+    const server = http2.createServer()
+    server.on('stream', () => {})
+    tracker.attach(server)
+    const closes: ConnectionRecord[] = []
+    tracker.on('close', (rec) => closes.push(rec))
+    const port = await listen(server as unknown as http.Server)
+    const client = http2.connect(`http://127.0.0.1:${port}`)
+    client.on('error', () => {})
+    const stream = client.request({ ':path': '/' }, { endStream: false })
+    stream.on('error', () => {})
+    cleanups.push(async () => {
+      client.destroy()
+      tracker.close()
+      await closeServer(server as unknown as http.Server)
+    })
+    await until(() => tracker.snapshot().active === 1, 'an open stream')
+    return { clock, tracker, closes, rec: only(tracker) }
+  }
+
+  it('keeps PING due times whole milliseconds when pingInterval is not a multiple of 4', async () => {
+    // A quarter of 1,001 ms is checked, over a sweep short enough not to round it away.
+    const { rec } = await h2Setup({ pingInterval: 1_001, pingTimeout: 500, sweepInterval: 10 })
+    expect(rec.h2).not.toBeNull()
+    expect(Number.isInteger(rec.deadlineAt)).toBe(true)
+    expect(Number.isInteger((rec.h2 as { pingCheckAt: number }).pingCheckAt)).toBe(true)
+  })
+
+  it("ends a session's close grace with the reason it was cut for", async () => {
+    const { clock, tracker, closes, rec } = await h2Setup({ pingInterval: 0 })
+    const binding = rec.binding as NonNullable<typeof rec.binding>
+    const reasons: unknown[] = []
+    const cut = binding.cut.bind(binding)
+    binding.cut = (r, reason) => {
+      reasons.push(reason)
+      cut(r, reason)
+    }
+    cutConnection(tracker, rec, 'app_shutdown')
+    // GOAWAY waits for the open stream; the grace then destroys the session.
+    clock.t += 2 * 60_000
+    expect(tracker.sweep()).toBe(1)
+    await until(() => closes.length === 1, 'close')
+    expect(reasons).toEqual(['app_shutdown', 'app_shutdown'])
+    expect(rec.closeReason).toBe('app_shutdown')
   })
 })

@@ -60,6 +60,40 @@ export type ConnguardExpressOptions = ConnectionTrackerOptions
 
 let warnedLateAttach = false
 const controllerKey = 'connguard'
+/** The trackers of the guards that serve requests of one prototype (one Express app). */
+const kTrackers = Symbol('connguard.express.trackers')
+
+/**
+ * `req.connguard`, created only when a handler reads it: a getter on the app's request
+ * prototype (Express gives each app its own), defined once. Several guards on one app (an
+ * HTTP and an HTTPS server, each with its own guard) share it: the getter answers with the
+ * tracker that holds the request's connection.
+ */
+function defineController(target: object, add: ConnectionTracker[]): void {
+  const holder = target as { [kTrackers]?: ConnectionTracker[] }
+  const own = Object.hasOwn(target, kTrackers) ? holder[kTrackers] : undefined
+  if (own !== undefined) {
+    for (const t of add) if (!own.includes(t)) own.push(t)
+    return
+  }
+  const trackers = [...add]
+  Object.defineProperty(target, kTrackers, { value: trackers, configurable: true })
+  Object.defineProperty(target, controllerKey, {
+    configurable: true,
+    get(this: IncomingMessage) {
+      let tracker = trackers[0] as ConnectionTracker
+      if (trackers.length > 1) {
+        for (const t of trackers) {
+          if (t.recordOf(this) !== undefined) {
+            tracker = t
+            break
+          }
+        }
+      }
+      return new RequestController(tracker, this)
+    },
+  })
+}
 
 /**
  * `app.use(connguard(options))`, then `guard.attach(server)`. Without
@@ -70,26 +104,24 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
   const tracker = new ConnectionTracker(options)
   let attached = false
 
+  // The request prototype this guard last exposed `req.connguard` on: one comparison per request.
+  let exposedOn: object | null = null
+
   const guard = ((req: IncomingMessage, _res: ServerResponse, next: Next): void => {
     if (!attached) attachLate(req)
-    if (!(controllerKey in req)) exposeController(req)
+    if (Object.getPrototypeOf(req) !== exposedOn) exposeController(req, tracker)
     next()
   }) as ConnguardMiddleware
 
-  /**
-   * `req.connguard`, created only when a handler reads it: a getter on the
-   * app's request prototype (Express gives each app its own), defined once;
-   * on a bare IncomingMessage, never Node's shared prototype, an own getter.
-   */
-  function exposeController(req: IncomingMessage): void {
-    const proto = Object.getPrototypeOf(req) as object
-    const target = proto === IncomingMessage.prototype || proto === null ? req : proto
-    Object.defineProperty(target, controllerKey, {
-      configurable: true,
-      get(this: IncomingMessage) {
-        return new RequestController(tracker, this)
-      },
-    })
+  function exposeController(req: IncomingMessage, own: ConnectionTracker): void {
+    const proto = Object.getPrototypeOf(req) as object | null
+    // A bare IncomingMessage: never Node's shared prototype, an own getter each time.
+    if (proto === IncomingMessage.prototype || proto === null) {
+      defineController(req, [own])
+      return
+    }
+    exposedOn = proto
+    defineController(proto, [own])
   }
 
   function attachLate(req: IncomingMessage): void {
