@@ -127,17 +127,24 @@ const MAX_NAMED_ROUTES = 10
 /**
  * Routes registered before the plugin were built before its onRoute hook: their
  * `config.connguard` is neither applied nor checked. Fastify has no route list, but
- * `printRoutes` names each path with its methods (`/a (GET, HEAD)`), one per line.
+ * `printRoutes` draws each path with its methods as a tree (`├── /a (GET, HEAD)`, a child
+ * four columns further in carrying only the rest of its path).
  */
 function warnRoutesBefore(app: FastifyInstance): void {
   const names: string[] = []
+  const prefixes: string[] = []
   for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
-    const m = /^[\s│├└─]*(\S.*?) \(([^)]*)\)$/.exec(line)
+    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line)
     if (m === null) continue
-    const methods = (m[2] as string).split(', ')
+    const depth = (m[1] as string).length / 4
+    const path = (prefixes[depth - 1] ?? '') + (m[2] as string)
+    prefixes[depth] = path
+    prefixes.length = depth + 1
+    if (m[3] === undefined) continue
+    const methods = m[3].split(', ')
     for (const method of methods) {
       // Fastify adds HEAD to every GET route by itself.
-      if (method !== 'HEAD' || !methods.includes('GET')) names.push(`${method} ${m[1]}`)
+      if (method !== 'HEAD' || !methods.includes('GET')) names.push(`${method} ${path}`)
     }
   }
   if (names.length === 0) return
