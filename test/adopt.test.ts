@@ -10,6 +10,8 @@ import http from 'node:http'
 import https from 'node:https'
 import { performance } from 'node:perf_hooks'
 import { type ConnectionRecord, ConnectionTracker, WARNINGS } from '@connguard/core'
+import { connguard as expressGuard } from '@connguard/express'
+import express from 'express'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket, partialClientHello, rawHttp } from './helpers/clients.js'
 import { parseResponse } from './helpers/http-response.js'
@@ -253,5 +255,29 @@ describe("timeouts answer through the server's 'clientError' listeners", () => {
     expect(result.received.toString('latin1')).toMatch(/^HTTP\/1\.1 408 /)
     await new Promise((r) => setTimeout(r, 50))
     expect(calls).toBe(1)
+  })
+})
+
+describe('Express (its server is a node:http server)', () => {
+  it("app.listen()'s server: the keepAliveTimeout set on it is adopted by guard.attach", async () => {
+    const app = express()
+    const guard = expressGuard({ sweepInterval: SWEEP })
+    app.use(guard)
+    app.get('/', (_req, res) => {
+      res.send('ok')
+    })
+    const server = http.createServer(app)
+    server.keepAliveTimeout = 1_000
+    const { port, closes } = await start(server, guard.tracker)
+    expect(guard.tracker.options.sources.keepAliveTimeout).toBe('server')
+    const conn = await openSocket(port)
+    conn.send(getRequest('/'))
+    const response = await conn.waitFor((buf) => parseResponse(buf))
+    const respondedAt = performance.now()
+    const info = await conn.closed
+    expect(response.headers['keep-alive']).toBe('timeout=1')
+    expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
   })
 })
