@@ -124,6 +124,20 @@ describe('adopted: keepAliveTimeout, requestTimeout, maxRequestsPerSocket', () =
     expect(closes.map((r) => r.closeReason)).toContain('request_timeout')
   })
 
+  it("requestTimeout also bounds a silent connection's first head, as Node's: Fastify's JSON 408 at it (request_headers_timeout)", async () => {
+    const { app, port, closes } = await start({ requestTimeout: 700 })
+    expect(app.connguard.options.headersTimeout).toBe(700)
+    expect(app.connguard.options.sources.headersTimeout).toBe('fastify')
+    const startedAt = performance.now()
+    const result = await rawHttp(port, '')
+    expect(result.at - startedAt).toBeGreaterThanOrEqual(700 - EARLY_MS)
+    expect(result.at - startedAt).toBeLessThan(700 + SWEEP + LATE_MS)
+    expect(result.responses[0]?.status).toBe(408)
+    expect(result.responses[0]?.headers['content-type']).toBe('application/json')
+    await settle()
+    expect(closes.map((r) => r.closeReason)).toEqual(['request_headers_timeout'])
+  })
+
   it('maxRequestsPerSocket: adopted; the last response says Connection: close', async () => {
     const { app, port } = await start({ maxRequestsPerSocket: 2 })
     expect(app.connguard.options.maxRequestsPerConnection).toBe(2)

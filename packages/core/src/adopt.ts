@@ -162,6 +162,19 @@ export function adoptSettings(
     }
   }
   if (adopted === null || sources === null) return { options, replaced, notAdopted }
+  // Node's requestTimeout also bounds the head (its check starts at the connection for the
+  // first request, and createServer clamps headersTimeout to it): a header deadline left at
+  // connguard's default follows an adopted shorter requestTimeout.
+  const request = adopted.requestTimeout as number
+  if (
+    sources.requestTimeout !== 'default' &&
+    sources.headersTimeout === 'default' &&
+    request > 0 &&
+    request < (adopted.headersTimeout as number)
+  ) {
+    adopted.headersTimeout = request
+    sources.headersTimeout = sources.requestTimeout
+  }
   adopted.sources = Object.freeze(sources)
   return { options: adopted as unknown as ResolvedOptions, replaced, notAdopted }
 }
