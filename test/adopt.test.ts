@@ -187,6 +187,24 @@ describe('adopted from the Node server', () => {
     ])
   })
 
+  it.skipIf(
+    typeof (new http.Server() as { keepAliveTimeoutBuffer?: unknown }).keepAliveTimeoutBuffer !==
+      'number',
+  )(
+    "server.keepAliveTimeoutBuffer above Node's 1 s (Node 22, 24.6+): replaced while attached, and said",
+    async () => {
+      const server = http.createServer(hello) as http.Server & { keepAliveTimeoutBuffer: number }
+      server.keepAliveTimeoutBuffer = 5_000
+      const guard = new ConnectionTracker({ sweepInterval: SWEEP })
+      await start(server, guard)
+      expect(server.keepAliveTimeoutBuffer).toBe(SWEEP + 1_000)
+      await warningsSettled()
+      expect(warnings.map((w) => w.code)).toEqual(['CONNGUARD_WARN_KEEP_ALIVE_BUFFER_REPLACED'])
+      guard.close()
+      expect(server.keepAliveTimeoutBuffer).toBe(5_000)
+    },
+  )
+
   it('a second server with its own value: not adopted, and a warning says so', async () => {
     const guard = new ConnectionTracker({ sweepInterval: SWEEP })
     const first = http.createServer(hello)

@@ -173,7 +173,7 @@ export function adoptSettings(
     request < (adopted.headersTimeout as number)
   ) {
     adopted.headersTimeout = request
-    sources.headersTimeout = sources.requestTimeout
+    sources.headersTimeout = sources.requestTimeout as OptionSource
   }
   adopted.sources = Object.freeze(sources)
   return { options: adopted as unknown as ResolvedOptions, replaced, notAdopted }

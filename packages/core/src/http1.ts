@@ -23,6 +23,7 @@ import type { ConnectionRecord } from './record.js'
 import type { StreamGuard } from './streams.js'
 import { readTlsInfo } from './tls-info.js'
 import type { ConnectionTracker } from './tracker.js'
+import { KEEP_ALIVE_BUFFER_REPLACED } from './warnings.js'
 
 /**
  * Marks a socket (raw and TLS) with its record. Local to this copy of the
@@ -262,6 +263,13 @@ class Http1Binding implements ServerBinding {
       tracker.options,
       typeof server.keepAliveTimeoutBuffer === 'number',
     )
+    const buffer = server.keepAliveTimeoutBuffer
+    if (typeof buffer === 'number' && buffer > NODE_KEEP_ALIVE_BUFFER) {
+      // Node held idle connections this long past the advertised timeout; the guard closes at
+      // the timeout itself. Not adoptable (the header would then promise more): said instead.
+      // A shorter buffer (0: close as advertised) is what the guard does, one sweep late at most.
+      KEEP_ALIVE_BUFFER_REPLACED.emit(buffer, tracker.options.keepAliveTimeout)
+    }
     this.#alignTimers()
     server[kTracker] = tracker
     if (h2) {

@@ -68,6 +68,18 @@ export const SETTING_NOT_ADOPTED = declare(
     'Give each server its own tracker, or set the connguard option explicitly.',
 )
 
+/**
+ * Node 22 and 24.6+: `server.keepAliveTimeoutBuffer` set by the application. Node closed idle
+ * connections that long after the advertised keep-alive timeout; the guard closes at it.
+ */
+export const KEEP_ALIVE_BUFFER_REPLACED = declare(
+  'CONNGUARD_WARN_KEEP_ALIVE_BUFFER_REPLACED',
+  (buffer: number, keepAlive: number) =>
+    `connguard: server.keepAliveTimeoutBuffer (${buffer} ms) no longer applies while attached: ` +
+    `idle connections close at keepAliveTimeout (${keepAlive} ms), as advertised in ` +
+    'Keep-Alive: timeout=. Raise the keepAliveTimeout option to keep them longer.',
+)
+
 /** Fastify: routes registered before the plugin get no `config.connguard` (nor its check). */
 export const ROUTES_BEFORE_PLUGIN = declare(
   'CONNGUARD_WARN_ROUTES_BEFORE_PLUGIN',
