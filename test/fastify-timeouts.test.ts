@@ -63,6 +63,11 @@ async function start(
     return 'slow'
   })
   app.post('/body', async (request) => ({ got: String(request.body).length }))
+  // A route's own requestTimeout keeps connguard's meaning: first byte → response finished.
+  app.get('/slow-limited', { config: { connguard: { requestTimeout: 600 } } }, async () => {
+    await new Promise((r) => setTimeout(r, 1_200))
+    return 'slow'
+  })
   await app.listen({ port: 0, host: '127.0.0.1' })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
@@ -122,6 +127,16 @@ describe('adopted: keepAliveTimeout, requestTimeout, maxRequestsPerSocket', () =
     })
     await settle()
     expect(closes.map((r) => r.closeReason)).toContain('request_timeout')
+  })
+
+  it("with an adopted requestTimeout, a route's own requestTimeout still bounds the whole exchange", async () => {
+    const { port, closes } = await start({ requestTimeout: 5_000 })
+    const startedAt = performance.now()
+    const cut = await rawHttp(port, getRequest('/slow-limited'))
+    expect(cut.at - startedAt).toBeGreaterThanOrEqual(600 - EARLY_MS)
+    expect(cut.at - startedAt).toBeLessThan(600 + SWEEP + LATE_MS)
+    await settle()
+    expect(closes.map((r) => r.closeReason)).toEqual(['request_timeout'])
   })
 
   it("requestTimeout also bounds a silent connection's first head, as Node's: Fastify's JSON 408 at it (request_headers_timeout)", async () => {

@@ -102,9 +102,15 @@ export function sweepDue(
       t._requestBegin(rec, now)
       continue
     }
-    if (kind === 'request_timeout' && o.requestTimeoutUntil === 'received' && received(rec)) {
+    if (
+      kind === 'request_timeout' &&
+      o.requestTimeoutUntil === 'received' &&
+      received(rec) &&
+      !t._ownRequestTimeout.has(rec)
+    ) {
       // Adopted from Node's or Fastify's requestTimeout, which bounds receiving the request:
-      // it arrived whole in time, so its response may take as long as it takes.
+      // it arrived whole in time, so its response may take as long as it takes (a route's or
+      // a request's own requestTimeout keeps connguard's meaning).
       rec.requestDeadlineAt = NEVER
       t._reschedule(rec)
       continue

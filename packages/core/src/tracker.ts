@@ -117,6 +117,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   _idleBytes(rec: ConnectionRecord): number {
     return this.#bytesAtIdle.get(rec) ?? 0
   }
+  /**
+   * @internal While an adopted requestTimeout (Node's meaning: receiving the request) is in
+   * force: the records whose request in flight got its own from a route or a request override,
+   * which keeps connguard's meaning (to the response's end). Touched only in that mode.
+   */
+  readonly _ownRequestTimeout = new WeakSet<ConnectionRecord>()
   /** @internal HTTP/2: how the sweep's stream checks reset a stream. */
   readonly _onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
     cutStream(this, g, reason)
@@ -227,6 +233,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
         resolved.requestTimeout === 0 ? NEVER : rec.requestStartedAt + resolved.requestTimeout
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.add(rec)
     }
     if (rec.req === req) {
       const now = this._now()
@@ -418,6 +425,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.inFlight === 1) {
       const t = this.options.requestTimeout
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.delete(rec)
     }
     this._reschedule(rec)
     this._transition(rec, 'active', now)
@@ -482,6 +490,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       const t = this.options.requestTimeout
       rec.requestStartedAt = now
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.delete(rec)
       this._reschedule(rec)
       return
     }
