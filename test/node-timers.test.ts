@@ -62,9 +62,32 @@ describe("Node's requestTimeout and headersTimeout", () => {
     expect(result.sentBytes).toBeLessThan(upload.totalBytes)
   })
 
-  it('with the guard, the same upload completes with 200', async () => {
-    const guard = new ConnectionTracker({ headersTimeout: 400, sweepInterval: 50 })
+  it("with the guard, the server's requestTimeout is adopted: the upload is cut at 600 ms with request_timeout", async () => {
+    const guard = new ConnectionTracker({ sweepInterval: 50 })
+    const reasons: unknown[] = []
+    guard.on('close', (r) => reasons.push(r.closeReason))
     const port = await start(http.createServer(nodeStrict, drain), guard)
+    expect(guard.options.requestTimeout).toBe(600)
+    expect(guard.options.sources.requestTimeout).toBe('server')
+    const startedAt = performance.now()
+    const result = await slowUpload(port, { ...upload, path: '/up' })
+    expect(result.status).toBe(408)
+    expect(result.sentBytes).toBeLessThan(upload.totalBytes)
+    const heldMs = performance.now() - startedAt
+    expect(heldMs).toBeGreaterThanOrEqual(600 - EARLY_MS)
+    expect(heldMs).toBeLessThan(600 + 50 + LATE_MS)
+    await new Promise((r) => setTimeout(r, 20))
+    expect(reasons).toEqual(['request_timeout'])
+  })
+
+  it('with the guard and requestTimeout: false given to it, the same upload completes with 200 (and it warns that it replaced the server value)', async () => {
+    const guard = new ConnectionTracker({
+      headersTimeout: 400,
+      requestTimeout: false,
+      sweepInterval: 50,
+    })
+    const port = await start(http.createServer(nodeStrict, drain), guard)
+    expect(guard.options.sources.requestTimeout).toBe('connguard')
     const result = await slowUpload(port, { ...upload, path: '/up' })
     expect(result.status).toBe(200)
     expect(result.body.toString()).toBe(String(upload.totalBytes))

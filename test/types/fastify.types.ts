@@ -150,6 +150,32 @@ app.post('/bad-true', { config: { connguard: { requestTimeout: true } } }, async
 // intersects it with FastifyContextConfig, so an extra key is allowed. The plugin rejects it
 // at registration instead (CONNGUARD_ERR_UNKNOWN_OPTION; see fastify.test.ts).
 app.post('/typo', { config: { connguard: { requestTimout: 5 } } }, async () => 'ok')
+// Checked at compile time with `satisfies RequestOverrides` (README: "Per-route limits"):
+// a typo reads "Object literal may only specify known properties … Did you mean
+// 'requestTimeout'?", a wrong type names the allowed ones.
+app.post(
+  '/checked',
+  { config: { connguard: { requestTimeout: 5, minBodyRate: false } satisfies RequestOverrides } },
+  async () => 'ok',
+)
+app.post(
+  '/checked-typo',
+  // @ts-expect-error a typo of requestTimeout
+  { config: { connguard: { requestTimout: 5 } satisfies RequestOverrides } },
+  async () => 'ok',
+)
+app.post(
+  '/checked-type',
+  // @ts-expect-error a string is not a request timeout
+  { config: { connguard: { requestTimeout: '5s' } satisfies RequestOverrides } },
+  async () => 'ok',
+)
+app.post(
+  '/checked-rate',
+  // @ts-expect-error a rate needs bytesPerSecond
+  { config: { connguard: { minBodyRate: { graceMs: 5 } } satisfies RequestOverrides } },
+  async () => 'ok',
+)
 
 app.get('/read', async (request) => {
   const override = request.routeOptions.config.connguard

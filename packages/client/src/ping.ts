@@ -1,5 +1,6 @@
 import type { ClientHttp2Session } from 'node:http2'
 import type { Socket } from 'node:net'
+import { WARNINGS } from '@connguard/core'
 import type { ClientConnectionRecord } from './record.js'
 
 /**
@@ -67,11 +68,7 @@ export function sessionOf(socket: Socket): ClientHttp2Session | null {
   if (isSession(session)) return session
   if (!warned) {
     warned = true
-    process.emitWarning(
-      'connguard: cannot reach the HTTP/2 session of this undici version; PING liveness is off ' +
-        '(TCP keepalive still applies). Please report the undici version.',
-      { code: 'CONNGUARD_WARN_NO_H2_SESSION' },
-    )
+    WARNINGS.NO_H2_SESSION.emit()
   }
   return null
 }

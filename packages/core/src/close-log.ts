@@ -3,6 +3,7 @@ import { InvalidOptionError, UnknownOptionError } from './errors.js'
 import type { ConnectionRecord } from './record.js'
 import type { LiveState } from './states.js'
 import type { ConnectionTracker } from './tracker.js'
+import { BAD_LOG_LEVEL } from './warnings.js'
 
 /** pino's level names; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
@@ -241,10 +242,7 @@ function checkedLevel(chosen: unknown, fallback: LogLevel): LogLevel {
   if (isLevel(chosen)) return chosen
   if (!warnedBadLevel) {
     warnedBadLevel = true
-    process.emitWarning(
-      `connguard: closeLog level() returned ${String(chosen)}, not one of ${LOG_LEVELS.join(', ')}; using ${fallback}`,
-      { type: 'ConnguardWarning', code: 'CONNGUARD_BAD_LOG_LEVEL' },
-    )
+    BAD_LOG_LEVEL.emit(String(chosen), LOG_LEVELS.join(', '), fallback)
   }
   return fallback
 }

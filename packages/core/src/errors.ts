@@ -74,6 +74,24 @@ export class TrackerClosedError extends ConnguardError {
   }
 }
 
+/**
+ * What a guard timeout hands the server's `'clientError'` listeners, as Node does for its own
+ * header and request timeouts: the code is Node's `ERR_HTTP_REQUEST_TIMEOUT`, not a
+ * `CONNGUARD_ERR_*` one, so Fastify's `clientErrorHandler` (its JSON 408) and any listener
+ * written for Node's timeouts answer it as theirs. `reason` is the guard's close reason.
+ */
+export class RequestTimeoutError extends Error {
+  readonly code = 'ERR_HTTP_REQUEST_TIMEOUT'
+  /** `request_headers_timeout`, `request_timeout` or `min_request_body_data_rate`. */
+  readonly reason: string
+
+  constructor(reason: string) {
+    super(`Request timeout (connguard: ${reason})`)
+    this.name = 'RequestTimeoutError'
+    this.reason = reason
+  }
+}
+
 function describe(value: unknown): string {
   if (typeof value === 'string') return JSON.stringify(value)
   if (typeof value === 'bigint') return `${value}n`

@@ -4,9 +4,10 @@ import https from 'node:https'
 import type { Socket } from 'node:net'
 import tls, { type TLSSocket } from 'node:tls'
 import { type ListenEnd, listenEnd } from './addresses.js'
+import { type FrameworkSettings, handshakeKeyOf, readServerSettings } from './adopt.js'
 import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
 import type { CloseReason } from './close-reasons.js'
-import { AlreadyAttachedError, UnsupportedServerError } from './errors.js'
+import { AlreadyAttachedError, RequestTimeoutError, UnsupportedServerError } from './errors.js'
 import {
   bindSession,
   cutSession,
@@ -22,6 +23,7 @@ import type { ConnectionRecord } from './record.js'
 import type { StreamGuard } from './streams.js'
 import { readTlsInfo } from './tls-info.js'
 import type { ConnectionTracker } from './tracker.js'
+import { KEEP_ALIVE_BUFFER_REPLACED } from './warnings.js'
 
 /**
  * Marks a socket (raw and TLS) with its record. Local to this copy of the
@@ -97,7 +99,11 @@ function isHttp2Server(server: object): boolean {
   )
 }
 
-export function bindServer(tracker: ConnectionTracker, server: object): ServerBinding {
+export function bindServer(
+  tracker: ConnectionTracker,
+  server: object,
+  framework?: FrameworkSettings,
+): ServerBinding {
   const h2 = server !== null && typeof server === 'object' && isHttp2Server(server)
   const secure = server instanceof https.Server || (h2 && server instanceof tls.Server)
   if (!h2 && !secure && !(server instanceof http.Server)) {
@@ -108,6 +114,8 @@ export function bindServer(tracker: ConnectionTracker, server: object): ServerBi
   }
   const owner = (server as TrackedServer)[kTracker]
   if (owner !== undefined && owner !== tracker) throw new AlreadyAttachedError()
+  // Adopt, never override: the application's own timeouts become the guard's defaults.
+  tracker._adopt(readServerSettings(server, framework))
   return new Http1Binding(tracker, server as TrackedServer, secure, h2)
 }
 
@@ -210,7 +218,10 @@ class Http1Binding implements ServerBinding {
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
   readonly #onUpgrade = (_req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
-  readonly #onClientError = (err: Error, socket: Socket & Marked) => onSocketError.call(socket, err)
+  readonly #onClientError = (err: Error, socket: Socket & Marked) => {
+    // Our own timeout, handed to the application's listeners: the record has its reason.
+    if (!(err instanceof RequestTimeoutError)) onSocketError.call(socket, err)
+  }
   /**
    * Server events whose mere listener count changes what Node does: with an
    * 'upgrade' listener Node hands `Upgrade:` requests over instead of serving
@@ -236,9 +247,7 @@ class Http1Binding implements ServerBinding {
     this.#h2 = h2
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
-    this.#handshakeKey = Object.getOwnPropertySymbols(server).find(
-      (s) => s.description === 'handshake-timeout',
-    )
+    this.#handshakeKey = handshakeKeyOf(server)
     this.#saved = {
       headersTimeout: server.headersTimeout,
       requestTimeout: server.requestTimeout,
@@ -254,6 +263,13 @@ class Http1Binding implements ServerBinding {
       tracker.options,
       typeof server.keepAliveTimeoutBuffer === 'number',
     )
+    const buffer = server.keepAliveTimeoutBuffer
+    if (typeof buffer === 'number' && buffer > NODE_KEEP_ALIVE_BUFFER) {
+      // Node held idle connections this long past the advertised timeout; the guard closes at
+      // the timeout itself. Not adoptable (the header would then promise more): said instead.
+      // A shorter buffer (0: close as advertised) is what the guard does, one sweep late at most.
+      KEEP_ALIVE_BUFFER_REPLACED.emit(buffer, tracker.options.keepAliveTimeout)
+    }
     this.#alignTimers()
     server[kTracker] = tracker
     if (h2) {
@@ -429,10 +445,43 @@ class Http1Binding implements ServerBinding {
     }
     if (ANSWER_408.has(reason) && socket.writable) {
       const res = (socket as unknown as { _httpMessage?: http.ServerResponse | null })._httpMessage
-      // As Node: answer 408 only where no response byte has gone out yet.
-      if (res == null || !res.headersSent) socket.write(REQUEST_TIMEOUT_RESPONSE)
+      // As Node: answer 408 only where no response byte has gone out yet, through the
+      // application's 'clientError' listeners when it has any (Fastify's clientErrorHandler).
+      if (res == null || !res.headersSent) {
+        if (this.#clientError(socket, reason)) return
+        socket.write(REQUEST_TIMEOUT_RESPONSE)
+      }
     }
     socket.destroy()
+  }
+
+  /**
+   * Hands a timeout to the application's 'clientError' listeners as Node hands its own
+   * (`socketOnError` in _http_server.js: an error with code ERR_HTTP_REQUEST_TIMEOUT, Node's
+   * own error listener taken off the socket first so a listener's `socket.destroy(err)` is not
+   * reported twice). False when the application has none: the guard answers 408 itself. A
+   * listener need not close the socket: whatever it wrote is flushed, then the socket closes.
+   */
+  #clientError(socket: Socket, reason: CloseReason): boolean {
+    const server = this.#server
+    const ours = this.#onClientError
+    if (!server.listeners('clientError').some((l) => l !== ours)) return false
+    for (const l of socket.listeners('error')) {
+      if ((l as { name?: string }).name === 'socketOnError')
+        socket.removeListener('error', l as (err: Error) => void)
+    }
+    // A listener's socket.destroy(err) emits 'error': something must listen, as Node's noop does.
+    if (socket.listenerCount('error') === 0) socket.on('error', noop)
+    try {
+      server.emit('clientError', new RequestTimeoutError(reason), socket)
+    } catch (err) {
+      // A listener that throws must not stop the sweep; it surfaces as Node's would, uncaught.
+      process.nextTick(() => {
+        throw err
+      })
+    }
+    if (!socket.destroyed) (socket as Socket & { destroySoon(): void }).destroySoon()
+    return true
   }
 
   endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void {
@@ -503,6 +552,8 @@ function nodeKeepAlive(
     buffer,
   }
 }
+
+function noop(): void {}
 
 function hookParser(socket: Socket): void {
   const parser = (socket as unknown as { parser?: ParserLike | null }).parser

@@ -1,4 +1,6 @@
 /** Internal, for @connguard/client: the error codes both sides read as a reset. */
+
+export type { AdoptableOption, FrameworkSettings, OptionSource, ServerSetting } from './adopt.js'
 export { RESET_CODES } from './classify.js'
 export type { Clock } from './clock.js'
 export {
@@ -24,6 +26,7 @@ export {
   ConnguardError,
   closest as closestOptionName,
   InvalidOptionError,
+  RequestTimeoutError,
   TrackerClosedError,
   UnknownOptionError,
   UnsupportedServerError,
@@ -71,6 +74,7 @@ export {
   DEFAULT_REQUEST_TIMEOUT,
   DEFAULT_SWEEP_INTERVAL,
   MAX_DURATION,
+  type OptionName,
   type RequestOverrides,
   type ResolvedOptions,
   type ResolvedRate,
@@ -116,3 +120,5 @@ export {
   type Snapshot,
 } from './tracker.js'
 export { duration as validateDuration } from './validate.js'
+/** Every process warning connguard emits, with its stable code (internal: the packages emit through it). */
+export * as WARNINGS from './warnings.js'

@@ -1,5 +1,6 @@
 import { type ConnectionMeasures, measureConnection } from './measures.js'
 import type { ConnectionRecordLike } from './record-shape.js'
+import { METRICS_FAILED } from './warnings.js'
 
 /** Either tracker, server or client, as far as its 'close' event goes. */
 export interface ClosingTracker {
@@ -24,11 +25,7 @@ export function feedClosedRecords(
     } catch (err) {
       if (!warned) {
         warned = true
-        process.emitWarning(
-          `connguard: recording a closed connection's metrics failed: ${String(err)}`,
-          'ConnguardWarning',
-          'CONNGUARD_METRICS_FAILED',
-        )
+        METRICS_FAILED.emit(String(err))
       }
     }
   }

@@ -1,3 +1,4 @@
+import type { OptionSource } from './adopt.js'
 import { type Clock, monotonicClock } from './clock.js'
 import { InvalidOptionError } from './errors.js'
 import { type PressureOptions, type ResolvedPressure, resolvePressure } from './pressure-options.js'
@@ -138,7 +139,23 @@ export interface ResolvedOptions {
   /** null: pressure switched off. */
   readonly pressure: ResolvedPressure | null
   readonly clock: Clock
+  /**
+   * What `requestTimeout` bounds: `'response'`, connguard's own (first byte → response
+   * finished); `'received'` when it was adopted from Node's or Fastify's `requestTimeout`,
+   * which bound receiving the request only (the response may take longer, as without the guard).
+   */
+  readonly requestTimeoutUntil: 'response' | 'received'
+  /**
+   * Where each option's value came from: `'default'`, `'connguard'` (given to connguard),
+   * or adopted from the application's own setting: `'server'` (set on the Node server before
+   * attach), `'fastify'` (a Fastify option). See README, "Migrating from Node, Fastify and
+   * Express timeouts".
+   */
+  readonly sources: Readonly<Record<OptionName, OptionSource>>
 }
+
+/** The name of an option of `ConnectionTrackerOptions`. */
+export type OptionName = (typeof OPTION_NAMES)[number]
 
 /** What a route or a single request may change. */
 export interface RequestOverrides {
@@ -220,6 +237,9 @@ export function resolveOptions(
 ): ResolvedOptions {
   assertPlainObject('options', options)
   rejectUnknown(options, OPTION_NAMES, 'option')
+  const sources = {} as Record<OptionName, OptionSource>
+  for (const name of OPTION_NAMES)
+    sources[name] = options[name] === undefined ? 'default' : 'connguard'
   return {
     handshakeTimeout: duration(
       'handshakeTimeout',
@@ -245,6 +265,8 @@ export function resolveOptions(
     sweepInterval: sweepInterval(options.sweepInterval),
     pressure: resolvePressure(options.pressure),
     clock: clock(options.clock),
+    requestTimeoutUntil: 'response',
+    sources: Object.freeze(sources),
   }
 }
 

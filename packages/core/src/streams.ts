@@ -15,6 +15,7 @@ import {
   startRates,
 } from './rates.js'
 import type { ConnectionRecord } from './record.js'
+import { NO_H2_STREAM_HANDLE } from './warnings.js'
 
 /**
  * Per-stream limits of an HTTP/2 session: `requestTimeout` and the two data
@@ -60,10 +61,7 @@ function handleOf(stream: ServerHttp2Stream): StreamHandle {
   if (kHandle === undefined) {
     kHandle = Object.getOwnPropertySymbols(stream).find((s) => s.description === 'kHandle') ?? null
     if (kHandle === null) {
-      process.emitWarning(
-        'connguard: this Node.js keeps no handle on HTTP/2 streams where expected; per-stream data rates are off',
-        { code: 'CONNGUARD_WARN_NO_H2_STREAM_HANDLE' },
-      )
+      NO_H2_STREAM_HANDLE.emit()
     }
   }
   return kHandle === null ? undefined : (stream as unknown as Record<symbol, StreamHandle>)[kHandle]
@@ -145,7 +143,9 @@ export function openStream(
   now: number,
 ): StreamGuard {
   const g = new StreamGuard(stream, rec, now)
-  if (o.requestTimeout > 0) g.requestDeadlineAt = now + o.requestTimeout
+  // An adopted Node/Fastify requestTimeout ('received') is HTTP/1's: Node never applied it to streams.
+  if (o.requestTimeout > 0 && o.requestTimeoutUntil === 'response')
+    g.requestDeadlineAt = now + o.requestTimeout
   startRates(g, streamProgress, !stream.endAfterHeaders, o.minBodyRate, o.minResponseRate, now)
   let streams = rec.streams
   if (streams === null) {

@@ -1,6 +1,6 @@
 import { performance } from 'node:perf_hooks'
 import { cutConnection, rotateConnection } from './cut.js'
-import { isDue } from './deadline-queue.js'
+import { isDue, NEVER } from './deadline-queue.js'
 import { checkPing } from './ping.js'
 import { pressureSweep } from './pressure-hooks.js'
 import { checkRates, rateCheckAt } from './rates.js'
@@ -110,6 +110,19 @@ export function sweepDue(
       t._requestBegin(rec, now)
       continue
     }
+    if (
+      kind === 'request_timeout' &&
+      o.requestTimeoutUntil === 'received' &&
+      received(rec) &&
+      !t._ownRequestTimeout.has(rec)
+    ) {
+      // Adopted from Node's or Fastify's requestTimeout, which bounds receiving the request:
+      // it arrived whole in time, so its response may take as long as it takes (a route's or
+      // a request's own requestTimeout keeps connguard's meaning).
+      rec.requestDeadlineAt = NEVER
+      t._reschedule(rec)
+      continue
+    }
     cutConnection(t, rec, kind)
     cut++
   }
@@ -118,6 +131,12 @@ export function sweepDue(
     if (p.unfinished) return -1
   }
   return cut
+}
+
+/** The request in flight arrived whole, and no next one is being read (HTTP/1). */
+function received(rec: ConnectionRecord): boolean {
+  const req = rec.req
+  return rec.session === null && req !== null && req.complete && !rec.readingHead
 }
 
 /** Rotates or cuts a connection past its age; true when it was cut now. */

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Admission } from './admission.js'
+import { adoptSettings, type FrameworkSettings, type ServerSetting } from './adopt.js'
 import { closeChannel, openChannel, transitionChannel } from './channels.js'
 import { settleClose } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
@@ -37,6 +38,7 @@ import { type ConnectionState, liveStateIndex } from './states.js'
 import { overrideStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import { startSweeper, sweepDue } from './sweep.js'
 import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
+import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from './warnings.js'
 
 export type { ConnectionTrackerEvents }
 
@@ -69,7 +71,10 @@ export interface Snapshot {
  * connection's record on open, transition and close.
  */
 export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
-  /** The options as resolved at construction. */
+  /**
+   * The options as resolved at construction, with the timeouts the application set on the
+   * first server attached adopted (`options.sources` says where each value came from).
+   */
   readonly options: ResolvedOptions
   readonly #clock: ResolvedOptions['clock']
   /** Clock ms → epoch ms. */
@@ -118,6 +123,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   _idleBytes(rec: ConnectionRecord): number {
     return this.#bytesAtIdle.get(rec) ?? 0
   }
+  /**
+   * @internal While an adopted requestTimeout (Node's meaning: receiving the request) is in
+   * force: the records whose request in flight got its own from a route or a request override,
+   * which keeps connguard's meaning (to the response's end). Touched only in that mode.
+   */
+  readonly _ownRequestTimeout = new WeakSet<ConnectionRecord>()
   /** @internal HTTP/2: how the sweep's stream checks reset a stream. */
   readonly _onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
     cutStream(this, g, reason)
@@ -148,9 +159,14 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * from its next accepted connection on. Returns the tracker.
    */
   attach(server: object): this {
+    return this._attach(server, undefined)
+  }
+
+  /** For the adapters (not a stable API): `attach`, told which of the server's settings a framework (Fastify) made. */
+  _attach(server: object, framework: FrameworkSettings | undefined): this {
     if (this.#closed) throw new TrackerClosedError()
     if (this.#bindings.has(server)) return this
-    const binding = bindServer(this, server)
+    const binding = bindServer(this, server, framework)
     this.#bindings.set(server, binding)
     if (this.#sweeper === null) {
       this.#sweeper = startSweeper(this)
@@ -224,6 +240,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (resolved.requestTimeout !== undefined) {
       rec.requestDeadlineAt =
         resolved.requestTimeout === 0 ? NEVER : rec.requestStartedAt + resolved.requestTimeout
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.add(rec)
     }
     if (rec.req === req) {
       const now = this._now()
@@ -318,6 +335,21 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
 
   // ---- lifecycle, called by the server bindings --------------------------------
 
+  /**
+   * @internal Before a server's timers are aligned: its own settings become the defaults of
+   * their options (the first server only), and what is replaced or not adopted is warned about.
+   */
+  _adopt(settings: readonly ServerSetting[]): void {
+    const { options, replaced, notAdopted } = adoptSettings(
+      this.options,
+      settings,
+      this.#bindings.size === 0,
+    )
+    ;(this as { options: ResolvedOptions }).options = options
+    if (replaced.length > 0) SETTING_REPLACED.emit(replaced.join('; '))
+    if (notAdopted.length > 0) SETTING_NOT_ADOPTED.emit(notAdopted.join('; '))
+  }
+
   /** @internal A connection was accepted. */
   _open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
     const now = this._now()
@@ -400,6 +432,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (rec.inFlight === 1) {
       const t = this.options.requestTimeout
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.delete(rec)
     }
     this._reschedule(rec)
     this._transition(rec, 'active', now)
@@ -480,6 +513,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       const t = this.options.requestTimeout
       rec.requestStartedAt = now
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this._ownRequestTimeout.delete(rec)
       const next = pipelined.get(rec)?.shift()
       if (next !== undefined) this.#follow(rec, next, now)
       this._reschedule(rec)

@@ -12,6 +12,7 @@ import {
   RequestController,
   type RequestOverrides,
   resolveRequestOverrides,
+  WARNINGS,
 } from '@connguard/core'
 
 type Next = (err?: unknown) => void
@@ -132,22 +133,12 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
       tracker.attach(server)
     } catch (err) {
       // Never fail a request over it: say why this guard is not guarding.
-      process.emitWarning(
-        `connguard could not attach on the first request: ${(err as Error).message}`,
-        {
-          type: 'ConnguardWarning',
-          code: 'CONNGUARD_LATE_ATTACH_FAILED',
-        },
-      )
+      WARNINGS.LATE_ATTACH_FAILED.emit((err as Error).message)
       return
     }
     if (!warnedLateAttach) {
       warnedLateAttach = true
-      process.emitWarning(
-        'connguard attached itself on the first request: connections accepted before were not ' +
-          'guarded. Call guard.attach(server) on the server right after creating it.',
-        { type: 'ConnguardWarning', code: 'CONNGUARD_LATE_ATTACH' },
-      )
+      WARNINGS.LATE_ATTACH.emit()
     }
   }
 

@@ -3,6 +3,7 @@ import {
   ConnectionTracker,
   type ConnectionTrackerOptions,
   liveView as createLiveView,
+  type FrameworkSettings,
   InvalidOptionError,
   type LiveView,
   type LiveViewOptions,
@@ -14,6 +15,7 @@ import {
   resolveDrainTimeout,
   resolveLiveViewOptions,
   resolveRequestOverrides,
+  WARNINGS,
 } from '@connguard/core'
 import type {
   FastifyInstance,
@@ -73,8 +75,10 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
   const observability = resolveObservability(options)
   const tracker = new ConnectionTracker(trackerOptions)
   const drainTimeout = resolveDrainTimeout(options.drainTimeout)
-  // At register time, before listen: the first connection is already guarded.
-  tracker.attach(app.server)
+  warnRoutesBefore(app)
+  // At register time, before listen: the first connection is already guarded. The timeouts
+  // the application gave Fastify become the defaults of connguard's options (adopted).
+  tracker._attach(app.server, fastifySettings(app.initialConfig))
   app.decorate('connguard', tracker)
   // A getter: the controller exists only for handlers that ask for it.
   app.decorateRequest('connguard', {
@@ -90,6 +94,63 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
     tracker.close()
   })
   addObservability(app, tracker, observability)
+}
+
+/**
+ * Fastify's own defaults for what it sets on the server it creates (docs/Reference/Server.md;
+ * `options.x || default` in fastify.js, so a 0 given for keepAliveTimeout is 72 s too).
+ * A value equal to these is Fastify's, not the application's, and is not adopted.
+ */
+const FASTIFY_DEFAULTS = { keepAliveTimeout: 72_000, requestTimeout: 0, maxRequestsPerSocket: 0 }
+
+/** What Fastify set on `app.server` from the application's options (`app.initialConfig`). */
+function fastifySettings(config: FastifyInstance['initialConfig']): FrameworkSettings {
+  const c = config as {
+    keepAliveTimeout?: number
+    requestTimeout?: number
+    maxRequestsPerSocket?: number | null
+  }
+  return {
+    source: 'fastify',
+    defaults: FASTIFY_DEFAULTS,
+    values: {
+      keepAliveTimeout: c.keepAliveTimeout ?? FASTIFY_DEFAULTS.keepAliveTimeout,
+      requestTimeout: c.requestTimeout ?? FASTIFY_DEFAULTS.requestTimeout,
+      maxRequestsPerSocket: c.maxRequestsPerSocket ?? FASTIFY_DEFAULTS.maxRequestsPerSocket,
+    },
+  }
+}
+
+/** Names shown in the warning at most; the rest are counted. */
+const MAX_NAMED_ROUTES = 10
+
+/**
+ * Routes registered before the plugin were built before its onRoute hook: their
+ * `config.connguard` is neither applied nor checked. Fastify has no route list, but
+ * `printRoutes` draws each path with its methods as a tree (`├── /a (GET, HEAD)`, a child
+ * four columns further in carrying only the rest of its path).
+ */
+function warnRoutesBefore(app: FastifyInstance): void {
+  const names: string[] = []
+  const prefixes: string[] = []
+  for (const line of app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^((?:[│ ] {3})*)[├└]── (.*?)(?: \(([^)]*)\))?$/.exec(line)
+    if (m === null) continue
+    const depth = (m[1] as string).length / 4
+    const path = (prefixes[depth - 1] ?? '') + (m[2] as string)
+    prefixes[depth] = path
+    prefixes.length = depth + 1
+    if (m[3] === undefined) continue
+    const methods = m[3].split(', ')
+    for (const method of methods) {
+      // Fastify adds HEAD to every GET route by itself.
+      if (method !== 'HEAD' || !methods.includes('GET')) names.push(`${method} ${path}`)
+    }
+  }
+  if (names.length === 0) return
+  const shown = names.slice(0, MAX_NAMED_ROUTES).join(', ')
+  const more = names.length > MAX_NAMED_ROUTES ? ` and ${names.length - MAX_NAMED_ROUTES} more` : ''
+  WARNINGS.ROUTES_BEFORE_PLUGIN.emit(shown + more)
 }
 
 /** `closeLog` and `liveView` validated, before the tracker exists (a bad option leaves nothing attached). */
