@@ -27,6 +27,7 @@ export {
   TrackerClosedError,
   UnknownOptionError,
   UnsupportedServerError,
+  UnsupportedWebSocketError,
 } from './errors.js'
 export {
   DEFAULT_LIST_LIMIT,
@@ -116,3 +117,13 @@ export {
   type Snapshot,
 } from './tracker.js'
 export { duration as validateDuration } from './validate.js'
+export type { WebSocketInfo, WebSocketLike, WebSocketServerLike } from './websocket.js'
+export {
+  DEFAULT_WS_IDLE_TIMEOUT,
+  DEFAULT_WS_PING_INTERVAL,
+  DEFAULT_WS_PING_TIMEOUT,
+  DEFAULT_WS_TCP_KEEP_ALIVE,
+  type ResolvedWebSocket,
+  resolveWebSocket,
+  type WebSocketOptions,
+} from './websocket-options.js'

@@ -7,6 +7,7 @@ import { checkRates, rateCheckAt } from './rates.js'
 import type { ConnectionRecord, DeadlineKind } from './record.js'
 import { checkStreams, streamsDueAt } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
+import { checkWebSocket } from './websocket.js'
 
 /**
  * The sweep: everything due in the tracker's deadline heap, the polls that are
@@ -77,6 +78,14 @@ export function sweepDue(
           continue
         }
         if (step === 'send') rec.binding?.ping(rec)
+      }
+      if (rec.state === 'upgraded') {
+        const reason = checkWebSocket(rec, o.webSocket, now)
+        if (reason !== null) {
+          cutConnection(t, rec, reason)
+          cut++
+          continue
+        }
       }
       let failed = isDue(rateCheckAt(rec), now) ? checkRates(rec, now, o.sweepInterval) : null
       if (failed === null && isDue(streamsDueAt(rec), now)) {

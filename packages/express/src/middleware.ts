@@ -12,6 +12,7 @@ import {
   RequestController,
   type RequestOverrides,
   resolveRequestOverrides,
+  type WebSocketServerLike,
 } from '@connguard/core'
 
 type Next = (err?: unknown) => void
@@ -42,6 +43,12 @@ export interface ConnguardMiddleware extends Middleware {
    * serves the page at the mount path and its data at `<mount>/json`.
    */
   liveView(options?: LiveViewOptions): LiveViewMiddleware
+  /**
+   * `guard.tracker.watchWebSockets(wss)`: every WebSocket the `ws` server accepts on a
+   * guarded server gets PING liveness (a dead peer closed with `ping_timeout`). Returns a
+   * function that unlinks it.
+   */
+  webSockets(wss: WebSocketServerLike): () => void
 }
 
 /** `guard.liveView()`: serves `/` (HTML) and `/json` below its mount; `close()` stops recording closes. */
@@ -137,6 +144,9 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     },
     liveView: {
       value: (options?: LiveViewOptions) => liveViewMiddleware(createLiveView(tracker, options)),
+    },
+    webSockets: {
+      value: (wss: WebSocketServerLike) => tracker.watchWebSockets(wss),
     },
     route: {
       value: (overrides: RequestOverrides): Middleware => {
