@@ -11,7 +11,6 @@ import connguardDefault, {
   type ConnguardRouteConfig,
   connguard,
   type LiveState,
-  type RequestOverrides,
   type Snapshot,
   type TlsInfo,
 } from '@connguard/fastify'
