@@ -281,6 +281,38 @@ describe('maxUpgradedConnections', () => {
   })
 })
 
+describe('pressure', () => {
+  it('sheds WebSockets whose peer left a ping unanswered, never healthy ones', async () => {
+    const FLOOR = 200
+    const tracker = tracked({
+      sweepInterval: SWEEP,
+      // A long pong timeout: what closes the dead ones here is pressure, not ping_timeout.
+      webSocket: { pingInterval: PING_INTERVAL, pingTimeout: 60_000 },
+      pressure: {
+        limit: 10,
+        floors: { handshakeTimeout: FLOOR, headersTimeout: FLOOR, keepAliveTimeout: FLOOR },
+      },
+    })
+    const closes = watchCloses(tracker)
+    const { port } = await startWs(tracker)
+    const healthy = []
+    for (let i = 0; i < 5; i++) healthy.push(await connectWs(port))
+    const relay = await startRelay(port)
+    cleanups.push(() => relay.close())
+    for (let i = 0; i < 4; i++) await connectWs(relay.port)
+    relay.stop()
+    const shed = await closes.next((r) => r.closeReason === 'shed_under_pressure', 10_000)
+    expect(shed.stateAtClose).toBe('upgraded')
+    await sleep(4 * PING_INTERVAL)
+    for (const ws of healthy) expect(ws.readyState).toBe(WebSocket.OPEN)
+    const closed = closes.records.filter((r) => r.stateAtClose === 'upgraded')
+    expect(closed.length).toBeGreaterThanOrEqual(1)
+    expect(closed.length).toBeLessThanOrEqual(4)
+    for (const r of closed) expect(r.closeReason).toBe('shed_under_pressure')
+    expect(tracker.snapshot().upgraded).toBe(9 - closed.length)
+  })
+})
+
 describe('upgrades that are not WebSockets keep today’s behaviour', () => {
   it('CONNECT and Upgrade: h2c: upgraded, no WebSocket facts, no ping, never capped', async () => {
     const tracker = tracked({ ...WS_OPTIONS, maxUpgradedConnections: 1 })

@@ -281,10 +281,14 @@ export function releaseWebSocket(rec: ConnectionRecord): void {
   socket.removeListener('close', onClose)
 }
 
-/** True when a ping to `rec`'s peer has gone unanswered for at least `ms` (pressure's test). */
-export function pingUnansweredFor(rec: ConnectionRecord, now: number, ms: number): boolean {
+/**
+ * When the ping in flight to `rec`'s peer was sent, clock ms; -1 when none is unanswered.
+ * Pressure may shed a WebSocket whose pong is overdue by its floor; one that answers is
+ * never a candidate.
+ */
+export function pingUnansweredSince(rec: ConnectionRecord): number {
   const f = factsOf.get(rec)
-  return f !== undefined && f.pingSentAt >= 0 && now - f.pingSentAt >= ms
+  return f === undefined ? -1 : f.pingSentAt
 }
 
 // Listeners shared by every WebSocket (`this` is the socket): no closure per connection.
