@@ -18,18 +18,26 @@ import type { AddressInfo } from 'node:net'
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
 import {
+  type CloseLogLine,
   type ConnectionRecord,
   ConnectionTracker,
   type ConnectionTrackerOptions,
+  liveView,
+  logCloses,
 } from '@connguard/core'
 import { connguard as expressGuard } from '@connguard/express'
 import { connguard as fastifyGuard } from '@connguard/fastify'
+import { registerOpenTelemetry } from '@connguard/opentelemetry'
+import { registerPrometheus } from '@connguard/prometheus'
 import fastifyWebsocket from '@fastify/websocket'
 import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket, { WebSocketServer } from 'ws'
 import { type Relay, startRelay } from './helpers/http2.js'
+import { otelSdk, pointsOf } from './helpers/otel.js'
+import { parseSamples, sampleValue } from './helpers/prom-text.js'
 import { sleep, waitUntil, watchCloses } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 
@@ -505,5 +513,48 @@ describe('bad input', () => {
     tracker.close()
     expect(wss.listenerCount('connection')).toBe(before - 1)
     expect(serverSide?.listenerCount('pong')).toBe(0)
+  })
+})
+
+describe('records, close log, live view and exporters', () => {
+  it('upgraded_connections in both exporters; the WebSocket facts in the close log line and the live view', async () => {
+    const tracker = tracked()
+    const registry = new Registry()
+    cleanups.push(registerPrometheus(tracker, { registry }))
+    const otel = otelSdk(cleanups)
+    cleanups.push(registerOpenTelemetry(tracker, { meterProvider: otel.provider }))
+    const lines: { obj: CloseLogLine; msg?: string }[] = []
+    const log = (obj: object, msg?: string) => lines.push({ obj: obj as CloseLogLine, msg })
+    cleanups.push(logCloses(tracker, { info: log, debug: log, warn: log }))
+    const view = liveView(tracker)
+    cleanups.push(() => view.close())
+    const { port } = await startWs(tracker)
+    const a = await connectWs(port)
+    await connectWs(port)
+    await waitUntil(() => (onlyUpgraded(tracker)?.webSocket?.pingRtt ?? null) !== null, {
+      what: 'a ping answered',
+    })
+    const samples = parseSamples(await registry.metrics())
+    expect(sampleValue(samples, 'connguard_upgraded_connections')).toBe(2)
+    const points = pointsOf<number>(await otel.collect(), 'connguard.upgraded_connections')
+    expect(points.map((p) => p.value)).toEqual([2])
+    const live = view.json().connections.filter((c) => c.state === 'upgraded')
+    expect(live).toHaveLength(2)
+    expect(live[0]?.webSocket).toMatchObject({ linked: true, closeCode: null })
+    expect(live.some((c) => (c.webSocket?.pingsSent ?? 0) >= 1)).toBe(true)
+    a.close(4000, 'bye')
+    await waitUntil(() => lines.some((l) => l.obj.stateAtClose === 'upgraded'), {
+      what: 'a close log line',
+    })
+    const line = lines.find((l) => l.obj.stateAtClose === 'upgraded')
+    expect(line?.obj.webSocket).toMatchObject({ closeCode: 4000, closeReason: 'bye' })
+    expect(line?.msg).toContain(' ws=4000 pings=')
+    expect(line?.obj.upgradedMs).toBeGreaterThan(0)
+    const closed = view.json().recentCloses.find((r) => r.stateAtClose === 'upgraded')
+    expect(closed?.webSocket?.closeCode).toBe(4000)
+    await waitUntil(() => tracker.snapshot().upgraded === 1, { what: 'one left' })
+    expect(
+      sampleValue(parseSamples(await registry.metrics()), 'connguard_upgraded_connections'),
+    ).toBe(1)
   })
 })
