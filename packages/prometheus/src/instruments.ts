@@ -99,7 +99,7 @@ export class PrometheusInstruments {
     })
     new Gauge({
       name: n(METRIC_NAMES.upgradedConnections),
-      help: "Connections currently upgraded (WebSocket, CONNECT), as Kestrel's kestrel.upgraded_connections; the same count as active_connections{state=\"upgraded\"}.",
+      help: 'Connections currently upgraded (WebSocket, CONNECT), as Kestrel\'s kestrel.upgraded_connections; the same count as active_connections{state="upgraded"}.',
       registers,
       collect(this: Gauge<string>) {
         this.set(liveStates(trackers).upgraded)
