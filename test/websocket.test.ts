@@ -14,6 +14,7 @@
  * - CONNECT and non-WebSocket upgrades keep today's behaviour; bad options throw typed errors.
  */
 import http from 'node:http'
+import https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
@@ -40,6 +41,7 @@ import { otelSdk, pointsOf } from './helpers/otel.js'
 import { parseSamples, sampleValue } from './helpers/prom-text.js'
 import { sleep, waitUntil, watchCloses } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
+import { clientTlsOptions, tlsOptions } from './helpers/tls.js'
 
 const SWEEP = 50
 const PING_INTERVAL = 300
@@ -258,6 +260,67 @@ describe('ws on a plain server: tracker.watchWebSockets(wss)', () => {
     })
     await connectWs(port)
     expect(calls).toContainEqual([true, 60_000])
+  })
+})
+
+describe('WSS (TLS)', () => {
+  it('a dead peer over TLS is terminated with ping_timeout; the close event carries the library close code', async () => {
+    const tracker = tracked()
+    const closes = watchCloses(tracker)
+    let codeAtClose: number | null | undefined
+    tracker.on('close', (r) => {
+      if (r.stateAtClose === 'upgraded') codeAtClose = r.webSocket?.closeCode
+    })
+    const server = https.createServer(tlsOptions)
+    tracker.attach(server)
+    const wss = new WebSocketServer({ server })
+    tracker.watchWebSockets(wss)
+    const port = await listen(server)
+    cleanups.push(async () => {
+      for (const ws of wss.clients) ws.terminate()
+      wss.close()
+      await closeServer(server)
+    })
+    const relay = await startRelay(port)
+    cleanups.push(() => relay.close())
+    const client = new WebSocket(`wss://localhost:${relay.port}/`, { ...clientTlsOptions })
+    client.on('error', () => {})
+    cleanups.push(() => client.terminate())
+    await new Promise((resolve) => client.once('open', resolve))
+    await waitUntil(() => (onlyUpgraded(tracker)?.webSocket?.pingRtt ?? null) !== null, {
+      what: 'a ping answered over TLS',
+    })
+    relay.stop()
+    const stoppedAt = performance.now()
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded', 10_000)
+    expect(rec.closeReason).toBe('ping_timeout')
+    expect(rec.secure).toBe(true)
+    expect(closes.closedAt(rec) - stoppedAt).toBeLessThanOrEqual(DEAD_BY)
+    expect(codeAtClose).toBe(1006)
+  })
+
+  it('a client closing with 4001 over TLS: the close event carries 4001 and its reason', async () => {
+    const tracker = tracked()
+    let seen: unknown = 'none'
+    tracker.on('close', (r) => {
+      if (r.stateAtClose === 'upgraded') seen = r.webSocket
+    })
+    const server = https.createServer(tlsOptions)
+    tracker.attach(server)
+    const wss = new WebSocketServer({ server })
+    tracker.watchWebSockets(wss)
+    const port = await listen(server)
+    cleanups.push(async () => {
+      wss.close()
+      await closeServer(server)
+    })
+    const client = new WebSocket(`wss://localhost:${port}/`, { ...clientTlsOptions })
+    client.on('error', () => {})
+    await new Promise((resolve) => client.once('open', resolve))
+    await waitUntil(() => onlyUpgraded(tracker)?.webSocket?.linked === true, { what: 'linked' })
+    client.close(4001, 'done')
+    await waitUntil(() => seen !== 'none', { what: 'the close event' })
+    expect(seen).toMatchObject({ closeCode: 4001, closeReason: 'done' })
   })
 })
 

@@ -42,6 +42,7 @@ import {
   linkWebSocket,
   linkWebSocketServer,
   releaseWebSocket,
+  settleWebSocket,
   type WebSocketLike,
   type WebSocketServerLike,
   webSocketDueAt,
@@ -557,7 +558,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._queue.remove(rec)
     this._awaitingBytes.delete(rec)
     this._records.delete(rec)
-    if (rec.state === 'upgraded' && webSocketFacts(rec) !== undefined) this._webSockets--
+    if (rec.state === 'upgraded' && webSocketFacts(rec) !== undefined) {
+      this._webSockets--
+      settleWebSocket(rec)
+    }
     // Ends nobody asked for while the socket was open, for a close listener: Node's own
     // cache of them, if the application read them (no system call once the handle is gone).
     this._keepEnds(rec)

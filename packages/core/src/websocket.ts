@@ -291,6 +291,20 @@ export function pingUnansweredSince(rec: ConnectionRecord): number {
   return f === undefined ? -1 : f.pingSentAt
 }
 
+/**
+ * The connection closed: the library's close code and reason, if its own 'close' has not
+ * come yet. Over TLS `ws` reports after the TLS socket closes, which follows the raw
+ * socket's close the record ends on; by then it holds what it will report (`_closeCode`,
+ * 1006 until a close frame arrives, and `_closeMessage`), so the close event and the close
+ * log carry it. Read only when present and well typed.
+ */
+export function settleWebSocket(rec: ConnectionRecord): void {
+  const f = factsOf.get(rec)
+  if (f === undefined || f.socket === null || f.closeCode !== null) return
+  const s = f.socket as unknown as { _closeCode?: unknown; _closeMessage?: unknown }
+  if (typeof s._closeCode === 'number') recordClose(f, s._closeCode, s._closeMessage)
+}
+
 // Listeners shared by every WebSocket (`this` is the socket): no closure per connection.
 function onPong(this: WebSocketLike): void {
   const rec = recordOfSocket.get(this)
@@ -308,7 +322,10 @@ function onPong(this: WebSocketLike): void {
 function onClose(this: WebSocketLike, code: unknown, reason: unknown): void {
   const rec = recordOfSocket.get(this)
   const f = rec === undefined ? undefined : factsOf.get(rec)
-  if (f === undefined) return
+  if (f !== undefined) recordClose(f, code, reason)
+}
+
+function recordClose(f: WebSocketFacts, code: unknown, reason: unknown): void {
   if (typeof code === 'number') f.closeCode = code
   const text =
     typeof reason === 'string' ? reason : Buffer.isBuffer(reason) ? reason.toString('utf8') : ''
