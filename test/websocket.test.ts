@@ -468,6 +468,29 @@ describe('@fastify/websocket', () => {
     expect(pings[1]).toBeGreaterThanOrEqual(2)
   })
 
+  it('maxUpgradedConnections: the next upgrade gets 503 and its handler never runs', async () => {
+    const app = Fastify()
+    await app.register(fastifyGuard, { ...WS_OPTIONS, maxUpgradedConnections: 1 })
+    await app.register(fastifyWebsocket)
+    let handled = 0
+    app.get('/ws', { websocket: true }, () => {
+      handled++
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    cleanups.push(() => app.close())
+    const port = (app.server.address() as AddressInfo).port
+    await connectWs(port, '/ws')
+    await expect(connectWs(port, '/ws')).rejects.toThrow('status 503')
+    await waitUntil(
+      () =>
+        app.connguard.snapshot().closedByReason.max_concurrent_upgraded_connections_exceeded === 1,
+      { what: 'the refusal counted' },
+    )
+    expect(handled).toBe(1)
+    const res = await fetch(`http://127.0.0.1:${port}/ws`)
+    expect(res.status).toBe(404)
+  })
+
   it('a bad config.connguard.webSocket throws a typed error at route registration', async () => {
     const app = Fastify()
     cleanups.push(() => app.close())
