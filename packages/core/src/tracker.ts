@@ -41,6 +41,7 @@ import {
   isWebSocketUpgrade,
   linkWebSocket,
   linkWebSocketServer,
+  refuseUpgrade,
   releaseWebSocket,
   settleWebSocket,
   type WebSocketLike,
@@ -527,14 +528,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     const webSocket = isWebSocketUpgrade(req)
     const o = this.options
     if (webSocket && o.maxUpgradedConnections > 0 && this._webSockets >= o.maxUpgradedConnections) {
-      const reason: CloseReason = 'max_concurrent_upgraded_connections_exceeded'
-      rec.pendingReason ??= reason
-      this._keepEnds(rec)
-      rec.requestDeadlineAt = NEVER
-      rec.phaseReason = null
-      rec.phaseDeadlineAt = now + 2 * o.sweepInterval
-      this._queue.schedule(rec, rec.phaseDeadlineAt)
-      return reason
+      return refuseUpgrade(this, rec, now)
     }
     rec.requests++
     rec.inFlight = 0

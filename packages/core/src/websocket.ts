@@ -134,6 +134,26 @@ export function webSocketUpgraded(
   return f
 }
 
+/**
+ * A WebSocket upgrade over `maxUpgradedConnections`: the reason goes on the record (the
+ * binding answers 503 and ends the socket) and, should the peer keep its end open, a phase
+ * deadline two sweeps out destroys it. The record never leaves `active`.
+ */
+export function refuseUpgrade(
+  t: ConnectionTracker,
+  rec: ConnectionRecord,
+  now: number,
+): 'max_concurrent_upgraded_connections_exceeded' {
+  const reason = 'max_concurrent_upgraded_connections_exceeded'
+  rec.pendingReason ??= reason
+  t._keepEnds(rec)
+  rec.requestDeadlineAt = NEVER
+  rec.phaseReason = null
+  rec.phaseDeadlineAt = now + 2 * t.options.sweepInterval
+  t._queue.schedule(rec, rec.phaseDeadlineAt)
+  return reason
+}
+
 /** The earliest of a WebSocket's checks, NEVER when none (read by `_reschedule`). */
 export function webSocketDueAt(rec: ConnectionRecord): number {
   const f = factsOf.get(rec)
