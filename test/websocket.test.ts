@@ -588,6 +588,23 @@ describe('bad input', () => {
     expect(client.listenerCount('pong')).toBe(0)
   })
 
+  it('watchWebSockets links the WebSockets a server already holds; linking twice adds nothing', async () => {
+    const tracker = tracked()
+    const { port, wss } = await startWs(tracker, false)
+    await connectWs(port)
+    await waitUntil(() => wss.clients.size === 1, { what: 'accepted' })
+    const [serverSide] = [...wss.clients] as WebSocket[]
+    expect(onlyUpgraded(tracker)?.webSocket?.linked).toBe(false)
+    tracker.watchWebSockets(wss)
+    expect(onlyUpgraded(tracker)?.webSocket?.linked).toBe(true)
+    tracker.watchWebSockets(wss)
+    expect(tracker.watchWebSocket(serverSide as WebSocket)).toBe(true)
+    expect(serverSide?.listenerCount('pong')).toBe(1)
+    await waitUntil(() => (onlyUpgraded(tracker)?.webSocket?.pingRtt ?? null) !== null, {
+      what: 'a ping answered',
+    })
+  })
+
   it('close() unlinks: no more pings, listeners removed', async () => {
     const tracker = new ConnectionTracker(WS_OPTIONS)
     const { port, wss } = await startWs(tracker)
