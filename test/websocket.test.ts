@@ -542,6 +542,7 @@ describe('bad input', () => {
       [{ webSocket: { tcpKeepAlive: null } }, 'CONNGUARD_ERR_INVALID_OPTION'],
       [{ webSocket: { pingIntervall: 1000 } }, 'CONNGUARD_ERR_UNKNOWN_OPTION'],
       [{ webSocket: 30_000 }, 'CONNGUARD_ERR_INVALID_OPTION'],
+      [{ webSocket: true }, 'CONNGUARD_ERR_INVALID_OPTION'],
       [{ webSocket: [] }, 'CONNGUARD_ERR_INVALID_OPTION'],
       [{ maxUpgradedConnections: -1 }, 'CONNGUARD_ERR_INVALID_OPTION'],
       [{ maxUpgradedConnections: '10' }, 'CONNGUARD_ERR_INVALID_OPTION'],

@@ -66,7 +66,7 @@ export function resolveWebSocket(value: unknown, sweepInterval: number): Resolve
       sweepInterval,
     })
   }
-  const given = value === undefined || value === true ? {} : value
+  const given = value === undefined ? {} : value
   if (given === null || typeof given !== 'object' || Array.isArray(given)) {
     throw new InvalidOptionError(
       'webSocket',
