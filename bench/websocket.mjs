@@ -1,11 +1,12 @@
 #!/usr/bin/env node
-import http from 'node:http'
 /**
  * WebSockets: memory per idle WebSocket with and without the guard, the CPU its PING
  * liveness costs per idle WebSocket, and the cost of one sweep with N idle WebSockets.
- * Three servers: bare `ws`; `attached` (a tracker with `webSocket: false`: what guarding the
- * connection costs); `guarded` (linked by `watchWebSockets`, PING liveness on). The server (`ws` on node:http) runs in its own process with --expose-gc; this process
- * holds the N `ws` clients, which answer pings as any `ws` peer does.
+ * Four servers: bare `ws`; `heartbeat` (ws's README heartbeat, written by hand: what
+ * connguard replaces); `attached` (a tracker with `webSocket: false`: what guarding the
+ * connection costs); `guarded` (linked by `watchWebSockets`, PING liveness on). Each server
+ * (`ws` on node:http) runs in its own process with --expose-gc; this process holds the N
+ * `ws` clients, which answer pings as any `ws` peer does.
  *
  *   node bench/websocket.mjs [--n 10000]
  *
@@ -13,6 +14,7 @@ import http from 'node:http'
  * default) runs in as long as the pings and pongs take: its CPU is what one idle WebSocket
  * costs per 30 s.
  */
+import http from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { ConnectionTracker } from '@connguard/core'
@@ -57,7 +59,9 @@ async function openClients(port, n) {
 }
 
 async function run(variant) {
-  const s = await startChild(serverScript, [variant], { nodeArgs: ['--expose-gc', ...(process.env.WS_TRACE_GC ? ['--trace-gc'] : [])] })
+  const s = await startChild(serverScript, [variant], {
+    nodeArgs: ['--expose-gc', ...(process.env.WS_TRACE_GC ? ['--trace-gc'] : [])],
+  })
   try {
     const before = await s.request({ type: 'measure' })
     const t0 = performance.now()
@@ -67,8 +71,9 @@ async function run(variant) {
     await new Promise((resolve) => setTimeout(resolve, 500))
     const after = await s.request({ type: 'measure' })
     const sweeps = variant === 'guarded' ? await s.request({ type: 'sweeps' }) : null
+    const round = variant === 'heartbeat' ? await s.request({ type: 'heartbeat' }) : null
     for (const ws of clients) ws.terminate()
-    return { variant, before, after, openMs, sweeps }
+    return { variant, before, after, openMs, sweeps, round }
   } finally {
     await s.stop()
   }
@@ -76,10 +81,11 @@ async function run(variant) {
 
 console.log(`## WebSockets: ${N} idle \`ws\` connections\n\n${machine()}`)
 const bare = await run('bare')
+const heartbeat = await run('heartbeat')
 const attached = await run('attached')
 const guarded = await run('guarded')
 const per = (r, key) => (r.after[key] - r.before[key]) / N
-const rows = [bare, attached, guarded].map((r) => [
+const rows = [bare, heartbeat, attached, guarded].map((r) => [
   r.variant,
   String(r.after.clients),
   fmt(per(r, 'heapUsed'), 0),
@@ -110,6 +116,10 @@ table(
 )
 console.log(
   `\none ping interval (30 s) for ${sw.n} idle WebSockets: ${fmt(sw.cpuMicros / 1000, 1)} ms of server CPU (checks, pings, pongs handled by ws and the tracker) = ${fmt(sw.cpuMicros / sw.n, 1)} µs per WebSocket per 30 s (${fmt((sw.cpuMicros / sw.n / 30_000_000) * 1e6, 2)} ppm of a core); pongs ${sw.pongs}`,
+)
+const hb = heartbeat.round
+console.log(
+  `ws's README heartbeat, one round for ${hb.n} WebSockets (the loop: ${fmt(hb.loopMs, 1)} ms in one piece): ${fmt(hb.cpuMicros / 1000, 1)} ms of CPU = ${fmt(hb.cpuMicros / hb.n, 1)} µs per WebSocket; heartbeat − bare heap: ${fmt(per(heartbeat, 'heapUsed') - per(bare, 'heapUsed'), 0)} B per WebSocket`,
 )
 
 /**

@@ -2,7 +2,7 @@
  * A `ws` WebSocketServer on a plain http server, for the WebSocket benchmark. Run with
  * --expose-gc.
  *
- *   node --expose-gc ws-server.mjs <bare|attached|guarded>
+ *   node --expose-gc ws-server.mjs <bare|heartbeat|attached|guarded>
  *
  * Guarded: a ConnectionTracker with an injected clock (`webSocket` defaults: 30 s / 20 s)
  * linked by `watchWebSockets(wss)`, so the benchmark drives the PING rounds itself.
@@ -24,7 +24,29 @@ wss.on('connection', (ws) => {
   ws.on('message', () => {})
   ws.on('pong', () => pongs++)
 })
-if (variant !== 'bare') {
+// `heartbeat`: the hand-written heartbeat from ws's README, what connguard replaces: each
+// WebSocket gets `isAlive` and a pong listener; every 30 s one loop terminates those that
+// did not answer and pings the rest. Its round is run on request, not on a timer.
+function heartbeat() {
+  this.isAlive = true
+}
+if (variant === 'heartbeat') {
+  wss.on('connection', (ws) => {
+    ws.isAlive = true
+    ws.on('pong', heartbeat)
+  })
+}
+function heartbeatRound() {
+  for (const ws of wss.clients) {
+    if (ws.isAlive === false) {
+      ws.terminate()
+      continue
+    }
+    ws.isAlive = false
+    ws.ping()
+  }
+}
+if (variant !== 'bare' && variant !== 'heartbeat') {
   const { ConnectionTracker } = await import('@connguard/core')
   // Pressure off: 10,000 connections are half this process's open-file limit.
   tracker = new ConnectionTracker({
@@ -45,6 +67,17 @@ const waitFor = async (condition, ms = 60_000) => {
 }
 
 serveParent({
+  heartbeat: async () => {
+    const n = wss.clients.size
+    const before = pongs
+    const cpu0 = process.cpuUsage()
+    const t0 = performance.now()
+    heartbeatRound()
+    const loopMs = performance.now() - t0
+    await waitFor(() => pongs - before >= n)
+    const cpu = process.cpuUsage(cpu0)
+    return { n, loopMs, cpuMicros: cpu.user + cpu.system }
+  },
   measure: async () => {
     await fullGc()
     const m = process.memoryUsage()
