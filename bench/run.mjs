@@ -27,6 +27,7 @@ const BENCHMARKS = {
   attack: { nodeArgs: [], args: [] },
   // Its server process runs with --expose-gc (started by churn.mjs).
   churn: { nodeArgs: [], args: ['--connections', '30000'] },
+  websocket: { nodeArgs: [], args: ['--n', '10000'] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],

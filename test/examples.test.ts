@@ -37,6 +37,16 @@ describe('examples', () => {
     expect(stdout).toContain('max_concurrent_connections_exceeded')
   }, 50_000)
 
+  it('websocket.mjs --smoke: a WebSocket whose route died is closed with ping_timeout', async () => {
+    const { stdout } = await run('node', ['examples/websocket.mjs', '--smoke'], {
+      cwd: root,
+      timeout: 30_000,
+    })
+    expect(stdout).toContain('echo: hello')
+    expect(stdout).toMatch(/closed: ping_timeout \(ws code 1006\)/)
+    expect(stdout).toMatch(/OK: the dead WebSocket was closed with ping_timeout/)
+  }, 40_000)
+
   it.each(['fastify-https.mjs', 'express-https.mjs', 'uploads-sse.mjs', 'live-view.mjs'])(
     '%s --smoke exits 0 after a successful request',
     async (file) => {

@@ -8,6 +8,7 @@ import connguardDefault, {
   type ConnectionState,
   type ConnectionTracker,
   type ConnguardFastifyOptions,
+  type ConnguardRouteConfig,
   connguard,
   type LiveState,
   type RequestOverrides,
@@ -179,7 +180,7 @@ app.post(
 
 app.get('/read', async (request) => {
   const override = request.routeOptions.config.connguard
-  assertType<Equal<typeof override, RequestOverrides | undefined>>()
+  assertType<Equal<typeof override, ConnguardRouteConfig | undefined>>()
   const timeout: number | false | undefined = override?.requestTimeout
   return String(timeout)
 })

@@ -4,6 +4,7 @@ import type { ConnectionRecord } from './record.js'
 import type { LiveState } from './states.js'
 import type { ConnectionTracker } from './tracker.js'
 import { BAD_LOG_LEVEL } from './warnings.js'
+import type { WebSocketInfo } from './websocket.js'
 
 /** pino's level names; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const
@@ -63,6 +64,8 @@ export interface CloseLogLine {
   peakConcurrentStreams: number
   /** HTTP/2: streams the guard reset while the session went on, by reason; null when none. */
   streamCuts: Partial<Record<CloseReason, number>> | null
+  /** WebSocket: upgrade time, pings sent, last RTT, the library's close code and reason; null for anything else. */
+  webSocket: WebSocketInfo | null
 }
 
 /**
@@ -80,12 +83,14 @@ export const DEFAULT_CLOSE_LOG_LEVELS: Readonly<Record<CloseReason, LogLevel>> =
   min_response_data_rate: 'info',
   request_timeout: 'info',
   ping_timeout: 'info',
+  upgrade_idle_timeout: 'info',
   connect_timeout: 'info',
   max_connection_age: 'info',
   max_requests_per_connection: 'info',
   max_concurrent_connections_exceeded: 'info',
   max_connections_per_ip_exceeded: 'info',
   max_concurrent_handshakes_exceeded: 'info',
+  max_concurrent_upgraded_connections_exceeded: 'info',
   app_shutdown: 'info',
   app_shutdown_timeout: 'info',
   shed_under_pressure: 'info',
@@ -211,6 +216,7 @@ export function closeLogLine(rec: ConnectionRecord): CloseLogLine {
     bytesWritten: rec.bytesWritten,
     peakConcurrentStreams: rec.peakConcurrentStreams,
     streamCuts: rec.streamCuts === null ? null : { ...rec.streamCuts },
+    webSocket: rec.webSocket,
   }
 }
 
@@ -225,7 +231,16 @@ export function closeLogMessage(line: CloseLogLine): string {
     (line.errorCode === null ? '' : ` (${line.errorCode})`) +
     ` Th=${dash(line.handshakeMs)} Tf=${dash(line.firstRequestMs)} Ti=${line.idleMs}` +
     ` Ta=${line.activeMs} Tt=${line.durationMs} req=${line.requests}` +
-    ` in=${line.bytesRead} out=${line.bytesWritten}`
+    ` in=${line.bytesRead} out=${line.bytesWritten}` +
+    (line.webSocket === null ? '' : webSocketPart(line.webSocket))
+  )
+}
+
+/** ` ws=1006 pings=3 rtt=2`: the library's close code, pings sent, the last round trip. */
+function webSocketPart(ws: WebSocketInfo): string {
+  return (
+    ` ws=${ws.closeCode ?? '-'} pings=${ws.pingsSent}` +
+    (ws.pingRtt === null ? '' : ` rtt=${ws.pingRtt}`)
   )
 }
 

@@ -12,6 +12,8 @@ export const CLOSE_REASONS = [
   'min_response_data_rate',
   'request_timeout',
   'ping_timeout',
+  // An upgraded WebSocket no library is linked to, silent both ways for `webSocket.idleTimeout`.
+  'upgrade_idle_timeout',
   // Client side only (@connguard/client): the TCP connect did not complete within the
   // connect timeout (undici's `connectTimeout`); during TLS it is tls_handshake_timeout.
   'connect_timeout',
@@ -20,6 +22,8 @@ export const CLOSE_REASONS = [
   'max_concurrent_connections_exceeded',
   'max_connections_per_ip_exceeded',
   'max_concurrent_handshakes_exceeded',
+  // A WebSocket upgrade over `maxUpgradedConnections` (Kestrel's MaxConcurrentUpgradedConnections), answered 503.
+  'max_concurrent_upgraded_connections_exceeded',
   'app_shutdown',
   'app_shutdown_timeout',
   'shed_under_pressure',

@@ -2,6 +2,7 @@ import type { CloseReason } from './close-reasons.js'
 import { NEVER } from './deadline-queue.js'
 import type { ConnectionRecord } from './record.js'
 import type { ConnectionTracker } from './tracker.js'
+import { terminateWebSocket } from './websocket.js'
 
 /**
  * How the tracker ends a connection: at once (`cutConnection`), or after the
@@ -42,6 +43,8 @@ export function cutConnection(
   t._awaitingBytes.delete(rec)
   // Last chance to read the ends for a close listener that came after the accept.
   t._keepEnds(rec)
+  // A WebSocket ends through its library first, which then reports the close (1006).
+  if (rec.state === 'upgraded') terminateWebSocket(rec)
   rec.binding?.cut(rec, reason)
   const raw = rec.rawSocket
   if (rec.session !== null && raw !== null && !raw.destroyed) {

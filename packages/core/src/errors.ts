@@ -57,6 +57,13 @@ export class UnsupportedServerError extends ConnguardError {
   }
 }
 
+/** `watchWebSockets()`/`watchWebSocket()` was given something that is not a WebSocket (server) it can link. */
+export class UnsupportedWebSocketError extends ConnguardError {
+  constructor(detail: string) {
+    super('CONNGUARD_ERR_UNSUPPORTED_WEBSOCKET', `connguard: cannot watch: ${detail}`)
+  }
+}
+
 /** Another tracker already guards this server: two would fight over its timers. */
 export class AlreadyAttachedError extends ConnguardError {
   constructor() {

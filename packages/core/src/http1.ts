@@ -51,6 +51,12 @@ const REQUEST_TIMEOUT_RESPONSE = Buffer.from(
   'latin1',
 )
 
+/** The answer to a WebSocket upgrade over `maxUpgradedConnections` (RFC 9110 §15.6.4). */
+const SERVICE_UNAVAILABLE_RESPONSE = Buffer.from(
+  'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n',
+  'latin1',
+)
+
 /** Deadlines after which a request that got no response yet is answered 408, as Node does. */
 const ANSWER_408: ReadonlySet<CloseReason> = new Set<CloseReason>([
   'request_headers_timeout',
@@ -217,7 +223,7 @@ class Http1Binding implements ServerBinding {
   }
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
-  readonly #onUpgrade = (_req: http.IncomingMessage, socket: Socket) => this.#upgrade(socket)
+  readonly #onUpgrade = (req: http.IncomingMessage, socket: Socket) => this.#upgrade(req, socket)
   readonly #onClientError = (err: Error, socket: Socket & Marked) => {
     // Our own timeout, handed to the application's listeners: the record has its reason.
     if (!(err instanceof RequestTimeoutError)) onSocketError.call(socket, err)
@@ -390,9 +396,13 @@ class Http1Binding implements ServerBinding {
     if (rec !== undefined && rec.error === null) rec.error = err
   }
 
-  #upgrade(socket: Socket & Marked): void {
+  #upgrade(req: http.IncomingMessage, socket: Socket & Marked): void {
     const rec = socket[kRecord]
-    if (rec !== undefined) this.tracker._upgraded(rec)
+    // Over `maxUpgradedConnections`: 503 before any handshake byte. Our listener runs first;
+    // the application's then finds the socket no longer writable (`ws` destroys it).
+    if (rec !== undefined && this.tracker._upgraded(rec, req) !== null && socket.writable) {
+      socket.end(SERVICE_UNAVAILABLE_RESPONSE)
+    }
   }
 
   #session(session: Http2Session): void {

@@ -30,6 +30,7 @@ export {
   TrackerClosedError,
   UnknownOptionError,
   UnsupportedServerError,
+  UnsupportedWebSocketError,
 } from './errors.js'
 export {
   DEFAULT_LIST_LIMIT,
@@ -122,3 +123,13 @@ export {
 export { duration as validateDuration } from './validate.js'
 /** Every process warning connguard emits, with its stable code (internal: the packages emit through it). */
 export * as WARNINGS from './warnings.js'
+export type { WebSocketInfo, WebSocketLike, WebSocketServerLike } from './websocket.js'
+export {
+  DEFAULT_WS_IDLE_TIMEOUT,
+  DEFAULT_WS_PING_INTERVAL,
+  DEFAULT_WS_PING_TIMEOUT,
+  DEFAULT_WS_TCP_KEEP_ALIVE,
+  type ResolvedWebSocket,
+  resolveWebSocket,
+  type WebSocketOptions,
+} from './websocket-options.js'

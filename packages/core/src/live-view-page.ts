@@ -70,6 +70,12 @@ const SCRIPT = `
   function proto(c) {
     var p = c.httpVersion === null ? '-' : (c.httpVersion === '2.0' ? 'h2' : 'HTTP/' + c.httpVersion);
     if (c.secure) p += ' ' + (c.tlsVersion || 'TLS');
+    var w = c.webSocket;
+    if (w) {
+      p += ' WebSocket';
+      if (w.pingRtt !== null) p += ' rtt ' + w.pingRtt + ' ms';
+      if (w.closeCode !== null) p += ' (' + w.closeCode + ')';
+    }
     return p;
   }
   function row(cells, attrs) {
@@ -127,7 +133,9 @@ const SCRIPT = `
       var r = d.recentCloses[m];
       cr.push(row([
         td(new Date(r.closedAt).toLocaleTimeString()), td(r.id, 'num'), td(remote(r)),
-        td(r.reason + (r.errorCode ? ' (' + r.errorCode + ')' : '')), td(r.stateAtClose || '-'),
+        td(r.reason + (r.errorCode ? ' (' + r.errorCode + ')' : '') +
+          (r.webSocket && r.webSocket.closeCode !== null ? ' ws ' + r.webSocket.closeCode : '')),
+        td(r.stateAtClose || '-'),
         td(dur(r.durationMs), 'num'), td(r.requests, 'num'),
         td(bytes(r.bytesRead), 'num'), td(bytes(r.bytesWritten), 'num')
       ], { 'data-id': String(r.id), 'data-reason': String(r.reason) }));

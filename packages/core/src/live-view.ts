@@ -4,6 +4,7 @@ import { HTML_HEADERS, renderPage } from './live-view-page.js'
 import type { ConnectionRecord, DeadlineKind } from './record.js'
 import type { ConnectionState, LiveState } from './states.js'
 import type { ConnectionTracker, Snapshot } from './tracker.js'
+import type { WebSocketInfo } from './websocket.js'
 
 /** 100 closes: a minute of churn on a quiet service, a screenful on the page. */
 export const DEFAULT_RECENT_CLOSES = 100
@@ -35,6 +36,8 @@ export interface LiveConnection {
   httpVersion: string | null
   secure: boolean
   tlsVersion: string | null
+  /** WebSocket upgrades: pings sent, last RTT, …; null for anything else. */
+  webSocket: WebSocketInfo | null
 }
 
 /** One recent close. */
@@ -53,6 +56,8 @@ export interface RecentClose {
   remotePort: number | null
   httpVersion: string | null
   secure: boolean
+  /** WebSocket upgrades: pings sent, last RTT, the library's close code and reason; null for anything else. */
+  webSocket: WebSocketInfo | null
 }
 
 export interface LiveViewData {
@@ -208,6 +213,7 @@ function liveConnection(rec: ConnectionRecord, now: number): LiveConnection {
     httpVersion: rec.httpVersion,
     secure: rec.secure,
     tlsVersion: rec.tls?.protocol ?? null,
+    webSocket: rec.webSocket,
   }
 }
 
@@ -226,6 +232,7 @@ function recentClose(rec: ConnectionRecord): RecentClose {
     remotePort: rec.remotePort ?? null,
     httpVersion: rec.httpVersion,
     secure: rec.secure,
+    webSocket: rec.webSocket,
   }
 }
 

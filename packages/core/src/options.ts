@@ -10,6 +10,11 @@ import {
   MAX_DURATION,
   rejectUnknown,
 } from './validate.js'
+import {
+  type ResolvedWebSocket,
+  resolveWebSocket,
+  type WebSocketOptions,
+} from './websocket-options.js'
 
 /**
  * Defaults, each with its unit and the reason for its value. All durations are
@@ -101,6 +106,10 @@ export interface ConnectionTrackerOptions {
   pingTimeout?: number | false
   /** How often the sweeper checks deadlines, ms (default 250). A close is late by at most this much. */
   sweepInterval?: number
+  /** Liveness of WebSocket upgrades: ping interval and timeout, an optional idle deadline, TCP keepalive; `false` switches it off. See `WebSocketOptions`. */
+  webSocket?: WebSocketOptions | false
+  /** Live WebSocket upgrades at most (default off), as Kestrel's MaxConcurrentUpgradedConnections: one more is answered 503 before its handshake, `max_concurrent_upgraded_connections_exceeded`. */
+  maxUpgradedConnections?: number | false
   /**
    * What happens as the server nears its limits (default on; `false` switches it off):
    * deadlines shrink toward their floors, unproductive connections are shed oldest first
@@ -136,6 +145,8 @@ export interface ResolvedOptions {
   readonly pingInterval: number
   readonly pingTimeout: number
   readonly sweepInterval: number
+  readonly webSocket: ResolvedWebSocket
+  readonly maxUpgradedConnections: number
   /** null: pressure switched off. */
   readonly pressure: ResolvedPressure | null
   readonly clock: Clock
@@ -222,6 +233,8 @@ const OPTION_NAMES = [
   'pingInterval',
   'pingTimeout',
   'sweepInterval',
+  'webSocket',
+  'maxUpgradedConnections',
   'pressure',
   'clock',
 ] as const satisfies readonly (keyof ConnectionTrackerOptions)[]
@@ -240,6 +253,7 @@ export function resolveOptions(
   const sources = {} as Record<OptionName, OptionSource>
   for (const name of OPTION_NAMES)
     sources[name] = options[name] === undefined ? 'default' : 'connguard'
+  const sweep = sweepInterval(options.sweepInterval)
   return {
     handshakeTimeout: duration(
       'handshakeTimeout',
@@ -262,7 +276,9 @@ export function resolveOptions(
     maxRequestsPerConnection: count('maxRequestsPerConnection', options.maxRequestsPerConnection),
     pingInterval: duration('pingInterval', options.pingInterval, DEFAULT_PING_INTERVAL),
     pingTimeout: duration('pingTimeout', options.pingTimeout, DEFAULT_PING_TIMEOUT),
-    sweepInterval: sweepInterval(options.sweepInterval),
+    sweepInterval: sweep,
+    webSocket: resolveWebSocket(options.webSocket, sweep),
+    maxUpgradedConnections: count('maxUpgradedConnections', options.maxUpgradedConnections),
     pressure: resolvePressure(options.pressure),
     clock: clock(options.clock),
     requestTimeoutUntil: 'response',

@@ -1,6 +1,5 @@
 import { NEVER } from './deadline-queue.js'
-import type { ResolvedOptions } from './options.js'
-import type { ConnectionRecord, SessionFacts } from './record.js'
+import type { ConnectionRecord } from './record.js'
 
 /**
  * HTTP/2 PING liveness (the client-side lesson of Go's ReadIdleTimeout +
@@ -14,13 +13,27 @@ import type { ConnectionRecord, SessionFacts } from './record.js'
 
 export type PingStep = 'send' | 'timeout' | null
 
+/**
+ * What a PING check keeps: an HTTP/2 session's `SessionFacts`, a WebSocket's
+ * `WebSocketFacts` (websocket.ts). Both are made on use, never on every record.
+ */
+export interface PingState {
+  pingCheckAt: number
+  pingSentAt: number
+  lastReadBytes: number
+  lastReadAt: number
+  pingRtt: number | null
+}
+
+/** The two limits and the sweep's resolution (HTTP/2: the tracker's options; WebSocket: `webSocket`'s). */
+export interface PingLimits {
+  readonly pingInterval: number
+  readonly pingTimeout: number
+  readonly sweepInterval: number
+}
+
 /** Starts watching a session from `now`. */
-export function startPing(
-  rec: ConnectionRecord,
-  h2: SessionFacts,
-  o: ResolvedOptions,
-  now: number,
-): void {
+export function startPing(rec: ConnectionRecord, h2: PingState, o: PingLimits, now: number): void {
   if (o.pingInterval === 0) return
   h2.lastReadBytes = rec.rawSocket?.bytesRead ?? 0
   h2.lastReadAt = now
@@ -31,8 +44,8 @@ export function startPing(
 /** What is due at `now`: send a PING, give up on one, or nothing (next check scheduled). */
 export function checkPing(
   rec: ConnectionRecord,
-  h2: SessionFacts,
-  o: ResolvedOptions,
+  h2: PingState,
+  o: PingLimits,
   now: number,
 ): PingStep {
   const bytes = rec.rawSocket?.bytesRead ?? h2.lastReadBytes
@@ -57,8 +70,8 @@ export function checkPing(
 /** The ACK came back after `rtt` ms. */
 export function pingAcked(
   rec: ConnectionRecord,
-  h2: SessionFacts,
-  o: ResolvedOptions,
+  h2: PingState,
+  o: PingLimits,
   rtt: number,
   now: number,
 ): void {
@@ -70,6 +83,6 @@ export function pingAcked(
 }
 
 /** Whole ms: a fractional due time would box the record's heap key (see "Deadlines" in ARCHITECTURE.md). */
-function checkEvery(o: ResolvedOptions): number {
+function checkEvery(o: PingLimits): number {
   return Math.max(Math.floor(o.pingInterval / 4), o.sweepInterval)
 }

@@ -8,6 +8,7 @@ import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
 import type { RateWindows } from './rates.js'
 import type { ConnectionState, LiveState } from './states.js'
+import { type WebSocketInfo, webSocketInfo } from './websocket.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
 export interface TlsInfo {
@@ -328,6 +329,15 @@ export class ConnectionRecord implements Scheduled {
     return this.h2?.streamCuts ?? null
   }
 
+  /**
+   * WebSocket upgrades: when it was upgraded, pings sent, the last round trip, and the close
+   * code and reason its library reported; null for any other connection. Kept beside the
+   * record (websocket.ts), so a plain HTTP record carries no field for it.
+   */
+  get webSocket(): WebSocketInfo | null {
+    return webSocketInfo(this)
+  }
+
   /** Accept → TLS established; null for plain connections and unfinished handshakes. */
   get handshakeDuration(): number | null {
     return this.secure && this.establishedAtClock >= 0
@@ -554,6 +564,7 @@ export class ConnectionRecord implements Scheduled {
       peakConcurrentStreams: this.peakConcurrentStreams,
       pingRtt: this.pingRtt,
       streamCuts: this.streamCuts === null ? null : { ...this.streamCuts },
+      webSocket: this.webSocket,
     }
   }
 }

@@ -5,6 +5,7 @@ import type { ResolvedOptions } from './options.js'
 import type { Pressure } from './pressure.js'
 import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
 import type { ConnectionRecord, DeadlineKind } from './record.js'
+import { pingUnansweredSince } from './websocket.js'
 
 /**
  * Whom pressure closes, and in which order (see docs/ARCHITECTURE.md, "Pressure"). Called
@@ -13,11 +14,13 @@ import type { ConnectionRecord, DeadlineKind } from './record.js'
  *
  * Victims by class, each oldest first (the tracker's record set keeps accept order):
  *   0 unproductive — nothing produced yet: `new`, `handshaking`, established with no
- *     request yet, or a request head still arriving;
+ *     request yet, or a request head still arriving; a WebSocket whose peer has left a
+ *     ping unanswered (websocket.ts);
  *   1 idle keep-alive — served before, no request now;
  *   2 slow — a request in progress whose client, not the application, holds it up (a body
  *     it is not sending, a response it is not reading), below `slowRate`.
- * A request in progress at a healthy rate, and an upgraded connection, are never shed.
+ * A request in progress at a healthy rate, and an upgraded connection whose peer answers
+ * its pings, are never shed.
  * No connection is cut before it has spent its phase's floor in that phase.
  */
 
@@ -66,6 +69,8 @@ function unproductiveSince(rec: ConnectionRecord): number {
     case 'active':
       if (!rec.readingHead) return -1
       return rec.requests === 0 ? rec.establishedAtClock : rec.requestStartedAt
+    case 'upgraded':
+      return pingUnansweredSince(rec)
     default:
       return -1
   }

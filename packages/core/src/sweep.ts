@@ -7,6 +7,7 @@ import { checkRates, rateCheckAt } from './rates.js'
 import type { ConnectionRecord } from './record.js'
 import { checkStreams, streamsDueAt } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
+import { checkWebSocket } from './websocket.js'
 
 /**
  * The sweep: everything due in the tracker's deadline heap, the polls that are
@@ -80,6 +81,14 @@ export function sweepDue(
           continue
         }
         if (step === 'send') rec.binding?.ping(rec)
+      }
+      if (rec.state === 'upgraded') {
+        const reason = checkWebSocket(rec, o.webSocket, now)
+        if (reason !== null) {
+          cutConnection(t, rec, reason)
+          cut++
+          continue
+        }
       }
       let failed = isDue(rateCheckAt(rec), now) ? checkRates(rec, now, o.sweepInterval) : null
       if (failed === null && isDue(streamsDueAt(rec), now)) {

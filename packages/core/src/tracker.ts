@@ -39,6 +39,19 @@ import { overrideStream, type StreamCutReason, type StreamGuard } from './stream
 import { startSweeper, sweepDue } from './sweep.js'
 import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
 import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from './warnings.js'
+import {
+  isWebSocketUpgrade,
+  linkWebSocket,
+  linkWebSocketServer,
+  refuseUpgrade,
+  releaseWebSocket,
+  settleWebSocket,
+  type WebSocketLike,
+  type WebSocketServerLike,
+  webSocketDueAt,
+  webSocketFacts,
+  webSocketUpgraded,
+} from './websocket.js'
 
 export type { ConnectionTrackerEvents }
 
@@ -129,6 +142,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * which keeps connguard's meaning (to the response's end). Touched only in that mode.
    */
   readonly _ownRequestTimeout = new WeakSet<ConnectionRecord>()
+  /** @internal Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
+  _webSockets = 0
+  /** The WebSocket servers linked by `watchWebSockets`, each with its unlink. */
+  readonly #webSocketLinks = new Set<() => void>()
   /** @internal HTTP/2: how the sweep's stream checks reset a stream. */
   readonly _onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
     cutStream(this, g, reason)
@@ -172,6 +189,26 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       this.#sweeper = startSweeper(this)
     }
     return this
+  }
+
+  /**
+   * Links a `ws` `WebSocketServer` (or anything with its `'connection'` event): each
+   * WebSocket it accepts on a guarded server gets PING liveness through its own API (see
+   * `webSocket` options). Returns a function that unlinks it; `close()` does too.
+   */
+  watchWebSockets(wss: WebSocketServerLike): () => void {
+    if (this.#closed) throw new TrackerClosedError()
+    return linkWebSocketServer(this, wss, this.#webSocketLinks)
+  }
+
+  /**
+   * Links one WebSocket (`ws`'s, or any object with `ping()`, `terminate()`, `readyState`
+   * and the `'pong'` event) to its connection; `source` is its upgrade request or socket.
+   * False when that connection is not a WebSocket upgrade this tracker guards.
+   */
+  watchWebSocket(ws: WebSocketLike, source?: IncomingMessage | Socket): boolean {
+    if (this.#closed) return false
+    return linkWebSocket(this, ws, source)
   }
 
   /** Counts of live connections by state, and of closed ones by reason. */
@@ -318,13 +355,18 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this.#drain?.settle(0)
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
+    for (const unlink of [...this.#webSocketLinks]) unlink()
     // `server.close()` calls back before the 'close' events of the sockets it
     // just destroyed (Fastify's onClose runs in between): finish those records
     // now rather than drop them.
     for (const rec of this._records) {
       if (rec.rawSocket?.destroyed === true || rec.httpSocket?.destroyed === true) this._closed(rec)
     }
-    for (const rec of this._records) rec.binding?.release(rec)
+    for (const rec of this._records) {
+      rec.binding?.release(rec)
+      if (rec.state === 'upgraded') releaseWebSocket(rec)
+    }
+    this._webSockets = 0
     processConnections.live -= liveConnections(this)
     this._pressure?.close()
     this._records.clear()
@@ -532,10 +574,19 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
   }
 
-  /** @internal The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. */
-  _upgraded(rec: ConnectionRecord): void {
-    if (rec.state === 'closed') return
+  /**
+   * @internal The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. A
+   * WebSocket upgrade over `maxUpgradedConnections` is refused instead: returns the reason,
+   * and the binding answers 503; it is cut two sweeps later if the peer has not gone.
+   */
+  _upgraded(rec: ConnectionRecord, req?: IncomingMessage): CloseReason | null {
+    if (rec.state === 'closed') return null
     const now = this._now()
+    const webSocket = isWebSocketUpgrade(req)
+    const o = this.options
+    if (webSocket && o.maxUpgradedConnections > 0 && this._webSockets >= o.maxUpgradedConnections) {
+      return refuseUpgrade(this, rec, now)
+    }
     rec.requests++
     rec.inFlight = 0
     rec.readingHead = false
@@ -543,6 +594,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._setPhase(rec, null, 0, 0)
     this._reschedule(rec)
     this._transition(rec, 'upgraded', now)
+    if (webSocket) {
+      this._webSockets++
+      webSocketUpgraded(rec, o.webSocket, now)
+      this._reschedule(rec)
+    }
+    return null
   }
 
   /** @internal The socket closed: finish the record with exactly one reason. */
@@ -552,6 +609,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._queue.remove(rec)
     this._awaitingBytes.delete(rec)
     this._records.delete(rec)
+    if (rec.state === 'upgraded' && webSocketFacts(rec) !== undefined) {
+      this._webSockets--
+      settleWebSocket(rec)
+    }
     // Ends nobody asked for while the socket was open, for a close listener: Node's own
     // cache of them, if the application read them (no system call once the handle is gone).
     this._keepEnds(rec)
@@ -614,6 +675,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       at = earliest(at, h2.pingCheckAt)
       if (h2.streams !== null) at = earliest(at, h2.streams.dueAt)
     }
+    // A WebSocket's PING and idle checks, kept beside the record (websocket.ts).
+    if (rec.state === 'upgraded') at = earliest(at, webSocketDueAt(rec))
     if (at >= 0 && (rec.queueIndex < 0 || at < rec.deadlineAt)) this._queue.schedule(rec, at)
   }
 

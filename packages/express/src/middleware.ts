@@ -13,6 +13,7 @@ import {
   type RequestOverrides,
   resolveRequestOverrides,
   WARNINGS,
+  type WebSocketServerLike,
 } from '@connguard/core'
 
 type Next = (err?: unknown) => void
@@ -43,6 +44,12 @@ export interface ConnguardMiddleware extends Middleware {
    * serves the page at the mount path and its data at `<mount>/json`.
    */
   liveView(options?: LiveViewOptions): LiveViewMiddleware
+  /**
+   * `guard.tracker.watchWebSockets(wss)`: every WebSocket the `ws` server accepts on a
+   * guarded server gets PING liveness (a dead peer closed with `ping_timeout`). Returns a
+   * function that unlinks it.
+   */
+  webSockets(wss: WebSocketServerLike): () => void
 }
 
 /** `guard.liveView()`: serves `/` (HTML) and `/json` below its mount; `close()` stops recording closes. */
@@ -160,6 +167,9 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     },
     liveView: {
       value: (options?: LiveViewOptions) => liveViewMiddleware(createLiveView(tracker, options)),
+    },
+    webSockets: {
+      value: (wss: WebSocketServerLike) => tracker.watchWebSockets(wss),
     },
     route: {
       value: (overrides: RequestOverrides): Middleware => {

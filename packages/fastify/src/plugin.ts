@@ -16,6 +16,8 @@ import {
   resolveLiveViewOptions,
   resolveRequestOverrides,
   WARNINGS,
+  type WebSocketLike,
+  type WebSocketServerLike,
 } from '@connguard/core'
 import type {
   FastifyInstance,
@@ -35,9 +37,15 @@ declare module 'fastify' {
     readonly connguard: RequestController
   }
   interface FastifyContextConfig {
-    /** Per-route limits (`requestTimeout`, `minBodyRate`, `minResponseRate`), validated when the route is registered. */
-    connguard?: RequestOverrides
+    /** Per-route limits (`requestTimeout`, `minBodyRate`, `minResponseRate`, `webSocket: false`), validated when the route is registered. */
+    connguard?: ConnguardRouteConfig
   }
+}
+
+/** A route's `config.connguard`: its request limits, and `webSocket: false` to leave its WebSockets without PING liveness. */
+export interface ConnguardRouteConfig extends RequestOverrides {
+  /** `false`: WebSockets of this route (@fastify/websocket) get no ping from connguard. Default true. */
+  webSocket?: boolean
 }
 
 export interface ConnguardFastifyOptions extends ConnectionTrackerOptions {
@@ -86,7 +94,10 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
       return new RequestController(tracker, this.raw)
     },
   })
-  app.addHook('onRoute', (route) => addRouteOverrides(tracker, route))
+  // Upgrade requests of routes with `config.connguard.webSocket: false`.
+  const noWebSocketPing = new WeakSet<object>()
+  app.addHook('onRoute', (route) => addRouteOverrides(tracker, route, noWebSocketPing))
+  watchWebSocketServer(app, tracker, noWebSocketPing)
   app.addHook('preClose', async () => {
     await tracker.drain({ timeout: drainTimeout === 0 ? false : drainTimeout })
   })
@@ -211,18 +222,64 @@ function addObservability(
 }
 
 /**
+ * @fastify/websocket, when registered (before or after this plugin), decorates the
+ * instance with its `WebSocketServer` and emits `'connection'` on it for every WebSocket a
+ * route accepts, with the upgrade request: each is linked to its connection for PING
+ * liveness, unless its route opted out. Looked up once the instance is ready.
+ */
+function watchWebSocketServer(
+  app: FastifyInstance,
+  tracker: ConnectionTracker,
+  optedOut: WeakSet<object>,
+): void {
+  let wss: WebSocketServerLike | null = null
+  const listener = (ws: WebSocketLike, req: import('node:http').IncomingMessage): void => {
+    if (!optedOut.has(req)) tracker.watchWebSocket(ws, req)
+  }
+  app.addHook('onReady', async () => {
+    const found = (app as unknown as { websocketServer?: WebSocketServerLike }).websocketServer
+    if (found == null || typeof found.on !== 'function' || tracker.closed) return
+    wss = found
+    wss.on('connection', listener)
+  })
+  app.addHook('onClose', async () => {
+    wss?.removeListener('connection', listener)
+  })
+}
+
+/**
  * A route with `config.connguard` gets one onRequest hook of its own, built
  * once here: routes without overrides pay nothing per request.
  */
-function addRouteOverrides(tracker: ConnectionTracker, route: RouteOptions): void {
-  const overrides = (route.config as { connguard?: RequestOverrides } | undefined)?.connguard
-  if (overrides === undefined) return
+function addRouteOverrides(
+  tracker: ConnectionTracker,
+  route: RouteOptions,
+  noWebSocketPing: WeakSet<object>,
+): void {
+  const config = (route.config as { connguard?: ConnguardRouteConfig } | undefined)?.connguard
+  if (config === undefined) return
   const where = `route option config.connguard of ${String(route.method)} ${route.url}`
-  const resolved: ResolvedRequestOverrides = resolveRequestOverrides(overrides, where)
-  const hook: onRequestHookHandler = (request, _reply, done) => {
-    tracker.overrideRequest(request.raw, resolved)
-    done()
+  let overrides: RequestOverrides = config
+  let webSocket = true
+  if (config !== null && typeof config === 'object' && 'webSocket' in config) {
+    const { webSocket: value, ...rest } = config
+    if (typeof value !== 'boolean') {
+      throw new InvalidOptionError(`${where}: webSocket`, value, 'true or false')
+    }
+    webSocket = value
+    overrides = rest
   }
+  const resolved: ResolvedRequestOverrides = resolveRequestOverrides(overrides, where)
+  const hook: onRequestHookHandler = webSocket
+    ? (request, _reply, done) => {
+        tracker.overrideRequest(request.raw, resolved)
+        done()
+      }
+    : (request, _reply, done) => {
+        noWebSocketPing.add(request.raw)
+        tracker.overrideRequest(request.raw, resolved)
+        done()
+      }
   const existing = route.onRequest
   route.onRequest =
     existing === undefined ? [hook] : [hook, ...(Array.isArray(existing) ? existing : [existing])]

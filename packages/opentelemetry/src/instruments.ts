@@ -33,6 +33,7 @@ export const METER_NAME = '@connguard/opentelemetry'
 export const INSTRUMENT_NAMES = Object.freeze({
   activeConnections: 'connguard.active_connections',
   activeTlsHandshakes: 'connguard.active_tls_handshakes',
+  upgradedConnections: 'connguard.upgraded_connections',
   connectionDuration: 'connguard.connection.duration',
   tlsHandshakeDuration: 'connguard.tls_handshake.duration',
   rejectedConnections: 'connguard.rejected_connections',
@@ -59,6 +60,7 @@ export class OpenTelemetryInstruments {
   readonly #meter: Meter
   readonly #activeConnections: ObservableUpDownCounter
   readonly #activeTlsHandshakes: ObservableUpDownCounter
+  readonly #upgradedConnections: ObservableUpDownCounter
   readonly #pressureLevel: ObservableGauge
   readonly #observe: BatchObservableCallback
   readonly #duration: Histogram
@@ -84,6 +86,12 @@ export class OpenTelemetryInstruments {
       unit: '{handshake}',
       valueType: ValueType.INT,
     })
+    // Kestrel's kestrel.upgraded_connections under our prefix.
+    const upgraded = meter.createObservableUpDownCounter(INSTRUMENT_NAMES.upgradedConnections, {
+      description: 'Number of connections that are currently upgraded (WebSockets).',
+      unit: '{connection}',
+      valueType: ValueType.INT,
+    })
     const pressure = meter.createObservableGauge(INSTRUMENT_NAMES.pressureLevel, {
       description:
         'Pressure level, 0 (none) to 1 (at the limit: deadlines at their floors); the highest over the trackers.',
@@ -92,6 +100,7 @@ export class OpenTelemetryInstruments {
     })
     this.#activeConnections = active
     this.#activeTlsHandshakes = handshakes
+    this.#upgradedConnections = upgraded
     this.#pressureLevel = pressure
     const trackers = this.trackers
     this.#observe = (result) => {
@@ -102,8 +111,9 @@ export class OpenTelemetryInstruments {
         result.observe(active, states[state], { 'connguard.connection.state': state })
       }
       result.observe(handshakes, activeTlsHandshakes(trackers))
+      result.observe(upgraded, states.upgraded)
     }
-    meter.addBatchObservableCallback(this.#observe, [active, handshakes, pressure])
+    meter.addBatchObservableCallback(this.#observe, [active, handshakes, upgraded, pressure])
 
     const time = { explicitBucketBoundaries: [...TIME_BUCKETS] }
     this.#duration = meter.createHistogram(INSTRUMENT_NAMES.connectionDuration, {
@@ -200,6 +210,7 @@ export class OpenTelemetryInstruments {
     this.#meter.removeBatchObservableCallback(this.#observe, [
       this.#activeConnections,
       this.#activeTlsHandshakes,
+      this.#upgradedConnections,
       this.#pressureLevel,
     ])
   }

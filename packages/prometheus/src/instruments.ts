@@ -26,6 +26,7 @@ type Labels = Record<string, string>
 export const METRIC_NAMES = Object.freeze({
   activeConnections: 'active_connections',
   activeTlsHandshakes: 'active_tls_handshakes',
+  upgradedConnections: 'upgraded_connections',
   connectionDuration: 'connection_duration_seconds',
   tlsHandshakeDuration: 'tls_handshake_duration_seconds',
   rejectedConnections: 'rejected_connections_total',
@@ -94,6 +95,14 @@ export class PrometheusInstruments {
       registers,
       collect(this: Gauge<string>) {
         this.set(activeTlsHandshakes(trackers))
+      },
+    })
+    new Gauge({
+      name: n(METRIC_NAMES.upgradedConnections),
+      help: 'Connections currently upgraded (WebSocket, CONNECT), as Kestrel\'s kestrel.upgraded_connections; the same count as active_connections{state="upgraded"}.',
+      registers,
+      collect(this: Gauge<string>) {
+        this.set(liveStates(trackers).upgraded)
       },
     })
     new Gauge({
