@@ -124,10 +124,33 @@ export function pingSession(rec: ConnectionRecord): void {
   }
 }
 
-/** GOAWAY: streams in flight finish, no new one starts, then the session closes. */
+/** The largest stream id (2^31 - 1): a GOAWAY with it refuses no stream. */
+const MAX_STREAM_ID = 2 ** 31 - 1
+/** GOAWAY error code NO_ERROR (RFC 9113 §7): a graceful shutdown. */
+const NGHTTP2_NO_ERROR = 0
+
+/**
+ * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so a
+ * request the client sends meanwhile is still accepted; then, once a PING sent after it is
+ * acknowledged (the client has seen the GOAWAY, and every stream it opened before has
+ * arrived), `close()`: Node sends the second GOAWAY with the last stream it processed, and
+ * the session ends when its streams do. A single `close()` says last stream 0 on a session
+ * that has processed none (Node 20, 22): a request racing it was refused (REFUSED_STREAM).
+ * A PING that never comes back leaves the session to the drain's grace or timeout.
+ */
 export function goawaySession(rec: ConnectionRecord): void {
   const session = rec.session
-  if (session !== null && !session.closed && !session.destroyed) session.close()
+  if (session === null || session.closed || session.destroyed) return
+  try {
+    session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID)
+    const sent = session.ping(() => {
+      if (!session.closed && !session.destroyed) session.close()
+    })
+    if (sent) return
+  } catch {
+    // Too many PINGs outstanding, or the session is going: close it the one-step way.
+  }
+  if (!session.closed && !session.destroyed) session.close()
 }
 
 /** Reasons for which the peer is not expected to take a GOAWAY (dead, or out of time). */

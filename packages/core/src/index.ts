@@ -14,7 +14,14 @@ export {
   resolveCloseLogOptions,
 } from './close-log.js'
 export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
-export type { DrainResult } from './drain.js'
+export {
+  DEFAULT_DRAIN_IDLE_GRACE,
+  type DrainOptions,
+  type DrainPhase,
+  type DrainResult,
+  type ResolvedDrainOptions,
+  resolveDrainOptions,
+} from './drain.js'
 /**
  * Internal, for the other @connguard packages (the client validates its options with
  * the same rules and messages): exported, but not a stable API; may change in any release.
@@ -107,6 +114,13 @@ export {
   isClientRecord,
   isClientTracker,
 } from './record-shape.js'
+export {
+  DRAINING_BODY,
+  READINESS_HEADERS,
+  READY_BODY,
+  readinessState,
+  readinessHandler,
+} from './readiness.js'
 export { RequestController } from './request-controller.js'
 export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
 export { STREAM_CUT_REASONS, type StreamCutReason } from './streams.js'

@@ -38,6 +38,11 @@ export function sessionStarted(
     t._transition(rec, 'idle', now)
   }
   t._reschedule(rec)
+  // Accepted while a drain was closing: GOAWAY now, closed after the PING or the grace.
+  if (rec.rotateReason === 'app_shutdown' && rec.pendingReason === null) {
+    rotateConnection(rec, 'app_shutdown')
+    t._drainGrace(rec, now)
+  }
 }
 
 /** An HTTP/2 stream opened (its headers are complete); returns its guard. */

@@ -102,7 +102,12 @@ export function sweepDue(
       t._requestBegin(rec, now)
       continue
     }
-    cutConnection(t, rec, kind)
+    // A drain's idle grace is over: the connection closes for the shutdown, not for idling.
+    cutConnection(
+      t,
+      rec,
+      kind === 'keep_alive_timeout' && rec.rotateReason === 'app_shutdown' ? 'app_shutdown' : kind,
+    )
     cut++
   }
   if (p !== null) {

@@ -1,2 +1,7 @@
 export * from '@connguard/core'
-export { type ConnguardFastifyOptions, connguard, connguard as default } from './plugin.js'
+export {
+  type ConnguardFastifyOptions,
+  connguard,
+  connguard as default,
+  readiness,
+} from './plugin.js'
