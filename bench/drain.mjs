@@ -173,7 +173,9 @@ async function oneDrain(start) {
 async function main() {
   const only = typeof args.only === 'string' ? args.only.split(',') : null
   const names = Object.keys(VARIANTS).filter(
-    (n) => (only === null || only.includes(n)) && (args.h2 === true || only !== null || !n.includes('h2')),
+    (n) =>
+      (only === null || only.includes(n)) &&
+      (args.h2 === true || only !== null || !n.includes('h2')),
   )
   console.log(
     `## drain: ${DRAINS} drains each, ${LOOPS} loops over ${CONNECTIONS} keep-alive connections, ` +

@@ -63,7 +63,10 @@ export const DEFAULT_DRAIN_IDLE_GRACE = 1_000
 const DRAIN_OPTION_NAMES = ['timeout', 'delay', 'idleGrace'] as const
 
 /** Validates `drain()`'s options (typed errors naming the option). */
-export function resolveDrainOptions(options: unknown, where = 'drain() option'): ResolvedDrainOptions {
+export function resolveDrainOptions(
+  options: unknown,
+  where = 'drain() option',
+): ResolvedDrainOptions {
   if (options === undefined) options = {}
   assertPlainObject(where, options)
   rejectUnknown(options, DRAIN_OPTION_NAMES, where)

@@ -315,7 +315,10 @@ class Http1Binding implements ServerBinding {
    */
   drainStarted(): void {
     const server = this.#server as TrackedServer & { closeIdleConnections?: () => void }
-    if (typeof server.closeIdleConnections !== 'function' || Object.hasOwn(server, 'closeIdleConnections'))
+    if (
+      typeof server.closeIdleConnections !== 'function' ||
+      Object.hasOwn(server, 'closeIdleConnections')
+    )
       return
     server.closeIdleConnections = closeIdleConnectionsDuringDrain
   }

@@ -101,6 +101,13 @@ export {
   resolvePressure,
 } from './pressure-options.js'
 export {
+  DRAINING_BODY,
+  READINESS_HEADERS,
+  READY_BODY,
+  readinessHandler,
+  readinessState,
+} from './readiness.js'
+export {
   ConnectionRecord,
   type DeadlineKind,
   type StateDurations,
@@ -114,13 +121,6 @@ export {
   isClientRecord,
   isClientTracker,
 } from './record-shape.js'
-export {
-  DRAINING_BODY,
-  READINESS_HEADERS,
-  READY_BODY,
-  readinessState,
-  readinessHandler,
-} from './readiness.js'
 export { RequestController } from './request-controller.js'
 export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
 export { STREAM_CUT_REASONS, type StreamCutReason } from './streams.js'

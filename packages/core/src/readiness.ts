@@ -16,9 +16,7 @@ const HEADERS = {
 
 /** Status and body of a readiness probe for `tracker`. */
 export function readinessState(tracker: ConnectionTracker): { status: 200 | 503; body: string } {
-  return tracker.draining
-    ? { status: 503, body: DRAINING_BODY }
-    : { status: 200, body: READY_BODY }
+  return tracker.draining ? { status: 503, body: DRAINING_BODY } : { status: 200, body: READY_BODY }
 }
 
 /** A `node:http` (and Express) handler for a readiness route: 503 while draining, 200 otherwise. */

@@ -10,9 +10,9 @@ import {
   type LiveView,
   type LiveViewOptions,
   logCloses,
-  readinessHandler,
   RequestController,
   type RequestOverrides,
+  readinessHandler,
   resolveRequestOverrides,
 } from '@connguard/core'
 
