@@ -68,7 +68,11 @@ export function rotateConnection(rec: ConnectionRecord, reason: CloseReason): vo
     return
   }
   const res = rec.res
-  if (res !== null && !res.headersSent && rec.inFlight <= 1) closeAfterResponse(rec, res)
+  if (res === null || res.headersSent) return
+  // A drain: not while a request is pipelined behind it (the newest one will say it). Node
+  // itself answers requests pipelined past `maxRequestsPerSocket`.
+  if (reason !== 'app_shutdown') res.shouldKeepAlive = false
+  else if (rec.inFlight <= 1) closeAfterResponse(rec, res)
 }
 
 /**

@@ -136,11 +136,18 @@ const NGHTTP2_NO_ERROR = 0
  * arrived), `close()`: Node sends the second GOAWAY with the last stream it processed, and
  * the session ends when its streams do. A single `close()` says last stream 0 on a session
  * that has processed none (Node 20, 22): a request racing it was refused (REFUSED_STREAM).
- * A PING that never comes back leaves the session to the drain's grace or timeout.
+ * A PING that never comes back leaves the session to the drain's grace or timeout. Used by
+ * a drain only.
  */
 export function goawaySession(rec: ConnectionRecord): void {
   const session = rec.session
   if (session === null || session.closed || session.destroyed) return
+  // Rotation (age, request count) closes in one step: without a drain's grace, a client that
+  // never ACKs the PING (Node 20's, measured) would hold the session open.
+  if (rec.rotateReason !== 'app_shutdown') {
+    session.close()
+    return
+  }
   try {
     session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID)
     const sent = session.ping(() => {

@@ -511,7 +511,8 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     }
     // Rotation or drain decided: this response says `Connection: close` (the one before it
     // does not, if pipelined: Node would drop this one after a `Connection: close`).
-    if (rec.rotateReason !== null) closeAfterResponse(rec, res)
+    if (rec.rotateReason === 'app_shutdown') closeAfterResponse(rec, res)
+    else if (rec.rotateReason !== null) res.shouldKeepAlive = false
     this._reschedule(rec)
   }
 
