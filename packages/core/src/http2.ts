@@ -131,34 +131,38 @@ const NGHTTP2_NO_ERROR = 0
 
 /**
  * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so a
- * request the client sends meanwhile is still accepted; then, once a PING sent after it is
- * acknowledged (the client has seen the GOAWAY, and every stream it opened before has
- * arrived), `close()`: Node sends the second GOAWAY with the last stream it processed, and
- * the session ends when its streams do. A single `close()` says last stream 0 on a session
- * that has processed none (Node 20, 22): a request racing it was refused (REFUSED_STREAM).
- * A PING that never comes back leaves the session to the drain's grace or timeout. Used by
- * a drain only.
+ * request the client sends meanwhile is still accepted, and a PING. The second GOAWAY, with
+ * the last stream processed, is Node's `close()`, sent by the drain once the session has had
+ * no open stream for the idle grace (`_drainGrace`). Not at the PING's ACK: nghttp2 clients
+ * (Node's) queue a PING ACK ahead of HEADERS they submitted before reading the GOAWAY, so a
+ * close at the ACK refused such streams (measured: REFUSED_STREAM under load); and Node 20's
+ * client, measured, often never ACKs a PING that follows a GOAWAY. A single `close()` says
+ * last stream 0 on a session that has processed none (Node 20, 22): a request racing it was
+ * refused. Used by a drain only.
  */
 export function goawaySession(rec: ConnectionRecord): void {
   const session = rec.session
   if (session === null || session.closed || session.destroyed) return
-  // Rotation (age, request count) closes in one step: without a drain's grace, a client that
-  // never ACKs the PING (Node 20's, measured) would hold the session open.
+  // Rotation (age, request count) closes in one step, as before: it has no drain grace.
   if (rec.rotateReason !== 'app_shutdown') {
     session.close()
     return
   }
+  // Before its SETTINGS exchange a session cannot send a PING (Node's `connecting` check
+  // fails it at once): its GOAWAY waits for the session to be up.
+  if (session.connecting) {
+    session.once('connect', () => goawaySession(rec))
+    return
+  }
   try {
     session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID)
-    const sent = session.ping(() => {
-      if (!session.closed && !session.destroyed) session.close()
-    })
-    if (sent) return
+    session.ping(ignorePingResult)
   } catch {
-    // Too many PINGs outstanding, or the session is going: close it the one-step way.
+    // Too many PINGs outstanding, or the session is going: the grace or the timeout decides.
   }
-  if (!session.closed && !session.destroyed) session.close()
 }
+
+function ignorePingResult(): void {}
 
 /** Reasons for which the peer is not expected to take a GOAWAY (dead, or out of time). */
 const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
