@@ -41,8 +41,6 @@ import { tlsOptions } from './helpers/tls.js'
 const SWEEP = 50
 const LATE = 400
 const FAR = 20_000
-/** "At once": a close done synchronously by close()/drain(), seen within this on a loaded box. */
-const AT_ONCE = 400
 
 const cleanups: (() => unknown)[] = []
 afterEach(async () => {
