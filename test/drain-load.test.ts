@@ -42,13 +42,15 @@ const tick = () => delay(1)
 interface LoadResult {
   ok: number
   unavailable: number
+  /** HTTP/2 streams refused (REFUSED_STREAM): never processed by the server, safe to retry. */
+  refused: number
   failures: Record<string, number>
 }
 
 /** Client loops over an undici pool of keep-alive connections until `stop()`. */
 function h1Load(port: number): { stop: () => Promise<LoadResult> } {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS, pipelining: 1 })
-  const result: LoadResult = { ok: 0, unavailable: 0, failures: {} }
+  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
   let stopped = false
   const loop = async (): Promise<void> => {
     while (!stopped) {
@@ -81,7 +83,7 @@ function h1Load(port: number): { stop: () => Promise<LoadResult> } {
  * that fails (REFUSED_STREAM, a reset, the session destroyed under it) is.
  */
 function h2Load(port: number): { stop: () => Promise<LoadResult> } {
-  const result: LoadResult = { ok: 0, unavailable: 0, failures: {} }
+  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
   let stopped = false
   const sessions = new Set<http2.ClientHttp2Session>()
   const connect = (): http2.ClientHttp2Session => {
@@ -125,7 +127,8 @@ function h2Load(port: number): { stop: () => Promise<LoadResult> } {
         const code = (err as { code?: string }).code ?? String(err)
         // Thrown by request() on a session that already got GOAWAY: not sent, nothing lost.
         if (code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION') continue
-        result.failures[code] = (result.failures[code] ?? 0) + 1
+        if (/REFUSED_STREAM/.test(String((err as Error).message))) result.refused++
+        else result.failures[code] = (result.failures[code] ?? 0) + 1
       }
     }
     void index
@@ -143,6 +146,8 @@ function h2Load(port: number): { stop: () => Promise<LoadResult> } {
 
 interface Served {
   port: number
+  /** Requests the application's handler answered. */
+  handled(): number
   /** The shutdown a user runs: `app.close()`, or `guard.drain()`. */
   shutdown(): Promise<unknown>
 }
@@ -150,33 +155,49 @@ interface Served {
 async function fastifyH1(): Promise<Served> {
   const app = Fastify()
   await app.register(fastifyGuard)
+  let handled = 0
   app.get('/', async () => {
     await tick()
+    handled++
     return 'ok'
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   cleanups.push(() => app.close())
-  return { port: (app.server.address() as { port: number }).port, shutdown: () => app.close() }
+  return {
+    port: (app.server.address() as { port: number }).port,
+    handled: () => handled,
+    shutdown: () => app.close(),
+  }
 }
 
 async function fastifyH2(): Promise<Served> {
   const app = Fastify({ http2: true, https: tlsOptions }) as unknown as FastifyInstance
   await app.register(fastifyGuard)
+  let handled = 0
   app.get('/', async () => {
     await tick()
+    handled++
     return 'ok'
   })
   await app.listen({ port: 0, host: '127.0.0.1' })
   cleanups.push(() => app.close())
-  return { port: (app.server.address() as { port: number }).port, shutdown: () => app.close() }
+  return {
+    port: (app.server.address() as { port: number }).port,
+    handled: () => handled,
+    shutdown: () => app.close(),
+  }
 }
 
 async function expressH1(): Promise<Served> {
   const app = express()
   const guard = expressGuard()
   app.use(guard)
+  let handled = 0
   app.get('/', (_req, res) => {
-    tick().then(() => res.send('ok'))
+    tick().then(() => {
+      handled++
+      res.send('ok')
+    })
   })
   const server = guard.attach(http.createServer(app))
   const port = await listen(server)
@@ -186,6 +207,7 @@ async function expressH1(): Promise<Served> {
   })
   return {
     port,
+    handled: () => handled,
     shutdown: async () => {
       await guard.drain()
       guard.tracker.close()
@@ -193,13 +215,22 @@ async function expressH1(): Promise<Served> {
   }
 }
 
+/**
+ * HTTP/2 with Node's client (measured on Node 20.20 and 22.23): after any NO_ERROR GOAWAY the
+ * client stops reading and writing on that session, so a request it submitted a few ms before
+ * the GOAWAY arrived is never sent, and the final GOAWAY reports it refused (REFUSED_STREAM:
+ * never processed, safe to retry, RFC 9113 §8.7). No server can prevent that with a graceful
+ * GOAWAY. What the server controls is asserted: no other failure, and every request the
+ * application handled reached the client.
+ */
 describe.each([
-  { name: 'Fastify HTTP/1.1', start: fastifyH1, load: h1Load },
-  { name: 'Fastify HTTP/2 over TLS', start: fastifyH2, load: h2Load },
-  { name: 'Express HTTP/1.1', start: expressH1, load: h1Load },
-])('$name', ({ start, load }) => {
+  { name: 'Fastify HTTP/1.1', start: fastifyH1, load: h1Load, refusable: false },
+  { name: 'Fastify HTTP/2 over TLS', start: fastifyH2, load: h2Load, refusable: true },
+  { name: 'Express HTTP/1.1', start: expressH1, load: h1Load, refusable: false },
+])('$name', ({ start, load, refusable }) => {
   it(`${DRAINS} drains under keep-alive load: no request fails on an open connection; each ends within the grace plus a margin`, async () => {
-    const totals: LoadResult = { ok: 0, unavailable: 0, failures: {} }
+    const totals: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+    let handled = 0
     const durations: number[] = []
     for (let i = 0; i < DRAINS; i++) {
       const served = await start()
@@ -209,6 +240,8 @@ describe.each([
       await served.shutdown()
       durations.push(performance.now() - t0)
       const r = await client.stop()
+      handled += served.handled()
+      totals.refused += r.refused
       totals.ok += r.ok
       totals.unavailable += r.unavailable
       for (const [code, n] of Object.entries(r.failures))
@@ -216,6 +249,9 @@ describe.each([
       for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
     }
     expect(totals.failures).toEqual({})
+    if (!refusable) expect(totals.refused).toBe(0)
+    // Every request the application handled was answered to the client.
+    expect(totals.ok).toBe(handled)
     // The load did run, and was served.
     expect(totals.ok).toBeGreaterThan(DRAINS * 10)
     for (const ms of durations) expect(ms).toBeLessThan(DRAIN_BOUND_MS)

@@ -109,6 +109,9 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
     },
   })
   app.addHook('onRoute', (route) => addRouteOverrides(tracker, route))
+  // Before the close hooks: onClose hooks run last-registered first, and the log must stop
+  // only after tracker.close() has finished the records of the drain's last closes.
+  addObservability(app, tracker, observability)
   // Fastify's close: preClose hooks (this one first, then the application's: they end SSE
   // and WebSocket streams), then `server.close()`, whose callback waits for every connection,
   // then the onClose hooks. This hook starts the drain and waits only for its delay; the
@@ -124,7 +127,6 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
     restoreSessions?.()
     tracker.close()
   })
-  addObservability(app, tracker, observability)
 }
 
 /** The drain options, validated; `drainDelay` checked against Fastify's `pluginTimeout`. */
