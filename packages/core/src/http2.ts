@@ -154,6 +154,10 @@ export function goawaySession(rec: ConnectionRecord): void {
     session.once('connect', () => goawaySession(rec))
     return
   }
+  // Node 24's `server.close()` calls `close()` on every session (closeAllSessions): the
+  // one-step GOAWAY this avoids. Until the drain closes it, the session's own property
+  // shadows the prototype's; `cutSession` and `releaseSession` remove it.
+  ;(session as ClosableSession).close = closeDeferredToDrain
   try {
     session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID)
     session.ping(ignorePingResult)
@@ -163,6 +167,20 @@ export function goawaySession(rec: ConnectionRecord): void {
 }
 
 function ignorePingResult(): void {}
+
+type ClosableSession = { close: (callback?: () => void) => void }
+
+/** A draining session's `close()` for callers other than the drain: it closes when the drain does. */
+function closeDeferredToDrain(this: Http2Session, callback?: () => void): void {
+  if (typeof callback === 'function') this.once('close', callback)
+}
+
+/** Gives a session its own `close()` back (see `goawaySession`). */
+function undeferClose(session: Http2Session): void {
+  if ((session as ClosableSession).close === closeDeferredToDrain) {
+    delete (session as { close?: unknown }).close
+  }
+}
 
 /** Reasons for which the peer is not expected to take a GOAWAY (dead, or out of time). */
 const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
@@ -176,6 +194,7 @@ const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
 export function cutSession(rec: ConnectionRecord, reason: CloseReason): void {
   const session = rec.session as Http2Session
   const raw = rec.rawSocket
+  undeferClose(session)
   if (session.destroyed) {
     // Node destroyed the session but left its socket open (see the tracker's grace after a
     // GOAWAY): no session is left to close it through, and destroying the raw socket is safe.
@@ -199,6 +218,7 @@ export function releaseSession(rec: ConnectionRecord): void {
   session.removeListener('stream', onStream)
   session.removeListener('error', onSessionError)
   session.removeListener('goaway', onGoaway)
+  undeferClose(session)
   delete session[kSessionRecord]
   for (const guard of rec.streams?.guards ?? []) {
     guard.stream.removeListener('close', onStreamClose)
