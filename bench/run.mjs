@@ -28,7 +28,7 @@ const BENCHMARKS = {
   // Its server process runs with --expose-gc (started by churn.mjs).
   churn: { nodeArgs: [], args: ['--connections', '30000'] },
   // HTTP/1.1 only in the short run; --full adds HTTP/2 over TLS and 10 drains.
-  drain: { nodeArgs: [], args: ['--drains', '5'] },
+  drain: { nodeArgs: [], args: ['--drains', '3'] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],
