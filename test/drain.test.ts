@@ -15,6 +15,7 @@
  * (the drain timeout is a timer of its own, not a sweep). Tests run one after another: they
  * measure time. CONNGUARD_TIMINGS=1 prints a table.
  */
+import diagnosticsChannel from 'node:diagnostics_channel'
 import http from 'node:http'
 import https from 'node:https'
 import type net from 'node:net'
@@ -26,6 +27,7 @@ import {
   type ConnectionTrackerOptions,
   type DrainOptions,
   type DrainResult,
+  readinessHandler,
 } from '@connguard/core'
 import { connguard as expressGuard } from '@connguard/express'
 import { type ConnguardFastifyOptions, connguard as fastifyGuard } from '@connguard/fastify'
@@ -737,4 +739,48 @@ it('core: drain({ timeout: "x" }) on a bare tracker → CONNGUARD_ERR_INVALID_OP
   } finally {
     tracker.close()
   }
+})
+
+it('core: the drain phases on the event and on connguard:drain; readinessHandler answers 200, then 503 from the delay on', async () => {
+  const tracker = new ConnectionTracker({ sweepInterval: SWEEP })
+  const server = http.createServer(readinessHandler(tracker))
+  tracker.attach(server)
+  const port = await listen(server)
+  cleanups.push(() => {
+    tracker.close()
+    return closeServer(server)
+  })
+  const published: unknown[] = []
+  const onMessage = (message: unknown) => {
+    const m = message as { phase: string; tracker: unknown }
+    if (m.tracker === tracker) published.push(m.phase)
+  }
+  diagnosticsChannel.subscribe('connguard:drain', onMessage)
+  cleanups.push(() => diagnosticsChannel.unsubscribe('connguard:drain', onMessage))
+  const events: string[] = []
+  tracker.on('drain', (phase) => events.push(phase))
+
+  const before = await open(port).get('/')
+  expect(before.status).toBe(200)
+  expect(before.headers['cache-control']).toBe('no-store')
+  expect(before.body.toString()).toBe('{"status":"ready"}')
+  expect(tracker.draining).toBe(false)
+  expect(tracker.drainPhase).toBeNull()
+
+  const t0 = performance.now()
+  const drained = tracker.drain({ delay: 300, idleGrace: 0, timeout: 2_000 })
+  expect(tracker.draining).toBe(true)
+  expect(tracker.drainPhase).toBe('delay')
+  // During the delay a new connection is still accepted and served: the probe says 503.
+  const during = await open(port).get('/')
+  expect(during.status).toBe(503)
+  expect(during.body.toString()).toBe('{"status":"draining"}')
+  expect(during.headers.connection).toBe('keep-alive')
+  await tracker.drainClosing()
+  expect(performance.now() - t0).toBeGreaterThanOrEqual(300 - EARLY)
+  await drained
+  expect(tracker.drainPhase).toBe('done')
+  expect(tracker.draining).toBe(true)
+  expect(events).toEqual(['delay', 'closing', 'done'])
+  expect(published).toEqual(['delay', 'closing', 'done'])
 })
