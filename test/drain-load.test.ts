@@ -291,6 +291,43 @@ describe("Fastify's close, respected", () => {
     expect(closeMs).toBeLessThan(800 + 1_500)
   })
 
+  it('onRequestAbort: not called for a request the drain lets finish; called for one the client aborts during the drain', async () => {
+    const app = Fastify()
+    await app.register(fastifyGuard, { drainIdleGrace: 200 })
+    const aborted: string[] = []
+    app.addHook('onRequestAbort', async (request) => {
+      aborted.push(request.url)
+    })
+    app.get('/slow', async () => {
+      await delay(400)
+      return 'slow'
+    })
+    app.get('/abandoned', async () => {
+      await delay(400)
+      return 'late'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    cleanups.push(() => app.close())
+    const port = (app.server.address() as { port: number }).port
+    const pool = new Pool(`http://127.0.0.1:${port}`, { connections: 2 })
+    cleanups.push(() => pool.destroy().catch(() => {}))
+    const finishing = pool.request({ path: '/slow', method: 'GET' })
+    const controller = new AbortController()
+    const abandoned = pool
+      .request({ path: '/abandoned', method: 'GET', signal: controller.signal })
+      .catch((err: Error) => err)
+    await sleep(100)
+    const closing = app.close()
+    await sleep(50)
+    controller.abort()
+    const res = await finishing
+    expect(res.statusCode).toBe(200)
+    expect(await res.body.text()).toBe('slow')
+    expect(await abandoned).toBeInstanceOf(Error)
+    await closing
+    expect(aborted).toEqual(['/abandoned'])
+  })
+
   it('forceCloseConnections: true still closes every connection at once', async () => {
     const app = Fastify({ forceCloseConnections: true })
     await app.register(fastifyGuard)
