@@ -28,11 +28,14 @@ const BENCHMARKS = {
   // Its server process runs with --expose-gc (started by churn.mjs).
   churn: { nodeArgs: [], args: ['--connections', '30000'] },
   websocket: { nodeArgs: [], args: ['--n', '10000'] },
+  // HTTP/1.1 only in the short run; --full adds HTTP/2 over TLS and 10 drains.
+  drain: { nodeArgs: [], args: ['--drains', '3'] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],
   memory: ['--sizes', '10000,max'],
   churn: ['--connections', '100000'],
+  drain: ['--drains', '10', '--h2'],
 }
 
 const argv = process.argv.slice(2)

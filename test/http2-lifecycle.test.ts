@@ -199,7 +199,7 @@ describe('HTTP/2 close classification', () => {
 
 describe('HTTP/2 drain', () => {
   it.each(MODES)(
-    '$mode: idle closes at once, a stream in flight finishes, then closes',
+    '$mode: GOAWAY at once; idle closes after the grace (no PING ACK from Node 20), a stream in flight finishes, then closes',
     async ({ secure }) => {
       const h2 = await startH2(BASE, { secure })
       const busy = await connectH2(h2.origin)
@@ -212,9 +212,13 @@ describe('HTTP/2 drain', () => {
       await waitUntil(() => busyRec.state === 'active', { what: 'stream open on the server' })
 
       const started = performance.now()
-      const drained = h2.tracker.drain({ timeout: 1_500 })
+      const GRACE = 300
+      const drained = h2.tracker.drain({ timeout: 1_500, idleGrace: GRACE })
       const idleClosedAt = await idle.closed
-      expect(idleClosedAt - started, 'idle session closed at once').toBeLessThan(AT_ONCE)
+      expect(idle.goawayAt() - started, 'GOAWAY at once').toBeLessThan(AT_ONCE)
+      expect(idleClosedAt - started, 'idle session closed after the grace').toBeLessThan(
+        GRACE + AT_ONCE + 400,
+      )
       const res = await inFlight
       expect(res.status).toBe(200)
       expect(res.body).toBe('slow')
@@ -222,7 +226,8 @@ describe('HTTP/2 drain', () => {
       const result = await drained
       const drainMs = performance.now() - started
       expect(result).toEqual({ closedIdle: 1, finished: 1, forced: 0 })
-      expect(drainMs).toBeLessThan(1_000)
+      // The stream's 300 ms, then the grace.
+      expect(drainMs).toBeLessThan(300 + GRACE + 800)
       await busy.closed
       expect(idleRec.closeReason).toBe('app_shutdown')
       expect(idleRec.stateAtClose).toBe('idle')

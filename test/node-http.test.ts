@@ -468,8 +468,8 @@ describe('when the peer address is read', () => {
     const closes = new CloseLog(tracker)
     finned.destroy()
     await closes.next()
-    // Drain cuts the idle one (app_shutdown).
-    await tracker.drain({ timeout: 1000 })
+    // A drain without idle grace cuts the idle one at once (app_shutdown).
+    await tracker.drain({ timeout: 1000, idleGrace: 0 })
     await closes.next()
     expect(closes.records.map((r) => [r.remoteAddress, r.remotePort, r.closeReason])).toEqual([
       ['127.0.0.1', ports[0], 'client_closed'],

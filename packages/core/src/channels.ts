@@ -10,6 +10,8 @@ export const transitionChannel = diagnosticsChannel.channel('connguard:connectio
 export const closeChannel = diagnosticsChannel.channel('connguard:connection:close')
 /** The tracker's `'pressure'` event: `{ ...PressureSnapshot, tracker }`. */
 export const pressureChannel = diagnosticsChannel.channel('connguard:pressure')
+/** The tracker's `'drain'` event: `{ phase, tracker }` as a drain enters `delay`, `closing`, `done`. */
+export const drainChannel = diagnosticsChannel.channel('connguard:drain')
 /** HTTP/2: one stream was reset by the guard while its session went on. */
 export const streamCutChannel = diagnosticsChannel.channel('connguard:stream:cut')
 

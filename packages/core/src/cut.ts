@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import type { CloseReason } from './close-reasons.js'
 import { NEVER } from './deadline-queue.js'
 import type { ConnectionRecord } from './record.js'
@@ -57,7 +58,10 @@ export function cutConnection(
   }
 }
 
-/** Close after the response in flight: it says `Connection: close` if its head is not out yet. */
+/**
+ * Close after the response in flight: it says `Connection: close` if its head is not out yet
+ * and no request is pipelined behind it (then the last one says it, see `closeAfterResponse`).
+ */
 export function rotateConnection(rec: ConnectionRecord, reason: CloseReason): void {
   rec.rotateReason ??= reason
   if (rec.session !== null) {
@@ -67,5 +71,30 @@ export function rotateConnection(rec: ConnectionRecord, reason: CloseReason): vo
     return
   }
   const res = rec.res
-  if (res !== null && !res.headersSent) res.shouldKeepAlive = false
+  if (res === null || res.headersSent) return
+  // A drain: not while a request is pipelined behind it (the newest one will say it). Node
+  // itself answers requests pipelined past `maxRequestsPerSocket`.
+  if (reason !== 'app_shutdown') res.shouldKeepAlive = false
+  else if (rec.inFlight <= 1) closeAfterResponse(rec, res)
+}
+
+/**
+ * The response each closing connection was given `Connection: close` on, while its head is
+ * not out: rotation and drain only, never the request path of a connection that stays.
+ */
+const closeMarked = new WeakMap<ConnectionRecord, ServerResponse>()
+
+/**
+ * `res` is the last response of `rec`: it says `Connection: close`. Node ends the connection
+ * after a response that says so and drops the requests pipelined behind it, unanswered
+ * (`_http_server.js`, resOnFinish): so a response marked before a pipelined request arrived
+ * is given its keep-alive back, if its head is not out yet, and the newest one carries the close.
+ */
+export function closeAfterResponse(rec: ConnectionRecord, res: ServerResponse): void {
+  const before = closeMarked.get(rec)
+  if (before !== undefined && before !== res && !before.headersSent) before.shouldKeepAlive = true
+  if (res.shouldKeepAlive) {
+    res.shouldKeepAlive = false
+    closeMarked.set(rec, res)
+  } else closeMarked.delete(rec)
 }

@@ -124,10 +124,62 @@ export function pingSession(rec: ConnectionRecord): void {
   }
 }
 
-/** GOAWAY: streams in flight finish, no new one starts, then the session closes. */
+/** The largest stream id (2^31 - 1): a GOAWAY with it refuses no stream. */
+const MAX_STREAM_ID = 2 ** 31 - 1
+/** GOAWAY error code NO_ERROR (RFC 9113 §7): a graceful shutdown. */
+const NGHTTP2_NO_ERROR = 0
+
+/**
+ * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so a
+ * request the client sends meanwhile is still accepted, and a PING. The second GOAWAY, with
+ * the last stream processed, is Node's `close()`, sent by the drain once the session has had
+ * no open stream for the idle grace (`_drainGrace`). Not at the PING's ACK: nghttp2 clients
+ * (Node's) queue a PING ACK ahead of HEADERS they submitted before reading the GOAWAY, so a
+ * close at the ACK refused such streams (measured: REFUSED_STREAM under load); and Node 20's
+ * client, measured, often never ACKs a PING that follows a GOAWAY. A single `close()` says
+ * last stream 0 on a session that has processed none (Node 20, 22): a request racing it was
+ * refused. Used by a drain only.
+ */
 export function goawaySession(rec: ConnectionRecord): void {
   const session = rec.session
-  if (session !== null && !session.closed && !session.destroyed) session.close()
+  if (session === null || session.closed || session.destroyed) return
+  // Rotation (age, request count) closes in one step, as before: it has no drain grace.
+  if (rec.rotateReason !== 'app_shutdown') {
+    session.close()
+    return
+  }
+  // Before its SETTINGS exchange a session cannot send a PING (Node's `connecting` check
+  // fails it at once): its GOAWAY waits for the session to be up.
+  if (session.connecting) {
+    session.once('connect', () => goawaySession(rec))
+    return
+  }
+  // Node 24's `server.close()` calls `close()` on every session (closeAllSessions): the
+  // one-step GOAWAY this avoids. Until the drain closes it, the session's own property
+  // shadows the prototype's; `cutSession` and `releaseSession` remove it.
+  ;(session as ClosableSession).close = closeDeferredToDrain
+  try {
+    session.goaway(NGHTTP2_NO_ERROR, MAX_STREAM_ID)
+    session.ping(ignorePingResult)
+  } catch {
+    // Too many PINGs outstanding, or the session is going: the grace or the timeout decides.
+  }
+}
+
+function ignorePingResult(): void {}
+
+type ClosableSession = { close: (callback?: () => void) => void }
+
+/** A draining session's `close()` for callers other than the drain: it closes when the drain does. */
+function closeDeferredToDrain(this: Http2Session, callback?: () => void): void {
+  if (typeof callback === 'function') this.once('close', callback)
+}
+
+/** Gives a session its own `close()` back (see `goawaySession`). */
+function undeferClose(session: Http2Session): void {
+  if ((session as ClosableSession).close === closeDeferredToDrain) {
+    delete (session as { close?: unknown }).close
+  }
 }
 
 /** Reasons for which the peer is not expected to take a GOAWAY (dead, or out of time). */
@@ -142,6 +194,7 @@ const DESTROY: ReadonlySet<CloseReason> = new Set<CloseReason>([
 export function cutSession(rec: ConnectionRecord, reason: CloseReason): void {
   const session = rec.session as Http2Session
   const raw = rec.rawSocket
+  undeferClose(session)
   if (session.destroyed) {
     // Node destroyed the session but left its socket open (see the tracker's grace after a
     // GOAWAY): no session is left to close it through, and destroying the raw socket is safe.
@@ -165,6 +218,7 @@ export function releaseSession(rec: ConnectionRecord): void {
   session.removeListener('stream', onStream)
   session.removeListener('error', onSessionError)
   session.removeListener('goaway', onGoaway)
+  undeferClose(session)
   delete session[kSessionRecord]
   for (const guard of rec.streams?.guards ?? []) {
     guard.stream.removeListener('close', onStreamClose)

@@ -16,7 +16,14 @@ export {
   resolveCloseLogOptions,
 } from './close-log.js'
 export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
-export type { DrainResult } from './drain.js'
+export {
+  DEFAULT_DRAIN_IDLE_GRACE,
+  type DrainOptions,
+  type DrainPhase,
+  type DrainResult,
+  type ResolvedDrainOptions,
+  resolveDrainOptions,
+} from './drain.js'
 /**
  * Internal, for the other @connguard packages (the client validates its options with
  * the same rules and messages): exported, but not a stable API; may change in any release.
@@ -98,6 +105,13 @@ export {
   type ResolvedPressure,
   resolvePressure,
 } from './pressure-options.js'
+export {
+  DRAINING_BODY,
+  READINESS_HEADERS,
+  READY_BODY,
+  readinessHandler,
+  readinessState,
+} from './readiness.js'
 export {
   ConnectionRecord,
   type DeadlineKind,

@@ -38,6 +38,11 @@ export function sessionStarted(
     t._transition(rec, 'idle', now)
   }
   t._reschedule(rec)
+  // Accepted while a drain was closing: GOAWAY now, closed after the PING or the grace.
+  if (rec.rotateReason === 'app_shutdown' && rec.pendingReason === null) {
+    rotateConnection(rec, 'app_shutdown')
+    t._drainGrace(rec, now)
+  }
 }
 
 /** An HTTP/2 stream opened (its headers are complete); returns its guard. */
@@ -76,8 +81,18 @@ export function streamClosed(
   closeStream(rec, guard)
   if (rec.state === 'closed' || rec.inFlight === 0) return
   rec.inFlight--
-  // Streams torn down with a session we cut, or that died: the record keeps its state.
-  if (rec.inFlight > 0 || rec.pendingReason !== null || rec.session?.destroyed === true) return
+  if (rec.inFlight > 0 || rec.session?.destroyed === true) return
+  if (rec.pendingReason !== null) {
+    // A session draining after its GOAWAY has ended its last stream: idle, closed by the
+    // PING's ACK or else by the grace (Node 20's http2 client, measured, never ACKs a PING
+    // that follows a GOAWAY). Streams torn down with a session we cut keep its state.
+    if (rec.pendingReason === 'app_shutdown' && rec.rotateReason === 'app_shutdown') {
+      const at = t._now()
+      t._transition(rec, 'idle', at)
+      t._drainGrace(rec, at)
+    }
+    return
+  }
   const now = t._now()
   t._setPhase(rec, 'keep_alive_timeout', t.options.keepAliveTimeout, now)
   t._transition(rec, 'idle', now)

@@ -132,7 +132,12 @@ export function sweepDue(
       t._reschedule(rec)
       continue
     }
-    cutConnection(t, rec, kind)
+    // A drain's idle grace is over: the connection closes for the shutdown, not for idling.
+    cutConnection(
+      t,
+      rec,
+      kind === 'keep_alive_timeout' && rec.rotateReason === 'app_shutdown' ? 'app_shutdown' : kind,
+    )
     cut++
   }
   if (p !== null) {

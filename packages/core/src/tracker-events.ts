@@ -1,3 +1,4 @@
+import type { DrainPhase } from './drain.js'
 import type { PressureSnapshot } from './pressure.js'
 import type { ConnectionRecord } from './record.js'
 import type { ConnectionState } from './states.js'
@@ -12,6 +13,8 @@ export interface ConnectionTrackerEvents {
   pressure: [state: PressureSnapshot]
   /** HTTP/2: the guard reset one stream of the session (RST_STREAM); the session goes on. */
   streamCut: [record: ConnectionRecord, reason: StreamCutReason, streamId: number]
+  /** A drain entered a phase: `delay` (still serving, reported draining), `closing`, `done`. */
+  drain: [phase: DrainPhase]
 }
 
 /**

@@ -3,12 +3,18 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { Admission } from './admission.js'
 import { adoptSettings, type FrameworkSettings, type ServerSetting } from './adopt.js'
-import { closeChannel, openChannel, transitionChannel } from './channels.js'
+import { closeChannel, drainChannel, openChannel, transitionChannel } from './channels.js'
 import { settleClose } from './classify.js'
 import type { CloseReason } from './close-reasons.js'
-import { cutConnection, rotateConnection } from './cut.js'
+import { closeAfterResponse, cutConnection, rotateConnection } from './cut.js'
 import { DeadlineQueue, earliest, NEVER } from './deadline-queue.js'
-import { Drain, type DrainResult } from './drain.js'
+import {
+  Drain,
+  type DrainOptions,
+  type DrainPhase,
+  type DrainResult,
+  resolveDrainOptions,
+} from './drain.js'
 import { TrackerClosedError } from './errors.js'
 import { bindServer, kRecord, type ServerBinding } from './http1.js'
 import { streamGuardOf } from './http2.js'
@@ -17,7 +23,6 @@ import {
   type RequestOverrides,
   type ResolvedOptions,
   ResolvedRequestOverrides,
-  resolveDrainTimeout,
   resolveOptions,
   resolveRequestOverrides,
 } from './options.js'
@@ -172,6 +177,19 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   }
 
   /**
+   * True from the moment `drain()` is called (its delay included) for good: a drained
+   * server does not come back. What a readiness probe reports (see `readinessHandler`).
+   */
+  get draining(): boolean {
+    return this.#drain !== null
+  }
+
+  /** Where the drain is (`delay`, `closing`, `done`), or null before `drain()`. */
+  get drainPhase(): DrainPhase | null {
+    return this.#drain?.phase ?? null
+  }
+
+  /**
    * Guards `server` (an `http.Server` or `https.Server`, listening or not)
    * from its next accepted connection on. Returns the tracker.
    */
@@ -291,36 +309,97 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   }
 
   /**
-   * Graceful shutdown of every guarded connection: new, handshaking and idle
-   * ones close at once (`app_shutdown`); those with a request in flight finish
-   * it, answered with `Connection: close`, then close; whatever is still open
-   * after `timeout` ms (default 30 s; `false` waits for ever) is closed with
-   * `app_shutdown_timeout`. Connections accepted from now on are closed at
-   * accept. Call `server.close()` too, so nothing new is accepted. Resolves
-   * once every connection is closed, with counts per outcome.
+   * Graceful shutdown that loses no request. For `delay` ms (default 0) nothing changes but
+   * `draining`, the 'drain' event and the readiness handler: the load balancer deregisters
+   * the instance while it still serves. Then the closing phase: every HTTP/1 response whose
+   * head is not out yet says `Connection: close`; a connection with a request in flight
+   * finishes it (requests already pipelined behind it are answered) and closes; an idle
+   * connection, whose last response promised keep-alive, closes only once it stayed idle
+   * for `idleGrace` ms (default 1 s), so a request the client already sent is answered;
+   * HTTP/2 sessions get GOAWAY with the last stream id 2^31 - 1, then, after a PING round
+   * trip, the real one (RFC 9113 §6.8), and close once their streams end. Connections
+   * accepted meanwhile are served the same way: closing the listening socket is
+   * `server.close()`'s job (Fastify calls it after its preClose hooks). While closing,
+   * `server.closeIdleConnections()` (which Node's `server.close()` calls) leaves idle
+   * connections to the grace. Whatever is still open `timeout` ms after the closing phase
+   * began (default 30 s; `false` waits for ever) is closed with `app_shutdown_timeout`.
+   * Resolves once every connection is closed (or the tracker is), with counts per outcome.
+   * A second call returns the same promise.
    */
-  drain({ timeout }: { timeout?: number | false } = {}): Promise<DrainResult> {
-    const ms = resolveDrainTimeout(timeout)
+  drain(options?: DrainOptions): Promise<DrainResult> {
+    const resolved = resolveDrainOptions(options)
     if (this.#drain !== null) return this.#drain.done
-    const drain = new Drain()
+    const drain = new Drain(resolved)
     this.#drain = drain
-    for (const rec of [...this._records]) {
-      if (rec.state === 'active' || rec.state === 'upgraded') {
-        drain.wait(rec)
-        if (rec.state === 'active') rotateConnection(rec, 'app_shutdown')
-      } else {
-        drain.closedAtOnce()
-        cutConnection(this, rec, 'app_shutdown')
-      }
+    if (this.#closed) {
+      drain.settle(0, true)
+      return drain.done
     }
-    drain.arm(ms, () => {
+    if (resolved.delay > 0) this.#emitDrain('delay')
+    drain.startAfterDelay(() => this.#startClosing(drain))
+    return drain.done
+  }
+
+  /** Resolves when the drain's closing phase begins, after its delay (at once when no drain runs). */
+  drainClosing(): Promise<void> {
+    return this.#drain?.closing ?? Promise.resolve()
+  }
+
+  #startClosing(drain: Drain): void {
+    if (this.#closed || drain.phase !== 'delay') return
+    drain.beginClosing()
+    for (const binding of this.#bindings.values()) binding.drainStarted()
+    this.#emitDrain('closing')
+    const now = this._now()
+    for (const rec of [...this._records]) this.#drainConnection(drain, rec, now)
+    drain.arm(() => {
       for (const rec of [...this._records]) {
         drain.forced(rec)
         cutConnection(this, rec, 'app_shutdown_timeout')
       }
     })
-    drain.settle(this._records.size)
-    return drain.done
+    this.#settleDrain(this._records.size)
+  }
+
+  /** One connection enters the closing phase: busy ones finish, idle ones get the grace. */
+  #drainConnection(drain: Drain, rec: ConnectionRecord, now: number): void {
+    drain.wait(rec)
+    // Already closing for a reason of its own; an upgraded connection is the application's to end.
+    if (rec.pendingReason !== null || rec.state === 'upgraded') return
+    rotateConnection(rec, 'app_shutdown')
+    // New, handshaking or idle: the grace (HTTP/2 sessions got GOAWAY; it bounds one whose
+    // PING goes unanswered; a TLS connection that completes its handshake gets it anew).
+    if (rec.state !== 'active') this._drainGrace(rec, now)
+  }
+
+  /**
+   * @internal A connection closing under the drain is idle: it closes once it stayed idle
+   * for the grace (or earlier, by a deadline already due sooner), `app_shutdown`.
+   */
+  _drainGrace(rec: ConnectionRecord, now: number): void {
+    const grace = this.#drain?.options.idleGrace ?? 0
+    if (grace === 0) {
+      cutConnection(this, rec, 'app_shutdown')
+      return
+    }
+    const at = now + grace
+    if (rec.phaseDeadlineAt !== NEVER && rec.phaseDeadlineAt <= at) return
+    rec.phaseReason = 'keep_alive_timeout'
+    rec.phaseDeadlineAt = at
+    this._reschedule(rec)
+  }
+
+  #settleDrain(live: number, force = false): void {
+    const drain = this.#drain
+    if (drain === null || drain.phase === 'done') return
+    if (!drain.settle(live, force)) return
+    for (const binding of this.#bindings.values()) binding.drainEnded()
+    this.#emitDrain('done')
+  }
+
+  #emitDrain(phase: DrainPhase): void {
+    if (this.listenerCount('drain') > 0) safeEmit(this, 'drain', phase)
+    if (drainChannel.hasSubscribers) drainChannel.publish({ phase, tracker: this })
   }
 
   /**
@@ -352,7 +431,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     if (this.#sweeper !== null) clearInterval(this.#sweeper)
     this.#sweeper = null
     // A drain still waiting settles now: nothing is tracked any more.
-    this.#drain?.settle(0)
+    this.#settleDrain(0, true)
     for (const binding of this.#bindings.values()) binding.detach()
     this.#bindings.clear()
     for (const unlink of [...this.#webSocketLinks]) unlink()
@@ -421,18 +500,13 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     // The record armed its age deadline from the clock base (accept + maxConnectionAge).
     if (o.maxConnectionAge > 0) this._reschedule(rec)
     this.#emit('open', rec, openChannel)
-    let refused: CloseReason | null
-    if (this.#drain !== null) refused = 'app_shutdown'
-    else {
-      const live = liveConnections(this)
-      const handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
-      refused = this._admission.admit(rec, live, handshaking, p?.over(live) === true)
-      if (p !== null) refused = pressureAdmit(this, p, rec, refused, handshaking, now)
-    }
-    if (refused !== null) {
-      if (refused === 'app_shutdown') this.#drain?.closedAtOnce()
-      this._victim(rec, refused)
-    }
+    const live = liveConnections(this)
+    const handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+    let refused = this._admission.admit(rec, live, handshaking, p?.over(live) === true)
+    if (p !== null) refused = pressureAdmit(this, p, rec, refused, handshaking, now)
+    if (refused !== null) this._victim(rec, refused)
+    // Accepted while closing (the listening socket is still open): served, with `Connection: close`.
+    else if (this.#drain?.phase === 'closing') this.#drainConnection(this.#drain, rec, now)
     return rec
   }
 
@@ -446,6 +520,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     rec.tls = tls
     this._setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
     this._transition(rec, 'idle', now)
+    // Accepted while a drain was closing: the grace runs from here (HTTP/2: from its GOAWAY).
+    if (rec.rotateReason === 'app_shutdown' && rec.h2 === null && this.#drain?.phase === 'closing')
+      this._drainGrace(rec, now)
   }
 
   /** @internal The first byte of a request arrived. */
@@ -510,8 +587,10 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
       if (queue === undefined) pipelined.set(rec, [res])
       else queue.push(res)
     }
-    // Rotation or drain decided: this response says `Connection: close`.
-    if (rec.rotateReason !== null) res.shouldKeepAlive = false
+    // Rotation or drain decided: this response says `Connection: close` (the one before it
+    // does not, if pipelined: Node would drop this one after a `Connection: close`).
+    if (rec.rotateReason === 'app_shutdown') closeAfterResponse(rec, res)
+    else if (rec.rotateReason !== null) res.shouldKeepAlive = false
     this._reschedule(rec)
   }
 
@@ -569,6 +648,12 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._reschedule(rec)
     this._transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
+      // A drain: a response that still promised keep-alive (pipelined ahead of the drain)
+      // leaves the client free to send the next request now: the idle grace serves it.
+      if (last === null && rec.rotateReason === 'app_shutdown' && this.#drain !== null) {
+        this._drainGrace(rec, now)
+        return
+      }
       rec.pendingReason ??= rec.rotateReason
       rec.binding?.endAfterResponse(rec, last !== null)
     }
@@ -632,7 +717,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     this._admission.release(rec)
     this.#drain?.closed(rec)
     this.#emit('close', rec, closeChannel)
-    this.#drain?.settle(this._records.size)
+    this.#settleDrain(this._records.size)
   }
 
   // ---- internals, shared with sweep.ts, pressure-hooks.ts, session-lifecycle.ts ----

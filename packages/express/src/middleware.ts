@@ -5,12 +5,14 @@ import {
   ConnectionTracker,
   type ConnectionTrackerOptions,
   liveView as createLiveView,
+  type DrainOptions,
   type DrainResult,
   type LiveView,
   type LiveViewOptions,
   logCloses,
   RequestController,
   type RequestOverrides,
+  readinessHandler,
   resolveRequestOverrides,
   WARNINGS,
   type WebSocketServerLike,
@@ -30,8 +32,16 @@ export interface ConnguardMiddleware extends Middleware {
   attach<S extends object>(server: S): S
   /** A middleware that applies `overrides` to the requests of one route; validated once, here. */
   route(overrides: RequestOverrides): Middleware
-  /** `guard.tracker.drain()`: for shutdown, next to `server.close()`. */
-  drain(options?: { timeout?: number | false }): Promise<DrainResult>
+  /**
+   * Shutdown that loses no request: `guard.tracker.drain(options)`, and when its closing
+   * phase begins (after `delay`), `server.close()` on every server this guard attached to,
+   * as Fastify's `app.close()` does: no new connection, the open ones served with
+   * `Connection: close` and closed. Call it instead of `server.close()` (which alone closes
+   * idle keep-alive connections at once). Resolves once every connection is closed.
+   */
+  drain(options?: DrainOptions): Promise<DrainResult>
+  /** A readiness route: `app.get('/ready', guard.readiness)`: 503 once draining (its delay included), 200 before. */
+  readonly readiness: Middleware
   /**
    * One line per closed connection to a pino-compatible `logger` (reason,
    * phase timings, bytes); see `logCloses` in `@connguard/core`. Returns a
@@ -111,6 +121,8 @@ function defineController(target: object, add: ConnectionTracker[]): void {
 export function connguard(options?: ConnguardExpressOptions): ConnguardMiddleware {
   const tracker = new ConnectionTracker(options)
   let attached = false
+  /** The servers this guard attached to: `guard.drain()` closes them as its closing phase begins. */
+  const servers = new Set<{ close?: () => unknown; listening?: boolean }>()
 
   // The request prototype this guard last exposed `req.connguard` on: one comparison per request.
   let exposedOn: object | null = null
@@ -138,6 +150,7 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
     attached = true
     try {
       tracker.attach(server)
+      servers.add(server)
     } catch (err) {
       // Never fail a request over it: say why this guard is not guarding.
       WARNINGS.LATE_ATTACH_FAILED.emit((err as Error).message)
@@ -155,12 +168,24 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
       value: <S extends object>(server: S): S => {
         tracker.attach(server)
         attached = true
+        servers.add(server as { close?: () => unknown })
         return server
       },
     },
     drain: {
-      value: (options?: { timeout?: number | false }) => tracker.drain(options),
+      value: (options?: DrainOptions): Promise<DrainResult> => {
+        const done = tracker.drain(options)
+        void tracker.drainClosing().then(() => {
+          // The listening sockets close as the closing phase begins: what `server.close()`
+          // would do without connguard; the drain owns the open connections meanwhile.
+          for (const server of servers) {
+            if (server.listening === true && typeof server.close === 'function') server.close()
+          }
+        })
+        return done
+      },
     },
+    readiness: { value: readinessHandler(tracker), enumerable: true },
     logCloses: {
       value: (logger: CloseLogger, options?: CloseLogOptions) =>
         logCloses(tracker, logger, options),

@@ -4,4 +4,5 @@ export {
   type ConnguardRouteConfig,
   connguard,
   connguard as default,
+  readiness,
 } from './plugin.js'

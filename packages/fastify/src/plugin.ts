@@ -8,13 +8,16 @@ import {
   type LiveView,
   type LiveViewOptions,
   logCloses,
+  READINESS_HEADERS,
   RequestController,
   type RequestOverrides,
   type ResolvedRequestOverrides,
+  readinessState,
   resolveCloseLogOptions,
-  resolveDrainTimeout,
+  resolveDrainOptions,
   resolveLiveViewOptions,
   resolveRequestOverrides,
+  validateDuration,
   WARNINGS,
   type WebSocketLike,
   type WebSocketServerLike,
@@ -22,6 +25,8 @@ import {
 import type {
   FastifyInstance,
   FastifyPluginAsync,
+  FastifyReply,
+  FastifyRequest,
   onRequestHookHandler,
   RouteOptions,
 } from 'fastify'
@@ -50,11 +55,26 @@ export interface ConnguardRouteConfig extends RequestOverrides {
 
 export interface ConnguardFastifyOptions extends ConnectionTrackerOptions {
   /**
-   * `app.close()` drains connections first: idle ones close at once, requests
-   * in flight finish, the rest is closed after this many ms (default 30 s;
-   * `false` waits for ever, as Fastify alone does).
+   * `app.close()` drains connections: every response says `Connection: close`, requests in
+   * flight finish, idle connections close after `drainIdleGrace`; whatever is still open
+   * this many ms later is closed (default 30 s; `false` waits for ever, as Fastify alone
+   * does). The wait runs after Fastify's `server.close()`, not in a preClose hook, so
+   * `pluginTimeout` does not bound it.
    */
   drainTimeout?: number | false
+  /**
+   * Ms `app.close()` keeps serving normally first, while `app.connguard.draining` is true and
+   * the readiness handler answers 503, so a load balancer deregisters the instance (default
+   * 0). It runs in connguard's preClose hook: it must stay below Fastify's `pluginTimeout`,
+   * and requests are routed as usual only with `return503OnClosing: false` (Fastify answers
+   * 503 once `app.close()` starts otherwise).
+   */
+  drainDelay?: number | false
+  /**
+   * Ms an idle keep-alive connection is given, once the drain closes, for a request its
+   * client may already have sent (default 1 s; 0: closed at once).
+   */
+  drainIdleGrace?: number | false
   /**
    * One `app.log` line per closed connection (reason, phase timings, bytes):
    * cuts at `info`, peer closes at `debug`, errors at `warn`; `{ levels, level }`
@@ -70,7 +90,13 @@ export interface ConnguardFastifyOptions extends ConnectionTrackerOptions {
 }
 
 /** Options the plugin consumes itself; everything else goes to the tracker. */
-const PLUGIN_KEYS = new Set(['drainTimeout', 'closeLog', 'liveView'])
+const PLUGIN_KEYS = new Set([
+  'drainTimeout',
+  'drainDelay',
+  'drainIdleGrace',
+  'closeLog',
+  'liveView',
+])
 
 /** Keys Fastify itself may pass along with a plugin's options. */
 const REGISTER_KEYS = new Set(['prefix', 'logLevel', 'logSerializers'])
@@ -81,8 +107,8 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
     if (!REGISTER_KEYS.has(key) && !PLUGIN_KEYS.has(key)) trackerOptions[key] = value
   }
   const observability = resolveObservability(options)
+  const drain = resolveDrain(app, options)
   const tracker = new ConnectionTracker(trackerOptions)
-  const drainTimeout = resolveDrainTimeout(options.drainTimeout)
   warnRoutesBefore(app)
   // At register time, before listen: the first connection is already guarded. The timeouts
   // the application gave Fastify become the defaults of connguard's options (adopted).
@@ -98,13 +124,78 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
   const noWebSocketPing = new WeakSet<object>()
   app.addHook('onRoute', (route) => addRouteOverrides(tracker, route, noWebSocketPing))
   watchWebSocketServer(app, tracker, noWebSocketPing)
+  // Before the close hooks: onClose hooks run last-registered first, and the log must stop
+  // only after tracker.close() has finished the records of the drain's last closes.
+  addObservability(app, tracker, observability)
+  // Fastify's close: preClose hooks (this one first, then the application's: they end SSE
+  // and WebSocket streams), then `server.close()`, whose callback waits for every connection,
+  // then the onClose hooks. This hook starts the drain and waits only for its delay; the
+  // connections are waited for by `server.close()` (the drain closes them, its timeout
+  // bounds them), outside the preClose budget (`pluginTimeout`).
+  let restoreSessions: (() => void) | null = null
   app.addHook('preClose', async () => {
-    await tracker.drain({ timeout: drainTimeout === 0 ? false : drainTimeout })
+    void tracker.drain(drain)
+    await tracker.drainClosing()
+    restoreSessions = deferHttp2Sessions(app.server)
   })
   app.addHook('onClose', async () => {
+    restoreSessions?.()
     tracker.close()
   })
-  addObservability(app, tracker, observability)
+}
+
+/** The drain options, validated; `drainDelay` checked against Fastify's `pluginTimeout`. */
+function resolveDrain(
+  app: FastifyInstance,
+  options: ConnguardFastifyOptions,
+): ReturnType<typeof resolveDrainOptions> {
+  const resolved = resolveDrainOptions({
+    timeout: validateDuration('drainTimeout', options.drainTimeout, 30_000),
+    delay: validateDuration('drainDelay', options.drainDelay, 0),
+    idleGrace: validateDuration('drainIdleGrace', options.drainIdleGrace, 1_000),
+  })
+  const pluginTimeout = (app.initialConfig as { pluginTimeout?: number }).pluginTimeout ?? 0
+  // The delay runs inside a preClose hook, which avvio bounds by pluginTimeout: past it,
+  // `app.close()` would reject with AVV_ERR_READY_TIMEOUT and skip the hooks after ours.
+  if (pluginTimeout > 0 && resolved.delay > 0 && resolved.delay + DELAY_MARGIN > pluginTimeout) {
+    throw new InvalidOptionError(
+      'drainDelay',
+      options.drainDelay,
+      `at least ${DELAY_MARGIN} ms below Fastify's pluginTimeout (${pluginTimeout} ms), which ` +
+        'bounds every preClose hook; raise pluginTimeout (0: no limit) or shorten the delay',
+    )
+  }
+  return resolved
+}
+
+/** What a drainDelay leaves of `pluginTimeout` for the rest of connguard's preClose hook. */
+const DELAY_MARGIN = 1_000
+
+/**
+ * Fastify's `closeHttp2Sessions()` (called right after the preClose hooks) closes every
+ * HTTP/2 session at once: a GOAWAY naming the last stream processed, which refuses a
+ * request the client sent meanwhile (REFUSED_STREAM). The drain already sent each session
+ * the graceful two-step GOAWAY and closes it after the PING; so, while it does, that call
+ * leaves them to it. Returns what restores the server's own.
+ */
+function deferHttp2Sessions(server: object): (() => void) | null {
+  const s = server as { closeHttp2Sessions?: () => void }
+  if (typeof s.closeHttp2Sessions !== 'function' || !Object.hasOwn(s, 'closeHttp2Sessions'))
+    return null
+  const own = s.closeHttp2Sessions
+  s.closeHttp2Sessions = () => {}
+  return () => {
+    s.closeHttp2Sessions = own
+  }
+}
+
+/**
+ * A readiness route's handler: 503 from the moment the drain starts (its `drainDelay`
+ * included), 200 before. `app.get('/ready', readiness)` after registering connguard.
+ */
+export function readiness(this: unknown, request: FastifyRequest, reply: FastifyReply): void {
+  const { status, body } = readinessState(request.server.connguard)
+  reply.code(status).headers(READINESS_HEADERS).send(body)
 }
 
 /**

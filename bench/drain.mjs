@@ -1,0 +1,287 @@
+#!/usr/bin/env node
+/**
+ * Graceful drain under keep-alive load: how many requests fail on connections the client
+ * already had open, and how long the shutdown takes, for Node, Fastify and Express alone and
+ * with connguard. A refused *new* connection (ECONNREFUSED once the listening socket is
+ * closed) is not counted: a load balancer sends it elsewhere. A 503 is an answer, counted
+ * apart.
+ *
+ *   node bench/drain.mjs [--drains 5] [--loops 32] [--connections 16] [--load-ms 1000]
+ *                        [--limit-ms 5000] [--only name,name] [--h2] [--undici-h2]
+ *
+ * Each drain: a fresh server on 127.0.0.1 (a 1 ms handler), `loops` client loops sending
+ * undici `request`s over a pool of `connections` keep-alive connections, the shutdown after
+ * `load-ms`, the loops stopping once the shutdown is over or after `limit-ms`.
+ * HTTP/2 over TLS (`--h2`): Node's http2 client, `connections` sessions, a session that got
+ * GOAWAY replaced by a new one. `--undici-h2` uses undici (`allowH2`) instead: undici 7 fails
+ * the request at the head of its queue on any GOAWAY, whatever its last stream id.
+ */
+import http from 'node:http'
+import http2 from 'node:http2'
+import { performance } from 'node:perf_hooks'
+import { fmt, machine, parseArgs, sleep, table, tlsOptions } from './lib/common.mjs'
+
+const args = parseArgs()
+const DRAINS = Number(args.drains ?? 5)
+const LOOPS = Number(args.loops ?? 32)
+const CONNECTIONS = Number(args.connections ?? 16)
+const LOAD_MS = Number(args['load-ms'] ?? 1000)
+/** A shutdown still running after this long is reported as such (and left to finish). */
+const DRAIN_LIMIT_MS = Number(args['limit-ms'] ?? 5_000)
+
+const { Pool } = await import('undici')
+const Fastify = (await import('fastify')).default
+const express = (await import('express')).default
+const { connguard: fastifyGuard } = await import('@connguard/fastify')
+const { connguard: expressGuard } = await import('@connguard/express')
+
+const handlerDelay = () => new Promise((resolve) => setTimeout(resolve, 1))
+
+/** Each variant: `start()` → `{ url, shutdown(): Promise<void>, h2 }`. */
+const VARIANTS = {
+  node: async () => {
+    const server = http.createServer((_req, res) => {
+      handlerDelay().then(() => res.end('ok'))
+    })
+    const url = await listen(server)
+    // Node 19+: close() also closes idle connections (closeIdleConnections).
+    return { url, shutdown: () => new Promise((resolve) => server.close(() => resolve())) }
+  },
+  fastify: async () => {
+    const app = Fastify()
+    app.get('/', async () => {
+      await handlerDelay()
+      return 'ok'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return { url: `http://127.0.0.1:${app.server.address().port}`, shutdown: () => app.close() }
+  },
+  express: async () => {
+    const app = express()
+    app.get('/', (_req, res) => {
+      handlerDelay().then(() => res.send('ok'))
+    })
+    const server = http.createServer(app)
+    const url = await listen(server)
+    return { url, shutdown: () => new Promise((resolve) => server.close(() => resolve())) }
+  },
+  'fastify+connguard': async () => {
+    const app = Fastify()
+    await app.register(fastifyGuard)
+    app.get('/', async () => {
+      await handlerDelay()
+      return 'ok'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return { url: `http://127.0.0.1:${app.server.address().port}`, shutdown: () => app.close() }
+  },
+  'express+connguard': async () => {
+    const app = express()
+    const guard = expressGuard()
+    app.use(guard)
+    app.get('/', (_req, res) => {
+      handlerDelay().then(() => res.send('ok'))
+    })
+    const server = guard.attach(http.createServer(app))
+    const url = await listen(server)
+    return {
+      url,
+      shutdown: async () => {
+        await guard.drain()
+        guard.tracker.close()
+      },
+    }
+  },
+  'fastify-h2': async () => {
+    const app = Fastify({ http2: true, https: tlsOptions })
+    app.get('/', async () => {
+      await handlerDelay()
+      return 'ok'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return {
+      url: `https://127.0.0.1:${app.server.address().port}`,
+      shutdown: () => app.close(),
+      h2: true,
+    }
+  },
+  'fastify-h2+connguard': async () => {
+    const app = Fastify({ http2: true, https: tlsOptions })
+    await app.register(fastifyGuard)
+    app.get('/', async () => {
+      await handlerDelay()
+      return 'ok'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    return {
+      url: `https://127.0.0.1:${app.server.address().port}`,
+      shutdown: () => app.close(),
+      h2: true,
+    }
+  },
+}
+
+function listen(server) {
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${server.address().port}`))
+  })
+}
+
+/** Node's http2 client, as a pool of `CONNECTIONS` sessions: `request()` → status. */
+function nodeH2Pool(url) {
+  const sessions = []
+  const session = (i) => {
+    let s = sessions[i]
+    if (s === undefined || s.closed || s.destroyed) {
+      s = http2.connect(url, { rejectUnauthorized: false })
+      s.on('error', () => {})
+      s.once('connect', () => {
+        s.connected = true
+      })
+      sessions[i] = s
+    }
+    return s
+  }
+  let next = 0
+  return {
+    request: () =>
+      new Promise((resolve, reject) => {
+        const s = session(next++ % CONNECTIONS)
+        let req
+        try {
+          req = s.request({ ':path': '/' })
+        } catch (err) {
+          // A session that got GOAWAY refuses new streams: nothing was sent.
+          reject(Object.assign(err, { code: 'ECONNREFUSED' }))
+          return
+        }
+        let status = 0
+        req.on('response', (h) => {
+          status = Number(h[':status'])
+        })
+        req.on('error', (err) => {
+          // A session that never connected (the listening socket closed, or a connection
+          // still in its backlog reset as it closed) is a new connection refused.
+          if (s.connected !== true) err.code = 'ECONNREFUSED'
+          reject(err)
+        })
+        req.resume()
+        req.on('end', () => resolve({ statusCode: status, body: { text: async () => '' } }))
+      }),
+    destroy: async () => {
+      for (const s of sessions) s?.destroy()
+    },
+  }
+}
+
+/** One drain under load: failures by code, 503s, drain duration. */
+async function oneDrain(start) {
+  const { url, shutdown, h2 = false } = await start()
+  const pool =
+    h2 && args['undici-h2'] !== true
+      ? nodeH2Pool(url)
+      : new Pool(url, {
+          connections: CONNECTIONS,
+          pipelining: 1,
+          ...(h2 ? { allowH2: true, connect: { rejectUnauthorized: false } } : {}),
+        })
+  const failures = {}
+  let ok = 0
+  let unavailable = 0
+  let stop = false
+  const loop = async () => {
+    while (!stop) {
+      try {
+        const { statusCode, body } = await pool.request({ path: '/', method: 'GET' })
+        await body.text()
+        if (statusCode === 503) unavailable++
+        else ok++
+      } catch (err) {
+        const code = (err.code ?? err.name) + (process.env.DRAIN_DEBUG ? ` ${err.message}` : '')
+        // The listening socket is closed: a new connection refused, not a request lost.
+        if (code === 'ECONNREFUSED') {
+          await sleep(5)
+          continue
+        }
+        failures[code] = (failures[code] ?? 0) + 1
+      }
+    }
+  }
+  const loops = Array.from({ length: LOOPS }, loop)
+  await sleep(LOAD_MS)
+  const t0 = performance.now()
+  let timedOut = false
+  const shut = shutdown()
+  await Promise.race([
+    shut,
+    sleep(DRAIN_LIMIT_MS).then(() => {
+      timedOut = true
+    }),
+  ])
+  const duration = performance.now() - t0
+  stop = true
+  await Promise.all(loops)
+  await pool.destroy()
+  // A server that never finished its shutdown while the load ran does once it stops.
+  if (timedOut) await Promise.race([shut, sleep(DRAIN_LIMIT_MS)])
+  return { failures, ok, unavailable, duration, timedOut }
+}
+
+async function main() {
+  const only = typeof args.only === 'string' ? args.only.split(',') : null
+  const names = Object.keys(VARIANTS).filter(
+    (n) =>
+      (only === null || only.includes(n)) &&
+      (args.h2 === true || only !== null || !n.includes('h2')),
+  )
+  console.log(
+    `## drain: ${DRAINS} drains each, ${LOOPS} loops over ${CONNECTIONS} keep-alive connections, ` +
+      `shutdown after ${LOAD_MS} ms of load\n\n${machine()}\n`,
+  )
+  const rows = []
+  for (const name of names) {
+    const all = {}
+    let ok = 0
+    let unavailable = 0
+    const durations = []
+    let timeouts = 0
+    for (let i = 0; i < DRAINS; i++) {
+      const r = await oneDrain(VARIANTS[name])
+      for (const [code, n] of Object.entries(r.failures)) all[code] = (all[code] ?? 0) + n
+      ok += r.ok
+      unavailable += r.unavailable
+      durations.push(r.duration)
+      if (r.timedOut) timeouts++
+    }
+    const failed = Object.values(all).reduce((a, b) => a + b, 0)
+    const codes = Object.entries(all)
+      .map(([c, n]) => `${c} ${n}`)
+      .join(', ')
+    durations.sort((a, b) => a - b)
+    rows.push([
+      name,
+      failed,
+      codes || '–',
+      unavailable,
+      ok,
+      `${fmt(durations[Math.floor(durations.length / 2)], 0)} (${fmt(durations[0], 0)}–${fmt(durations.at(-1), 0)})`,
+      timeouts,
+    ])
+  }
+  table(
+    [
+      'server',
+      'failed on open connections',
+      'by code',
+      '503',
+      '200',
+      'drain ms, median (min–max)',
+      `shutdowns still running at ${DRAIN_LIMIT_MS / 1000} s`,
+    ],
+    rows,
+  )
+  // Loops may leave sockets the pools already destroyed; nothing else holds the process.
+  process.exit(0)
+}
+
+await main()
