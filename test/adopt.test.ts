@@ -88,12 +88,15 @@ describe('adopted from the Node server', () => {
     expect(guard.options.keepAliveTimeout).toBe(1_000)
     expect(guard.options.sources.keepAliveTimeout).toBe('server')
     const conn = await openSocket(port)
+    // The idle deadline runs from the server's response: after the send, before the client
+    // reads it (late, on a busy machine). Each bound uses the instant on its safe side.
+    const sentAt = performance.now()
     conn.send(getRequest('/'))
     const response = await conn.waitFor((buf) => parseResponse(buf))
     const respondedAt = performance.now()
     const info = await conn.closed
     expect(response.headers['keep-alive']).toBe('timeout=1')
-    expect(info.at - respondedAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
+    expect(info.at - sentAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
     expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
     await new Promise((r) => setTimeout(r, 20))
     expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
@@ -289,11 +292,15 @@ describe('Express (its server is a node:http server)', () => {
     const { port, closes } = await start(server, guard.tracker)
     expect(guard.tracker.options.sources.keepAliveTimeout).toBe('server')
     const conn = await openSocket(port)
+    // The idle deadline runs from the server's response: after the send, before the client
+    // reads it (late, on a busy machine). Each bound uses the instant on its safe side.
+    const sentAt = performance.now()
     conn.send(getRequest('/'))
     const response = await conn.waitFor((buf) => parseResponse(buf))
     const respondedAt = performance.now()
     const info = await conn.closed
     expect(response.headers['keep-alive']).toBe('timeout=1')
+    expect(info.at - sentAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
     expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
     await new Promise((r) => setTimeout(r, 20))
     expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
