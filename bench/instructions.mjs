@@ -6,20 +6,23 @@
  * keep-alive and one request per connection, on the machine's Node and on Node 24 and 26.
  *
  *   node bench/instructions.mjs                 short: the machine's Node, fastify keep-alive,
- *                                               3 server processes per variant (~2 min)
+ *                                               2 server processes per variant, 2 pairs each
  *   node bench/instructions.mjs --full          Node (this one), 24 and 26; fastify and express;
- *                                               ka and close; 3 processes per variant
+ *                                               ka and close; 3 processes, 3 pairs each
  *   node bench/instructions.mjs --nodes 26 --cases express-ka,express-close --repeat 5
+ *   options: --repeat N (processes per variant), --pairs N (interval pairs per process),
+ *            --jobs N (server processes at a time, default 2), --variants bare,guarded
  *
  * Only the server runs under callgrind; the load generator is this process. Each server
- * process: start, warm-up requests, then `callgrind_control --dump` (its counters restart),
- * an interval of n1 requests, dump, an interval of n2 requests, dump. The figure is the slope
- * (I(n2) − I(n1)) / (n2 − n1): what an interval costs besides its requests (the dump itself,
- * timers, the settle pause) cancels out, and start-up and JIT warm-up lie before the first
- * dump. A garbage collection landing in one interval and not the other still moves a slope,
- * so each variant runs in several processes (alternating bare and guarded) and the table
- * shows the median and the range.
- *
+ * process: start, warm-up requests, then pairs of intervals of n1 and n2 requests, each
+ * interval opened by full GCs and `callgrind_control --dump` (its counters restart) and
+ * closed by another dump. Each pair gives a slope (I(n2) − I(n1)) / (n2 − n1): what an
+ * interval costs besides its requests (the dump itself, timers, the settle pause) cancels
+ * out, and start-up and JIT warm-up lie before the first dump. V8 runs single-threaded
+ * (`--single-threaded`): compiling and collecting on the main thread land at the same
+ * request in every run, where a background job under valgrind (whose threads take turns)
+ * lands anywhere. The table shows the median of every slope of a variant, and their range.
+
  * Requests are identical bytes (`GET /`, same Host), so the server's work per request is the
  * same in every interval. Keep-alive: 4 sockets opened during the warm-up and kept; close:
  * `Connection: close`, 4 connections at a time.
@@ -110,6 +113,11 @@ async function startServer(nodeBin, framework, variant, dir) {
       '--collect-jumps=no',
       `--callgrind-out-file=${out}`,
       nodeBin,
+      // V8 compiles and collects on the main thread: under valgrind, whose threads take
+      // turns, a background compile lands after an unpredictable number of requests, and
+      // a process could run with its hot code unoptimised for thousands of them (measured:
+      // 52k and 111k instructions a request in two processes of one Node 26 server).
+      '--single-threaded',
       '--expose-gc',
       serverScript,
       framework,
@@ -251,8 +259,8 @@ function closeClient(port) {
   return { send, close: () => {} }
 }
 
-/** One server process: warm-up, then the two intervals. Returns instructions per request. */
-async function oneProcess(nodeBin, framework, mode, variant, counts, dir) {
+/** One server process: warm-up, then `pairs` pairs of intervals. Returns one slope per pair. */
+async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs) {
   const server = await startServer(nodeBin, framework, variant, dir)
   try {
     const client = mode === 'ka' ? await keepAliveClient(server.port) : closeClient(server.port)
@@ -265,25 +273,28 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir) {
       await sleep(SETTLE_MS)
       return server.dump()
     }
-    const i1 = await interval(counts.n1)
-    const i2 = await interval(counts.n2)
+    const slopes = []
+    for (let p = 0; p < pairs; p++) {
+      const i1 = await interval(counts.n1)
+      const i2 = await interval(counts.n2)
+      slopes.push((i2 - i1) / (counts.n2 - counts.n1))
+    }
     client.close()
-    return { slope: (i2 - i1) / (counts.n2 - counts.n1), i1, i2 }
+    return slopes
   } finally {
     await server.stop()
   }
 }
 
-async function runCase(nodeBin, name, { repeat, counts, dir, variants, jobs }) {
+async function runCase(nodeBin, name, { repeat, counts, dir, variants, jobs, pairs }) {
   const [framework, mode] = name.split('-')
   const c = counts[mode]
   const runs = Object.fromEntries(variants.map((v) => [v, []]))
   const one = async (variant) => {
-    const r = await oneProcess(nodeBin, framework, mode, variant, c, dir)
-    runs[variant].push(r.slope)
+    const slopes = await oneProcess(nodeBin, framework, mode, variant, c, dir, pairs)
+    runs[variant].push(...slopes)
     console.error(
-      `    ${name} ${variant}: ${fmt(r.slope / 1000, 2)}k instructions/request ` +
-        `(intervals ${fmt(r.i1 / 1e6, 1)}M, ${fmt(r.i2 / 1e6, 1)}M)`,
+      `    ${name} ${variant}: ${slopes.map((x) => fmt(x / 1000, 2)).join(', ')}k instructions/request`,
     )
   }
   // Instruction counts do not depend on what else runs: `jobs` server processes at a time.
@@ -307,8 +318,9 @@ export async function main(argv) {
   const full = args.full === true
   const nodes = String(args.nodes ?? (full ? 'this,24,26' : 'this')).split(',')
   const cases = String(args.cases ?? (full ? ALL_CASES.join(',') : 'fastify-ka')).split(',')
-  const repeat = Number(args.repeat ?? 3)
+  const repeat = Number(args.repeat ?? (full ? 3 : 2))
   const jobs = Number(args.jobs ?? 2)
+  const pairs = Number(args.pairs ?? (full ? 3 : 2))
   const counts = full ? FULL_COUNTS : COUNTS
   // Another server script taking the same arguments (an experiment: `node|fastify http <variant>`).
   if (typeof args.server === 'string') serverScript = path.resolve(args.server)
@@ -323,8 +335,8 @@ export async function main(argv) {
   }
   console.log(
     `\nServer under callgrind, load from outside; per request = (I(n2) − I(n1)) / (n2 − n1) ` +
-      `of two dumped intervals after a warm-up; ${repeat} server processes per variant, ` +
-      'alternating bare and guarded; median and range. Ratio = bare / guarded (1 = free).\n',
+      `of two dumped intervals after a warm-up; ${repeat} server processes per variant × ` +
+      `${pairs} pairs; median and range of the slopes. Ratio = bare / guarded (1 = free).\n`,
   )
   const dir = mkdtempSync(path.join(os.tmpdir(), 'connguard-callgrind-'))
   const rows = []
@@ -341,7 +353,7 @@ export async function main(argv) {
       const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
       for (const name of cases) {
         console.error(`  Node ${version} ${name}`)
-        const r = await runCase(bin, name, { repeat, counts, dir, variants, jobs })
+        const r = await runCase(bin, name, { repeat, counts, dir, variants, jobs, pairs })
         results.push({ version, ...r })
         const target = name.endsWith('-ka') ? 0.97 : 0.95
         rows.push([
