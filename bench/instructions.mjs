@@ -22,7 +22,7 @@
  * (`--single-threaded`): compiling and collecting on the main thread land at the same
  * request in every run, where a background job under valgrind (whose threads take turns)
  * lands anywhere. The table shows the median of every slope of a variant, and their range.
-
+ *
  * Requests are identical bytes (`GET /`, same Host), so the server's work per request is the
  * same in every interval. Keep-alive: 4 sockets opened during the warm-up and kept; close:
  * `Connection: close`, 4 connections at a time.
