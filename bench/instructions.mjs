@@ -14,7 +14,8 @@
  *            --jobs N (server processes at a time, default 2), --variants bare,guarded
  *
  * Only the server runs under callgrind; the load generator is this process. Each server
- * process: start, warm-up requests, then pairs of intervals of n1 and n2 requests, each
+ * process: start, warm-up requests (then blocks of n1 more until one costs within 3% of the
+ * block before: V8 may still be tiering up), then pairs of intervals of n1 and n2 requests, each
  * interval opened by full GCs and `callgrind_control --dump` (its counters restart) and
  * closed by another dump. Each pair gives a slope (I(n2) − I(n1)) / (n2 − n1): what an
  * interval costs besides its requests (the dump itself, timers, the settle pause) cancels
@@ -57,6 +58,8 @@ const FULL_COUNTS = {
   close: { warm: 2_000, n1: 1_000, n2: 3_000 },
 }
 const SOCKETS = 4
+/** At most this many blocks of n1 requests are added to the warm-up while the cost still moves. */
+const MAX_WARM_BLOCKS = 12
 /** After an interval's last response, before the dump: the server finishes its own work. */
 const SETTLE_MS = 300
 
@@ -265,6 +268,18 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
   try {
     const client = mode === 'ka' ? await keepAliveClient(server.port) : closeClient(server.port)
     await client.send(counts.warm)
+    // Warm until steady: blocks of n1 requests until one costs within 3% of the one before
+    // (V8 may still be tiering up after thousands of requests under callgrind).
+    let last = Number.POSITIVE_INFINITY
+    let warmed = counts.warm
+    for (let i = 0; i < MAX_WARM_BLOCKS; i++) {
+      await server.dump()
+      await client.send(counts.n1)
+      warmed += counts.n1
+      const cost = (await server.dump()) / counts.n1
+      if (Math.abs(cost - last) < 0.03 * last) break
+      last = cost
+    }
     const interval = async (n) => {
       await server.gc()
       await sleep(SETTLE_MS)
@@ -280,7 +295,7 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
       slopes.push((i2 - i1) / (counts.n2 - counts.n1))
     }
     client.close()
-    return slopes
+    return { slopes, warmed }
   } finally {
     await server.stop()
   }
@@ -291,10 +306,11 @@ async function runCase(nodeBin, name, { repeat, counts, dir, variants, jobs, pai
   const c = counts[mode]
   const runs = Object.fromEntries(variants.map((v) => [v, []]))
   const one = async (variant) => {
-    const slopes = await oneProcess(nodeBin, framework, mode, variant, c, dir, pairs)
+    const { slopes, warmed } = await oneProcess(nodeBin, framework, mode, variant, c, dir, pairs)
     runs[variant].push(...slopes)
     console.error(
-      `    ${name} ${variant}: ${slopes.map((x) => fmt(x / 1000, 2)).join(', ')}k instructions/request`,
+      `    ${name} ${variant}: ${slopes.map((x) => fmt(x / 1000, 2)).join(', ')}k instructions/request` +
+        ` (after ${warmed} warm-up requests)`,
     )
   }
   // Instruction counts do not depend on what else runs: `jobs` server processes at a time.
