@@ -15,14 +15,18 @@
  *
  * Only the server runs under callgrind; the load generator is this process. Each server
  * process: start, warm-up requests (then blocks of n1 more until one costs within 3% of the
- * block before: V8 may still be tiering up), then pairs of intervals of n1 and n2 requests, each
- * interval opened by full GCs and `callgrind_control --dump` (its counters restart) and
- * closed by another dump. Each pair gives a slope (I(n2) − I(n1)) / (n2 − n1): what an
- * interval costs besides its requests (the dump itself, timers, the settle pause) cancels
- * out, and start-up and JIT warm-up lie before the first dump. V8 runs single-threaded
- * (`--single-threaded`): compiling and collecting on the main thread land at the same
- * request in every run, where a background job under valgrind (whose threads take turns)
- * lands anywhere. The table shows the median of every slope of a variant, and their range.
+ * block before: V8 may still be tiering up), then pairs of intervals of n1 and n2 requests,
+ * each opened and closed by `callgrind_control --dump` (its counters restart). Each pair
+ * gives a slope (I(n2) − I(n1)) / (n2 − n1): what an interval costs besides its requests
+ * (the dump itself, timers, the settle pause) cancels out, and start-up and JIT warm-up lie
+ * before the first dump. Garbage collection stays in: it is part of what a request costs,
+ * and the slope spreads it over thousands of requests. (Full GCs forced between intervals
+ * made things worse: three back-to-back collections with nothing running aged the hot
+ * functions' bytecode, and the next interval ran at 3–6× the cost while V8 compiled them
+ * again.) V8 runs single-threaded (`--single-threaded`): compiling and collecting on the
+ * main thread land at the same request in every run, where a background job under valgrind
+ * (whose threads take turns) lands anywhere. The table shows the median of every slope of a
+ * variant, and their range.
  *
  * Requests are identical bytes (`GET /`, same Host), so the server's work per request is the
  * same in every interval. Keep-alive: 4 sockets opened during the warm-up and kept; close:
@@ -121,7 +125,6 @@ async function startServer(nodeBin, framework, variant, dir) {
       // a process could run with its hot code unoptimised for thousands of them (measured:
       // 52k and 111k instructions a request in two processes of one Node 26 server).
       '--single-threaded',
-      '--expose-gc',
       serverScript,
       framework,
       'http',
@@ -143,23 +146,8 @@ async function startServer(nodeBin, framework, variant, dir) {
   // `nice` execs valgrind, which runs the program in the same process: the pid is the target.
   const pid = child.pid
   let dumps = 0
-  let nextId = 1
   return {
     port: ready.port,
-    /** Full GCs in the server, answered over IPC (before a dump: outside every interval). */
-    async gc() {
-      const id = nextId++
-      const reply = new Promise((resolve) => {
-        const on = (m) => {
-          if (m?.id !== id) return
-          child.off('message', on)
-          resolve()
-        }
-        child.on('message', on)
-      })
-      child.send({ type: 'gc', id })
-      await reply
-    },
     async dump() {
       await run('callgrind_control', ['--dump', String(pid)])
       dumps++
@@ -281,7 +269,6 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
       last = cost
     }
     const interval = async (n) => {
-      await server.gc()
       await sleep(SETTLE_MS)
       await server.dump()
       await client.send(n)

@@ -3,9 +3,8 @@
  *
  *   node hello-server.mjs <fastify|express|node> <http|https> <bare|guarded>
  *
- * Sends `{ type: 'ready', port }` over IPC; answers `mark` (start counting CPU), `measure`
- * (CPU used since the mark, wall time, event-loop utilization) and `gc` (full collections,
- * when run with --expose-gc). Nothing else is added to the
+ * Sends `{ type: 'ready', port }` over IPC; answers `mark` (start counting CPU) and `measure`
+ * (CPU used since the mark, wall time, event-loop utilization). Nothing else is added to the
  * server (no counting listener): requests are counted by the client.
  */
 import http from 'node:http'
@@ -71,12 +70,6 @@ serveParent({
       t: performance.now(),
       elu: performance.eventLoopUtilization(),
     }
-    return {}
-  },
-  // bench/instructions.mjs (the server runs with --expose-gc): every measured interval
-  // starts from the same settled heap, so a major GC lands in none of them by chance.
-  gc: () => {
-    for (let i = 0; i < 3; i++) globalThis.gc?.()
     return {}
   },
   measure: () => {
