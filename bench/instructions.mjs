@@ -6,7 +6,7 @@
  * keep-alive and one request per connection, on the machine's Node and on Node 24 and 26.
  *
  *   node bench/instructions.mjs                 short: the machine's Node, fastify keep-alive,
- *                                               2 server processes per variant, 2 pairs each
+ *                                               1 server process per variant, 3 pairs
  *   node bench/instructions.mjs --full          Node (this one), 24 and 26; fastify and express;
  *                                               ka and close; 3 processes, 3 pairs each
  *   node bench/instructions.mjs --nodes 26 --cases express-ka,express-close --repeat 5
@@ -173,15 +173,19 @@ const CLOSE_REQUEST = Buffer.from(`GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection
 /** A keep-alive client of `SOCKETS` sockets, each sending one request after the other. */
 async function keepAliveClient(port) {
   const sockets = []
+  /** The pending `send`'s reject: one 'error' listener per socket for the client's life. */
+  let fail = null
   for (let i = 0; i < SOCKETS; i++) {
     const s = net.connect(port, HOST)
     s.setNoDelay(true)
     await once(s, 'connect')
+    s.on('error', (err) => fail?.(err))
     sockets.push(s)
   }
   /** Sends `n` requests spread over the sockets; resolves when every response is in. */
   const send = (n) =>
     new Promise((resolve, reject) => {
+      fail = reject
       let left = n
       let pendingSockets = 0
       const one = (s, state) => {
@@ -208,7 +212,6 @@ async function keepAliveClient(port) {
             return reject(new Error(state.buf.slice(0, 100)))
           one(s, state)
         })
-        s.once('error', reject)
         one(s, state)
       }
     })
@@ -321,9 +324,9 @@ export async function main(argv) {
   const full = args.full === true
   const nodes = String(args.nodes ?? (full ? 'this,24,26' : 'this')).split(',')
   const cases = String(args.cases ?? (full ? ALL_CASES.join(',') : 'fastify-ka')).split(',')
-  const repeat = Number(args.repeat ?? (full ? 3 : 2))
+  const repeat = Number(args.repeat ?? (full ? 3 : 1))
   const jobs = Number(args.jobs ?? 2)
-  const pairs = Number(args.pairs ?? (full ? 3 : 2))
+  const pairs = Number(args.pairs ?? 3)
   const counts = full ? FULL_COUNTS : COUNTS
   // Another server script taking the same arguments (an experiment: `node|fastify http <variant>`).
   if (typeof args.server === 'string') serverScript = path.resolve(args.server)
