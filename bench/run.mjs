@@ -4,11 +4,16 @@
  *
  *   node bench/run.mjs                       all of them, shortened to stay under 10 minutes
  *                                            on 2 cores: overhead 3 pairs of 3 s, memory at
- *                                            10,000 connections, churn of 30,000 connections
+ *                                            10,000 connections, churn of 30,000 connections,
+ *                                            instructions per request (callgrind) of Fastify
+ *                                            keep-alive on this Node
  *   node bench/run.mjs sweep accuracy        only these
  *   node bench/run.mjs --full                overhead 5 pairs of 5 s with the wrk cross-check,
  *                                            memory up to the file limit, churn of 100,000
- *                                            (what RESULTS.md reports; about 17 minutes)
+ *                                            (what RESULTS.md reports; about 17 minutes), and
+ *                                            instructions per request for Fastify and Express,
+ *                                            keep-alive and close, on this Node, 24 and 26
+ *                                            (callgrind; about an hour more)
  *   node bench/run.mjs overhead -- --only fastify-http-ka --pairs 7
  *                                            arguments after `--` go to each named benchmark
  *
@@ -30,12 +35,15 @@ const BENCHMARKS = {
   websocket: { nodeArgs: [], args: ['--n', '10000'] },
   // HTTP/1.1 only in the short run; --full adds HTTP/2 over TLS and 10 drains.
   drain: { nodeArgs: [], args: ['--drains', '3'] },
+  // Skips with a message when valgrind is not installed.
+  instructions: { nodeArgs: [], args: [] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],
   memory: ['--sizes', '10000,max'],
   churn: ['--connections', '100000'],
   drain: ['--drains', '10', '--h2'],
+  instructions: ['--full'],
 }
 
 const argv = process.argv.slice(2)

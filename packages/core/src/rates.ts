@@ -21,8 +21,9 @@ export function meetsRate(bytes: number, rate: ResolvedRate, elapsedMs: number):
 }
 
 /**
- * The rate windows of the request in flight. Allocated per request, dropped
- * when it ends: an idle keep-alive connection carries none of this.
+ * The rate windows of the request in flight. Taken from a small pool at the
+ * request head and given back when it ends: an idle keep-alive connection
+ * carries none of this, and a request allocates nothing.
  */
 export class RateWindows {
   /** The current request's body rate (per-route overrides applied). */
@@ -30,7 +31,7 @@ export class RateWindows {
   /** The current request's response rate. */
   responseRate: ResolvedRate
   /** The request has a body (HTTP/1: Content-Length > 0 or chunked; HTTP/2: its HEADERS did not end the stream). */
-  readonly hasBody: boolean
+  hasBody: boolean
   /** The last check found the server not reading the body. */
   bodyPaused = false
   /** Start of the body window (clock ms), -1 when no body is being measured. */
@@ -57,7 +58,35 @@ export class RateWindows {
     this.bodyWindowAt = hasBody && bodyRate.bytesPerSecond > 0 ? now : -1
     this.bodyWindowBytes = bytesRead
   }
+
+  /** As the constructor, on a pooled object: every field is set again. */
+  reset(
+    hasBody: boolean,
+    bodyRate: ResolvedRate,
+    responseRate: ResolvedRate,
+    now: number,
+    bytesRead: number,
+  ): this {
+    this.hasBody = hasBody
+    this.bodyRate = bodyRate
+    this.responseRate = responseRate
+    this.bodyPaused = false
+    this.bodyWindowAt = hasBody && bodyRate.bytesPerSecond > 0 ? now : -1
+    this.bodyWindowBytes = bytesRead
+    this.responseWindowAt = -1
+    this.responseWindowBytes = 0
+    this.checkAt = NEVER
+    return this
+  }
 }
+
+/**
+ * Windows of requests that ended, for the next request heads (every tracker shares them).
+ * Bounded: past POOL_MAX requests in flight at once, the extra windows are left to the GC.
+ * Only `stopRates` fills it, when the owner drops its windows for good.
+ */
+const pool: RateWindows[] = []
+const POOL_MAX = 256
 
 /** What carries rate windows: a connection record (HTTP/1) or a stream guard (HTTP/2). */
 export interface RateOwner {
@@ -94,13 +123,21 @@ export function startRates<O extends RateOwner>(
   now: number,
 ): void {
   const measureBody = hasBody && bodyRate.bytesPerSecond > 0
-  o.rates = new RateWindows(hasBody, bodyRate, responseRate, now, measureBody ? p.bodyBytes(o) : 0)
+  const bytes = measureBody ? p.bodyBytes(o) : 0
+  const reused = pool.pop()
+  o.rates =
+    reused === undefined
+      ? new RateWindows(hasBody, bodyRate, responseRate, now, bytes)
+      : reused.reset(hasBody, bodyRate, responseRate, now, bytes)
   scheduleRateCheck(o, now)
 }
 
-/** Stops measuring (the request is done). */
+/** Stops measuring (the request is done); its windows go back to the pool. */
 export function stopRates(o: RateOwner): void {
+  const r = o.rates
+  if (r === null) return
   o.rates = null
+  if (pool.length < POOL_MAX) pool.push(r)
 }
 
 /** Replaces the body rate of the request in flight: a new rate starts a fresh window from now. */

@@ -602,10 +602,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    */
   #follow(rec: ConnectionRecord, res: ServerResponse, from: number): void {
     rec.res = res
-    const headers = res.req.headers
-    const length = headers['content-length']
-    const hasBody =
-      length !== undefined ? length !== '0' : headers['transfer-encoding'] !== undefined
+    const hasBody = hasBodyHeaders(res.req.rawHeaders)
     const o = this.options
     const now = hasBody ? this._now() : from
     startRates(rec, connectionProgress, hasBody, o.minBodyRate, o.minResponseRate, now)
@@ -828,6 +825,25 @@ function setPhase(
   const armed = reason !== null && timeout !== 0
   rec.phaseDeadlineAt = armed ? from + timeout : NEVER
   return armed
+}
+
+/**
+ * The request announces a body: a Content-Length other than 0, or a Transfer-Encoding.
+ * Read from `rawHeaders`, the array Node's parser hands over: `req.headers` is built from
+ * it on first use, and a handler that never reads it (a plain GET in Fastify or node:http)
+ * would otherwise pay for building it on every request, for the guard alone.
+ */
+function hasBodyHeaders(raw: string[]): boolean {
+  let length: string | undefined
+  let chunked = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    // Only names of the two lengths are compared (and lower-cased: they arrive in any case).
+    if (name.length === 14) {
+      if (length === undefined && name.toLowerCase() === 'content-length') length = raw[i + 1]
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') chunked = true
+  }
+  return length !== undefined ? length !== '0' : chunked
 }
 
 /** Node builds the version string per request: keep the common ones as shared literals. */
