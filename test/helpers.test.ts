@@ -263,16 +263,19 @@ describe('clients against node:https', () => {
   })
 
   it('partialClientHello: the server reads the bytes and holds the handshake open', async () => {
-    const server = https.createServer({ ...tlsOptions, handshakeTimeout: 200 }, handler)
+    const server = https.createServer({ ...tlsOptions, handshakeTimeout: 600 }, handler)
     const raw = new Promise<Socket>((resolve) => server.on('connection', resolve))
     const port = await start(server)
     const result = await partialClientHello(port)
     const socket = await raw
     expect(result.sent).toBeGreaterThan(9)
     expect(socket.bytesRead).toBe(result.sent)
-    // Node's own handshake timeout (200 ms here) is what cut it.
-    expect(result.heldMs).toBeGreaterThanOrEqual(190)
-    expect(result.heldMs).toBeLessThan(1000)
+    // Node's own handshake timeout (600 ms here) is what cut it: held, not refused at once.
+    // Half of it as the lower bound: Node arms that timer from the event loop's cached time,
+    // which on a loaded machine lags the client's clock by a stall (51 ms held was seen
+    // against a 200 ms timeout while both cores were busy).
+    expect(result.heldMs).toBeGreaterThanOrEqual(300)
+    expect(result.heldMs).toBeLessThan(3000)
   })
 
   it('tlsThenSilence: completes the handshake, then waits for the server to close', async () => {
