@@ -91,11 +91,9 @@ export function expressApp(): void {
   guard.attach(server)
   server.listen(8443)
   guard.attach(app.listen(3000))
-  const stopLog = guard.logCloses({
-    info() {},
-    debug() {},
-    warn() {},
-  } as unknown as Parameters<typeof guard.logCloses>[0])
+  const stopLog = guard.logCloses(Fastify().log) // a pino logger
+  const stopPlain = guard.logCloses({ info: (obj, msg) => console.log(msg, obj) })
+  stopPlain()
   stopLog()
   app.use('/_connguard', guard.liveView())
   process.on('SIGTERM', async () => {
