@@ -6,14 +6,27 @@ import { defineConfig } from 'vitest/config'
 const sourceEntry = (name: string): string =>
   fileURLToPath(new URL(`./packages/${name}/src/index.ts`, import.meta.url))
 
+/**
+ * The undici the client package and its tests load: 7 (`undici`) by default, 8 with
+ * CONNGUARD_UNDICI=8 (the `undici8` alias dev dependency: one frozen lockfile holds both).
+ * undici 8 needs Node 22.19 or newer; .ci/run runs the client tests with it there.
+ */
+const undiciMajor = process.env.CONNGUARD_UNDICI ?? '7'
+if (undiciMajor !== '7' && undiciMajor !== '8') {
+  throw new Error(`CONNGUARD_UNDICI must be 7 or 8, got ${undiciMajor}`)
+}
+
 export default defineConfig({
   resolve: {
     // Tests run against source, not dist: no build step between an edit and a test run.
     // Exact-match regexes so `@connguard/core/package.json` still resolves normally.
-    alias: ['core', 'fastify', 'express', 'prometheus', 'opentelemetry', 'client'].map((name) => ({
-      find: new RegExp(`^@connguard/${name}$`),
-      replacement: sourceEntry(name),
-    })),
+    alias: [
+      ...['core', 'fastify', 'express', 'prometheus', 'opentelemetry', 'client'].map((name) => ({
+        find: new RegExp(`^@connguard/${name}$`),
+        replacement: sourceEntry(name),
+      })),
+      ...(undiciMajor === '8' ? [{ find: /^undici$/, replacement: 'undici8' }] : []),
+    ],
   },
   test: {
     include: ['test/**/*.test.ts', 'packages/*/test/**/*.test.ts'],

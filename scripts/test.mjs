@@ -69,7 +69,7 @@ function finish(vitestCode) {
   if (process.env.CONNGUARD_TALLY) {
     appendFileSync(
       process.env.CONNGUARD_TALLY,
-      `${process.version} ${passed} ${failed + (counts ? counts.brokenFiles.length : 1)} ${skipped}\n`,
+      `${process.version}${process.env.CONNGUARD_UNDICI ? `+undici${process.env.CONNGUARD_UNDICI}` : ''} ${passed} ${failed + (counts ? counts.brokenFiles.length : 1)} ${skipped}\n`,
     )
   }
   process.exit(exitCode)

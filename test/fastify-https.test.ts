@@ -269,7 +269,10 @@ describe('https: TLS handshake phase', () => {
       expect(rec.requests).toBe(1)
       // The client asked to close after the response.
       expect(rec.closeReason).toBe('client_closed')
-      expect(rec.handshakeDuration).toBeGreaterThan(0)
+      // Recorded; in whole ms, so a resumed handshake on loopback can take 0 (seen under load,
+      // where accept and the whole handshake are read in one turn of the event loop).
+      expect(typeof rec.handshakeDuration).toBe('number')
+      expect(rec.handshakeDuration).toBeGreaterThanOrEqual(0)
     }
   })
 

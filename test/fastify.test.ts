@@ -478,9 +478,17 @@ describe.each([
   })
 
   it('healthy keep-alive: three requests with short pauses on one connection', async () => {
-    const keepAliveTimeout = 300
+    // 1 s deadlines against 150 ms pauses: a stall of this process (client and server share it)
+    // stretches a pause; at 300 ms a ~1 s stall on a loaded machine rightly cut the idle
+    // connection (keep_alive_timeout) and the test mistook it for a failure.
+    const keepAliveTimeout = 1_000
     const { port, closes } = await startGuarded(
-      { handshakeTimeout: 300, headersTimeout: 300, keepAliveTimeout, sweepInterval: SWEEP },
+      {
+        handshakeTimeout: 1_000,
+        headersTimeout: 1_000,
+        keepAliveTimeout,
+        sweepInterval: SWEEP,
+      },
       { tls },
     )
     const result = await keepAliveRequests(port, { tls, count: 3, pauseMs: 150 })

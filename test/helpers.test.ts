@@ -174,11 +174,18 @@ describe('clients against node:http', () => {
 
   it('silentTcp: resolves when the server destroys the socket', async () => {
     const server = http.createServer(handler)
-    server.on('connection', (socket: Socket) => setTimeout(() => socket.destroy(), 100))
+    let destroyedAt = Number.NaN
+    server.on('connection', (socket: Socket) =>
+      setTimeout(() => {
+        destroyedAt = performance.now()
+        socket.destroy()
+      }, 100),
+    )
     const port = await start(server)
     const result = await silentTcp(port)
     expect(result.received.length).toBe(0)
-    expect(result.heldMs).toBeGreaterThanOrEqual(90)
+    // Held until the server's destroy (causality, not a timer bound: see partialClientHello).
+    expect(result.at).toBeGreaterThanOrEqual(destroyedAt)
     expect(result.heldMs).toBeLessThan(1000)
   })
 
@@ -195,9 +202,15 @@ describe('clients against node:http', () => {
   it('slowloris: drips header lines until the server closes, after a keep-alive request', async () => {
     const server = http.createServer(handler)
     // Cut the connection 200 ms into the second (slow) request's head.
+    let destroyedAt = Number.NaN
     server.on('connection', (socket: Socket) => {
       socket.once('data', () => {
-        socket.once('data', () => setTimeout(() => socket.destroy(), 200))
+        socket.once('data', () =>
+          setTimeout(() => {
+            destroyedAt = performance.now()
+            socket.destroy()
+          }, 200),
+        )
       })
     })
     const port = await start(server)
@@ -207,9 +220,9 @@ describe('clients against node:http', () => {
     })
     expect(result.firstResponse?.status).toBe(200)
     expect(result.headerLinesSent).toBeGreaterThanOrEqual(3)
-    const slowHeldMs = result.at - result.slowStartedAt
-    expect(slowHeldMs).toBeGreaterThanOrEqual(190)
-    expect(slowHeldMs).toBeLessThan(1000)
+    // Held until the server's destroy (causality, not a timer bound: see partialClientHello).
+    expect(result.at).toBeGreaterThanOrEqual(destroyedAt)
+    expect(result.at - result.slowStartedAt).toBeLessThan(1000)
   })
 
   it('rawHttp: collects a response until the server closes', async () => {
@@ -265,23 +278,40 @@ describe('clients against node:https', () => {
   it('partialClientHello: the server reads the bytes and holds the handshake open', async () => {
     const server = https.createServer({ ...tlsOptions, handshakeTimeout: 200 }, handler)
     const raw = new Promise<Socket>((resolve) => server.on('connection', resolve))
+    const timedOut = new Promise<{ at: number; message: string }>((resolve) =>
+      server.on('tlsClientError', (err) =>
+        resolve({ at: performance.now(), message: err.message }),
+      ),
+    )
     const port = await start(server)
     const result = await partialClientHello(port)
     const socket = await raw
     expect(result.sent).toBeGreaterThan(9)
     expect(socket.bytesRead).toBe(result.sent)
-    // Node's own handshake timeout (200 ms here) is what cut it.
-    expect(result.heldMs).toBeGreaterThanOrEqual(190)
+    // Node's own handshake timeout (200 ms here) is what cut it, and the client saw the close
+    // only after that. Not a lower bound on heldMs: Node arms its timer from the event loop's
+    // cached time, which lags the client's clock after a stall of this process (51 ms held
+    // against 200 ms was seen with both cores busy).
+    const timeout = await timedOut
+    expect(timeout.message).toMatch(/handshake timeout/i)
+    expect(result.at).toBeGreaterThanOrEqual(timeout.at)
     expect(result.heldMs).toBeLessThan(1000)
   })
 
   it('tlsThenSilence: completes the handshake, then waits for the server to close', async () => {
     const server = https.createServer(tlsOptions, handler)
-    server.on('secureConnection', (socket) => setTimeout(() => socket.destroy(), 100))
+    let destroyedAt = Number.NaN
+    server.on('secureConnection', (socket) =>
+      setTimeout(() => {
+        destroyedAt = performance.now()
+        socket.destroy()
+      }, 100),
+    )
     const port = await start(server)
     const result = await tlsThenSilence(port)
     expect(result.establishedAt).toBeGreaterThanOrEqual(result.openedAt)
-    expect(result.at - result.establishedAt).toBeGreaterThanOrEqual(90)
+    // Held until the server's destroy (causality, not a timer bound: see partialClientHello).
+    expect(result.at).toBeGreaterThanOrEqual(destroyedAt)
     expect(result.heldMs).toBeLessThan(1000)
   })
 

@@ -509,8 +509,15 @@ describe.each(MODES)('HTTP/2 per-stream limits, $mode', ({ mode, secure }) => {
     // Read silence is checked every pingInterval / 4, then the PING waits pingTimeout.
     expect(performance.now() - lastSentAt).toBeLessThanOrEqual(1.25 * PING + PING + SWEEP + 400)
     // Every frame the server sent is read by the close (the record can close first).
-    await raw.conn.closed
-    expect(raw.frames.some((f) => f.type === H2.PING)).toBe(true)
+    const end = await raw.conn.closed
+    expect(
+      raw.frames.some((f) => f.type === H2.PING),
+      JSON.stringify({
+        how: end.how,
+        code: end.error?.code,
+        frames: raw.frames.map((f) => f.type),
+      }),
+    ).toBe(true)
     expectConsistentRecord(closed)
   })
 })

@@ -372,7 +372,9 @@ const MODES: ModeCase[] = [
     // Fewer connections: each one pins ~4 MB of kernel send buffer on the server side until
     // it is cut, ~190 MB in all, on a shared machine.
     connections: 50,
-    lengthS: 6,
+    // As long as the other modes: the tool stops by itself once no connection is left, so
+    // the length is only a margin for a loaded machine.
+    lengthS: 10,
     // Receive window 512..1024 bytes, at most 1 KB read per second: a 5 MB response fills
     // the server's send buffer and then moves at ~1 KB/s, far below the 10 KB/s minimum.
     extra: ['-w', '512', '-y', '1024', '-n', '1', '-z', '1024', '-k', '1'],
@@ -448,11 +450,12 @@ describeTool(`${BINARY} against a guarded Fastify server (${version ?? 'not inst
       const csv = `tool CSV: ${JSON.stringify(run.rows)}; output tail:\n${run.output.slice(-1500)}`
       expect(run.rows.length, csv).toBeGreaterThan(0)
       if (toolSeesCloses) {
-        // Its connections were closed, not held at the maximum; it stopped early because
-        // none was left.
-        expect(last?.closed, csv).toBeGreaterThan(connections / 2)
-        expect((last?.pending ?? 0) + (last?.connected ?? 0), csv).toBeLessThan(connections)
+        // Its connections were closed, not held at the maximum: it stopped before its test
+        // length because none was left. Its CSV is sampled once a second, so closes that all
+        // land within the last second (the -X connections open within half a second and are
+        // cut in one sweep) can miss the last row: the exit status is the tool's own count.
         expect(run.exitStatus, csv).toMatch(/No open connections left/)
+        expect(run.elapsedMs, csv).toBeLessThan(lengthS * 1_000)
       } else {
         // KNOWN BUG (see toolSeesCloses): every connection the tracker closed still counts as
         // connected for the tool until its test length runs out. When this fails because

@@ -14,8 +14,12 @@ import { expect } from 'vitest'
 
 /** How early a close may be seen: timer and clock granularity, never a real early cut. */
 export const EARLY_MS = 20
-/** Slack beyond deadline + sweepInterval: event-loop lag on a shared 2-core machine. */
-export const LATE_MS = 400
+/**
+ * Slack beyond deadline + sweepInterval: event-loop lag on a shared 2-core machine. 400 ms
+ * was passed by 94 ms with both cores busy (a 400 ms requestTimeout cut seen at 944 ms). How
+ * precisely deadlines are met is the benchmark's measure (bench/accuracy.mjs), not the suite's.
+ */
+export const LATE_MS = 800
 
 export interface Transition {
   from: ConnectionState

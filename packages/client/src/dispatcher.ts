@@ -74,10 +74,23 @@ export class ConnguardDispatcher extends Agent {
 }
 
 /**
+ * The `dispatcher` type of Node's global `fetch` (`undici-types`, through @types/node), or
+ * `unknown` where the global `RequestInit` has none (DOM typings). The installed undici's
+ * `Agent` and Node's bundled copy are separate declarations that do not match structurally
+ * (their `FormData` iterators differ), while at run time the global `fetch` takes either.
+ */
+export type GlobalFetchDispatcher = RequestInit extends { dispatcher?: infer D }
+  ? NonNullable<D>
+  : unknown
+
+/**
  * `createDispatcher({ readIdleTimeout, pingTimeout, ...undiciAgentOptions })`:
- * a `ConnguardDispatcher` (an undici `Agent`) with `dispatcher.tracker`.
+ * a `ConnguardDispatcher` (an undici `Agent`) with `dispatcher.tracker`, typed to be
+ * accepted by both undici's own `fetch`/`request` and Node's global `fetch`.
  * Throws `InvalidOptionError` / `UnknownOptionError` for bad connguard options.
  */
-export function createDispatcher(options?: ClientOptions): ConnguardDispatcher {
-  return new ConnguardDispatcher(options)
+export function createDispatcher(
+  options?: ClientOptions,
+): ConnguardDispatcher & GlobalFetchDispatcher {
+  return new ConnguardDispatcher(options) as ConnguardDispatcher & GlobalFetchDispatcher
 }

@@ -1,4 +1,4 @@
-export { ConnguardDispatcher, createDispatcher } from './dispatcher.js'
+export { ConnguardDispatcher, createDispatcher, type GlobalFetchDispatcher } from './dispatcher.js'
 export { PingTimeoutError } from './errors.js'
 export {
   type ClientClock,

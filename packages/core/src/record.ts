@@ -4,7 +4,7 @@ import type { TLSSocket } from 'node:tls'
 import { type ListenEnd, type LocalEnd, readEnds } from './addresses.js'
 import type { Clock } from './clock.js'
 import type { CloseReason } from './close-reasons.js'
-import { earliest, NEVER, type Scheduled } from './deadline-queue.js'
+import { earliest, NEVER } from './deadline-queue.js'
 import type { ServerBinding } from './http1.js'
 import type { RateWindows } from './rates.js'
 import type { ConnectionState, LiveState } from './states.js'
@@ -128,8 +128,11 @@ class CloseFacts {
  * through states and fills it in; users read it (events, `connections()`).
  * Every field is set in the constructor so all records share one shape.
  * Times are epoch milliseconds; durations are milliseconds.
+ * It fits the deadline queue's `Scheduled` shape structurally (checked where the
+ * tracker queues it): an `implements` clause would name members `stripInternal`
+ * removes from the published declarations, which then fail under `skipLibCheck: false`.
  */
-export class ConnectionRecord implements Scheduled {
+export class ConnectionRecord {
   /** Unique within the process, increasing. */
   readonly id: number
   /** @internal */

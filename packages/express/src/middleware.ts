@@ -73,6 +73,19 @@ export interface ConnguardRequest extends IncomingMessage {
   readonly connguard: RequestController
 }
 
+// `req.connguard` in Express handlers: Express's Request (@types/express 4 and 5, through
+// express-serve-static-core) extends the global `Express.Request`, the interface Express
+// middleware typings add to. Declared globally rather than as `declare module
+// 'express-serve-static-core'`, which fails to compile for a consumer without Express types.
+declare global {
+  namespace Express {
+    interface Request {
+      /** This request's connection record, and its limits to change from the handler. */
+      readonly connguard: RequestController
+    }
+  }
+}
+
 /** The tracker's options; see `ConnectionTrackerOptions` in `@connguard/core`. */
 export type ConnguardExpressOptions = ConnectionTrackerOptions
 
