@@ -2,7 +2,8 @@
 /**
  * The packages as a user gets them: every package is packed (`pnpm pack`), the tarballs
  * are installed in a scratch project outside the workspace with fastify 5, express 5 and
- * @types/express, prom-client, @opentelemetry/api and undici 8 (one `npm install`), and
+ * @types/express, prom-client, @opentelemetry/api, undici 8, ws and @fastify/websocket (one
+ * `npm install`), and
  * scripts/consumer/consumer.ts — the README's examples, typed, with `@ts-expect-error`
  * lines for misspelt options — is type-checked under `strict` and `skipLibCheck: false`
  * on TypeScript 5.9 and on the latest TypeScript.
@@ -60,6 +61,9 @@ try {
           'prom-client': '^15.1.3',
           '@opentelemetry/api': '^1.9.0',
           undici: '^8.0.0',
+          ws: '^8.18.0',
+          '@types/ws': '^8.18.0',
+          '@fastify/websocket': '^11.0.0',
           ts59: 'npm:typescript@~5.9.3',
           tslatest: 'npm:typescript@latest',
         },

@@ -15,14 +15,16 @@ import {
   ConnguardError,
 } from '@connguard/core'
 import { type ConnguardRequest, connguard as expressGuard } from '@connguard/express'
-import { connguard } from '@connguard/fastify'
+import { connguard, type RequestOverrides, readiness } from '@connguard/fastify'
 import { registerOpenTelemetry } from '@connguard/opentelemetry'
 import { registerPrometheus } from '@connguard/prometheus'
+import fastifyWebsocket from '@fastify/websocket'
 import { metrics } from '@opentelemetry/api'
 import express, { type Request, type Response } from 'express'
 import Fastify from 'fastify'
 import { Registry } from 'prom-client'
 import { fetch as undiciFetch, request as undiciRequest } from 'undici'
+import { WebSocketServer } from 'ws'
 
 declare const key: Buffer
 declare const cert: Buffer
@@ -55,6 +57,39 @@ export async function fastifyApp(): Promise<void> {
   // @ts-expect-error a misspelt plugin option
   await app.register(connguard, { keepAliveTimout: 1 })
   await app.listen({ port: 8443 })
+}
+
+// ---- Fastify: deploys, settings adopted, WebSockets ------------------------------------
+export async function fastifyDeploy(): Promise<void> {
+  const app = Fastify({ return503OnClosing: false, pluginTimeout: 30_000, requestTimeout: 10_000 })
+  await app.register(fastifyWebsocket)
+  await app.register(connguard, {
+    drainDelay: 10_000,
+    drainIdleGrace: 1_000,
+    drainTimeout: 20_000,
+    maxUpgradedConnections: 1_000,
+    webSocket: { pingInterval: 30_000, pingTimeout: 20_000 },
+  })
+  app.get('/ready', readiness)
+  const source: string = app.connguard.options.sources.requestTimeout
+  void source
+  app.connguard.on('drain', (phase) => void phase)
+  const draining: boolean = app.connguard.draining
+  void draining
+  app.post(
+    '/checked',
+    { config: { connguard: { minBodyRate: false } satisfies RequestOverrides } },
+    async () => 'ok',
+  )
+  app.post(
+    '/checked-typo',
+    // @ts-expect-error a misspelt override, caught with `satisfies`
+    { config: { connguard: { minBodyRat: false } satisfies RequestOverrides } },
+    async () => 'ok',
+  )
+  // @ts-expect-error a misspelt drain option
+  await app.register(connguard, { drainDelai: 1 })
+  process.once('SIGTERM', () => void app.close())
 }
 
 // ---- Express -------------------------------------------------------------------------
@@ -101,6 +136,15 @@ export function expressApp(): void {
     const { closedIdle, finished, forced } = await guard.drain({ timeout: 10_000 })
     console.log(closedIdle, finished, forced)
   })
+  app.get('/ready', guard.readiness)
+  const stopWs = guard.webSockets(new WebSocketServer({ server }))
+  stopWs()
+  process.once(
+    'SIGTERM',
+    () => void guard.drain({ delay: 10_000, idleGrace: 1_000, timeout: 20_000 }),
+  )
+  // @ts-expect-error a misspelt drain option
+  void guard.drain({ dealy: 1 })
 }
 
 // ---- Core, HTTP/2, events and records --------------------------------------------------

@@ -26,8 +26,12 @@ export interface WebSocketLike {
   readonly readyState: number
   ping(): void
   terminate(): void
-  on(event: 'pong' | 'close', listener: (...args: never[]) => void): unknown
-  removeListener(event: 'pong' | 'close', listener: (...args: never[]) => void): unknown
+  // Listeners take `unknown` arguments: `ws`'s WebSocket declares `on` per event plus a
+  // catch-all `(event: string | symbol, listener: (...args: any[]) => void)`, which this
+  // matches (`never[]` would not: `any` is not assignable to `never`). Checked against
+  // @types/ws in test/types/websocket.types.ts.
+  on(event: 'pong' | 'close', listener: (...args: unknown[]) => void): unknown
+  removeListener(event: 'pong' | 'close', listener: (...args: unknown[]) => void): unknown
 }
 
 /** What a `WebSocketServer` (`ws`) offers for linking: its `'connection'` event and its clients. */
