@@ -13,9 +13,8 @@ import { type ConnectionRecord, ConnectionTracker, WARNINGS } from '@connguard/c
 import { connguard as expressGuard } from '@connguard/express'
 import express from 'express'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
-import { getRequest, openSocket, partialClientHello, rawHttp } from './helpers/clients.js'
-import { parseResponse } from './helpers/http-response.js'
-import { EARLY_MS, LATE_MS } from './helpers/records.js'
+import { getRequest, partialClientHello, rawHttp } from './helpers/clients.js'
+import { EARLY_MS, expectKeepAliveClose, LATE_MS } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 import { tlsOptions } from './helpers/tls.js'
 
@@ -87,17 +86,7 @@ describe('adopted from the Node server', () => {
     const { port, closes } = await start(server, guard)
     expect(guard.options.keepAliveTimeout).toBe(1_000)
     expect(guard.options.sources.keepAliveTimeout).toBe('server')
-    const conn = await openSocket(port)
-    // The idle deadline runs from the server's response: after the send, before the client
-    // reads it (late, on a busy machine). Each bound uses the instant on its safe side.
-    const sentAt = performance.now()
-    conn.send(getRequest('/'))
-    const response = await conn.waitFor((buf) => parseResponse(buf))
-    const respondedAt = performance.now()
-    const info = await conn.closed
-    expect(response.headers['keep-alive']).toBe('timeout=1')
-    expect(info.at - sentAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
-    expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
+    await expectKeepAliveClose(port, 1_000, SWEEP)
     await new Promise((r) => setTimeout(r, 20))
     expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
   })
@@ -291,17 +280,7 @@ describe('Express (its server is a node:http server)', () => {
     server.keepAliveTimeout = 1_000
     const { port, closes } = await start(server, guard.tracker)
     expect(guard.tracker.options.sources.keepAliveTimeout).toBe('server')
-    const conn = await openSocket(port)
-    // The idle deadline runs from the server's response: after the send, before the client
-    // reads it (late, on a busy machine). Each bound uses the instant on its safe side.
-    const sentAt = performance.now()
-    conn.send(getRequest('/'))
-    const response = await conn.waitFor((buf) => parseResponse(buf))
-    const respondedAt = performance.now()
-    const info = await conn.closed
-    expect(response.headers['keep-alive']).toBe('timeout=1')
-    expect(info.at - sentAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
-    expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
+    await expectKeepAliveClose(port, 1_000, SWEEP)
     await new Promise((r) => setTimeout(r, 20))
     expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
   })

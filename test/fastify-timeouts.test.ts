@@ -14,8 +14,7 @@ import { type ConnguardFastifyOptions, connguard } from '@connguard/fastify'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, beforeEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket, rawHttp, silentTcp } from './helpers/clients.js'
-import { parseResponse } from './helpers/http-response.js'
-import { EARLY_MS, LATE_MS } from './helpers/records.js'
+import { EARLY_MS, expectKeepAliveClose, LATE_MS } from './helpers/records.js'
 
 const SWEEP = 50
 const apps: FastifyInstance[] = []
@@ -94,17 +93,7 @@ describe('adopted: keepAliveTimeout, requestTimeout, maxRequestsPerSocket', () =
     expect(app.connguard.options.sources.keepAliveTimeout).toBe('fastify')
     expect(app.connguard.options.requestTimeout).toBe(10_000)
     expect(app.connguard.options.sources.requestTimeout).toBe('fastify')
-    const conn = await openSocket(port)
-    // The idle deadline runs from the server's response: after the send, before the client
-    // reads it (late, on a busy machine). Each bound uses the instant on its safe side.
-    const sentAt = performance.now()
-    conn.send(getRequest('/'))
-    const response = await conn.waitFor((buf) => parseResponse(buf))
-    const respondedAt = performance.now()
-    const info = await conn.closed
-    expect(response.headers['keep-alive']).toBe('timeout=1')
-    expect(info.at - sentAt).toBeGreaterThanOrEqual(1_000 - EARLY_MS)
-    expect(info.at - respondedAt).toBeLessThan(1_000 + SWEEP + LATE_MS)
+    await expectKeepAliveClose(port, 1_000, SWEEP)
     await settle()
     expect(closes.map((r) => r.closeReason)).toEqual(['keep_alive_timeout'])
   })

@@ -11,6 +11,8 @@ import {
   type ConnectionTracker,
 } from '@connguard/core'
 import { expect } from 'vitest'
+import { getRequest, openSocket } from './clients.js'
+import { parseResponse } from './http-response.js'
 
 /** How early a close may be seen: timer and clock granularity, never a real early cut. */
 export const EARLY_MS = 20
@@ -191,4 +193,26 @@ export function expectConsistentRecord(rec: ConnectionRecord): void {
   expect(rec.bytesRead, where).toBeGreaterThanOrEqual(0)
   if (rec.secure && rec.tls !== null) expect(rec.handshakeDuration, where).not.toBeNull()
   if (!rec.secure) expect(rec.tls, where).toBeNull()
+}
+
+/**
+ * One keep-alive request on a new connection, then idle: the response advertises
+ * `Keep-Alive: timeout=<s>` and the server closes `keepAliveMs` after it, within one sweep
+ * plus margin. The idle deadline runs from the server's response: after the send, before the
+ * client reads it (late, on a busy machine), so each bound uses the instant on its safe side.
+ */
+export async function expectKeepAliveClose(
+  port: number,
+  keepAliveMs: number,
+  sweepMs: number,
+): Promise<void> {
+  const conn = await openSocket(port)
+  const sentAt = performance.now()
+  conn.send(getRequest('/'))
+  const response = await conn.waitFor((buf) => parseResponse(buf))
+  const respondedAt = performance.now()
+  const info = await conn.closed
+  expect(response.headers['keep-alive']).toBe(`timeout=${Math.floor(keepAliveMs / 1_000)}`)
+  expect(info.at - sentAt).toBeGreaterThanOrEqual(keepAliveMs - EARLY_MS)
+  expect(info.at - respondedAt).toBeLessThan(keepAliveMs + sweepMs + LATE_MS)
 }
