@@ -278,13 +278,18 @@ export function linkWebSocketServer(
   return stop
 }
 
-/** Ends a WebSocket the tracker cuts through its library first (`ws` then reports 1006). */
-export function terminateWebSocket(rec: ConnectionRecord): void {
+/** Stops `rec`'s WebSocket checks; its linked socket, if any. */
+function stopChecks(rec: ConnectionRecord): WebSocketLike | null {
   const f = factsOf.get(rec)
-  if (f === undefined) return
+  if (f === undefined) return null
   f.pingCheckAt = NEVER
   f.idleCheckAt = NEVER
-  const socket = f.socket
+  return f.socket
+}
+
+/** Ends a WebSocket the tracker cuts through its library first (`ws` then reports 1006). */
+export function terminateWebSocket(rec: ConnectionRecord): void {
+  const socket = stopChecks(rec)
   if (socket === null) return
   try {
     socket.terminate()
@@ -295,11 +300,7 @@ export function terminateWebSocket(rec: ConnectionRecord): void {
 
 /** The tracker stops guarding a live connection: remove what was added to its WebSocket. */
 export function releaseWebSocket(rec: ConnectionRecord): void {
-  const f = factsOf.get(rec)
-  if (f === undefined) return
-  f.pingCheckAt = NEVER
-  f.idleCheckAt = NEVER
-  const socket = f.socket
+  const socket = stopChecks(rec)
   if (socket === null) return
   socket.removeListener('pong', onPong)
   socket.removeListener('close', onClose)
