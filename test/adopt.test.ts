@@ -9,14 +9,15 @@
 import http from 'node:http'
 import https from 'node:https'
 import { performance } from 'node:perf_hooks'
-import { type ConnectionRecord, ConnectionTracker, WARNINGS } from '@connguard/core'
+import { type ConnectionRecord, ConnectionTracker } from '@connguard/core'
 import { connguard as expressGuard } from '@connguard/express'
 import express from 'express'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, partialClientHello, rawHttp } from './helpers/clients.js'
 import { EARLY_MS, expectKeepAliveClose, LATE_MS } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 import { tlsOptions } from './helpers/tls.js'
+import { captureWarnings, warningsSettled } from './helpers/warnings.js'
 
 const SWEEP = 50
 const cleanups: (() => Promise<void> | void)[] = []
@@ -25,21 +26,7 @@ afterEach(async () => {
 })
 
 /** Warnings with a connguard code, from now on; the once-per-message memory cleared. */
-const warnings: { code: string; message: string }[] = []
-const onWarning = (w: Error & { code?: string }) => {
-  if (w.code?.startsWith('CONNGUARD_') === true) warnings.push({ code: w.code, message: w.message })
-}
-beforeEach(() => {
-  warnings.length = 0
-  for (const w of Object.values(WARNINGS)) {
-    if (typeof w === 'object' && 'emitted' in w) w.emitted.clear()
-  }
-  process.on('warning', onWarning)
-  cleanups.push(() => {
-    process.off('warning', onWarning)
-  })
-})
-const warningsSettled = () => new Promise((r) => setImmediate(r))
+const warnings = captureWarnings()
 
 const hello: http.RequestListener = (_req, res) => res.end('hello')
 

@@ -152,26 +152,11 @@ interface Served {
   shutdown(): Promise<unknown>
 }
 
-async function fastifyH1(): Promise<Served> {
-  const app = Fastify()
-  await app.register(fastifyGuard)
-  let handled = 0
-  app.get('/', async () => {
-    await tick()
-    handled++
-    return 'ok'
-  })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  cleanups.push(() => app.close())
-  return {
-    port: (app.server.address() as { port: number }).port,
-    handled: () => handled,
-    shutdown: () => app.close(),
-  }
-}
-
-async function fastifyH2(): Promise<Served> {
-  const app = Fastify({ http2: true, https: tlsOptions }) as unknown as FastifyInstance
+/** Fastify with the plugin's defaults: over HTTP/1.1, or HTTP/2 over TLS. */
+async function fastifyServed(h2: boolean): Promise<Served> {
+  const app = (h2
+    ? Fastify({ http2: true, https: tlsOptions })
+    : Fastify()) as unknown as FastifyInstance
   await app.register(fastifyGuard)
   let handled = 0
   app.get('/', async () => {
@@ -224,8 +209,13 @@ async function expressH1(): Promise<Served> {
  * application handled reached the client.
  */
 describe.each([
-  { name: 'Fastify HTTP/1.1', start: fastifyH1, load: h1Load, refusable: false },
-  { name: 'Fastify HTTP/2 over TLS', start: fastifyH2, load: h2Load, refusable: true },
+  { name: 'Fastify HTTP/1.1', start: () => fastifyServed(false), load: h1Load, refusable: false },
+  {
+    name: 'Fastify HTTP/2 over TLS',
+    start: () => fastifyServed(true),
+    load: h2Load,
+    refusable: true,
+  },
   { name: 'Express HTTP/1.1', start: expressH1, load: h1Load, refusable: false },
 ])('$name', ({ start, load, refusable }) => {
   it(`${DRAINS} drains under keep-alive load: no request fails on an open connection; each ends within the grace plus a margin`, async () => {

@@ -9,12 +9,13 @@
  */
 import http2 from 'node:http2'
 import { performance } from 'node:perf_hooks'
-import { type ConnectionRecord, WARNINGS } from '@connguard/core'
+import type { ConnectionRecord } from '@connguard/core'
 import { type ConnguardFastifyOptions, connguard } from '@connguard/fastify'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket, rawHttp, silentTcp } from './helpers/clients.js'
 import { EARLY_MS, expectKeepAliveClose, LATE_MS } from './helpers/records.js'
+import { captureWarnings, warningsSettled } from './helpers/warnings.js'
 
 const SWEEP = 50
 const apps: FastifyInstance[] = []
@@ -22,21 +23,7 @@ afterEach(async () => {
   for (const app of apps.splice(0)) await app.close()
 })
 
-const warnings: { code: string; message: string }[] = []
-const onWarning = (w: Error & { code?: string }) => {
-  if (w.code?.startsWith('CONNGUARD_') === true) warnings.push({ code: w.code, message: w.message })
-}
-beforeEach(() => {
-  warnings.length = 0
-  for (const w of Object.values(WARNINGS)) {
-    if (typeof w === 'object' && 'emitted' in w) w.emitted.clear()
-  }
-  process.on('warning', onWarning)
-  return () => {
-    process.off('warning', onWarning)
-  }
-})
-const warningsSettled = () => new Promise((r) => setImmediate(r))
+const warnings = captureWarnings()
 
 interface Started {
   app: FastifyInstance
