@@ -37,6 +37,19 @@ const { connguard: expressGuard } = await import('@connguard/express')
 
 const handlerDelay = () => new Promise((resolve) => setTimeout(resolve, 1))
 
+/** Fastify hello world on 127.0.0.1: HTTP/1.1, or HTTP/2 over TLS; with the plugin or bare. */
+async function fastifyServer({ h2, guarded }) {
+  const app = h2 ? Fastify({ http2: true, https: tlsOptions }) : Fastify()
+  if (guarded) await app.register(fastifyGuard)
+  app.get('/', async () => {
+    await handlerDelay()
+    return 'ok'
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const url = `${h2 ? 'https' : 'http'}://127.0.0.1:${app.server.address().port}`
+  return h2 ? { url, shutdown: () => app.close(), h2: true } : { url, shutdown: () => app.close() }
+}
+
 /** Each variant: `start()` → `{ url, shutdown(): Promise<void>, h2 }`. */
 const VARIANTS = {
   node: async () => {
@@ -47,15 +60,7 @@ const VARIANTS = {
     // Node 19+: close() also closes idle connections (closeIdleConnections).
     return { url, shutdown: () => new Promise((resolve) => server.close(() => resolve())) }
   },
-  fastify: async () => {
-    const app = Fastify()
-    app.get('/', async () => {
-      await handlerDelay()
-      return 'ok'
-    })
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    return { url: `http://127.0.0.1:${app.server.address().port}`, shutdown: () => app.close() }
-  },
+  fastify: () => fastifyServer({ h2: false, guarded: false }),
   express: async () => {
     const app = express()
     app.get('/', (_req, res) => {
@@ -65,16 +70,7 @@ const VARIANTS = {
     const url = await listen(server)
     return { url, shutdown: () => new Promise((resolve) => server.close(() => resolve())) }
   },
-  'fastify+connguard': async () => {
-    const app = Fastify()
-    await app.register(fastifyGuard)
-    app.get('/', async () => {
-      await handlerDelay()
-      return 'ok'
-    })
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    return { url: `http://127.0.0.1:${app.server.address().port}`, shutdown: () => app.close() }
-  },
+  'fastify+connguard': () => fastifyServer({ h2: false, guarded: true }),
   'express+connguard': async () => {
     const app = express()
     const guard = expressGuard()
@@ -92,33 +88,8 @@ const VARIANTS = {
       },
     }
   },
-  'fastify-h2': async () => {
-    const app = Fastify({ http2: true, https: tlsOptions })
-    app.get('/', async () => {
-      await handlerDelay()
-      return 'ok'
-    })
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    return {
-      url: `https://127.0.0.1:${app.server.address().port}`,
-      shutdown: () => app.close(),
-      h2: true,
-    }
-  },
-  'fastify-h2+connguard': async () => {
-    const app = Fastify({ http2: true, https: tlsOptions })
-    await app.register(fastifyGuard)
-    app.get('/', async () => {
-      await handlerDelay()
-      return 'ok'
-    })
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    return {
-      url: `https://127.0.0.1:${app.server.address().port}`,
-      shutdown: () => app.close(),
-      h2: true,
-    }
-  },
+  'fastify-h2': () => fastifyServer({ h2: true, guarded: false }),
+  'fastify-h2+connguard': () => fastifyServer({ h2: true, guarded: true }),
 }
 
 function listen(server) {
