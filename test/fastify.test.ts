@@ -515,7 +515,10 @@ describe.each([
       },
       { tls },
     )
-    const totalBytes = 25_000
+    // 30 chunks 50 ms apart: 1.45 s from the first to the last, so the server's own measure
+    // of the request (first byte to response) is past 4 × deadline even when the first chunks
+    // reach it late on a loaded machine (25 chunks, 1.2 s: seen at 1,197 ms).
+    const totalBytes = 30_000
     const result = await slowUpload(port, {
       tls,
       path: '/upload',
