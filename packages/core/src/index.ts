@@ -1,21 +1,5 @@
 /** Internal, for @connguard/client: the error codes both sides read as a reset. */
 
-export type { AdoptableOption, FrameworkSettings, OptionSource, ServerSetting } from './adopt.js'
-export { RESET_CODES } from './classify.js'
-export type { Clock } from './clock.js'
-export {
-  type CloseLogger,
-  type CloseLogLine,
-  type CloseLogOptions,
-  closeLogLine,
-  closeLogMessage,
-  DEFAULT_CLOSE_LOG_LEVELS,
-  LOG_LEVELS,
-  type LogLevel,
-  logCloses,
-  resolveCloseLogOptions,
-} from './close-log.js'
-export { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
 export {
   DEFAULT_DRAIN_IDLE_GRACE,
   type DrainOptions,
@@ -23,52 +7,20 @@ export {
   type DrainResult,
   type ResolvedDrainOptions,
   resolveDrainOptions,
-} from './drain.js'
-/**
- * Internal, for the other @connguard packages (the client validates its options with
- * the same rules and messages): exported, but not a stable API; may change in any release.
- */
+} from './engine/drain.js'
+export { RequestController } from './engine/request-controller.js'
 export {
-  AlreadyAttachedError,
-  ConnguardError,
-  closest as closestOptionName,
-  InvalidOptionError,
-  RequestTimeoutError,
-  TrackerClosedError,
-  UnknownOptionError,
-  UnsupportedServerError,
-  UnsupportedWebSocketError,
-} from './errors.js'
-export {
-  DEFAULT_LIST_LIMIT,
-  DEFAULT_RECENT_CLOSES,
-  type LiveConnection,
-  LiveView,
-  type LiveViewData,
-  type LiveViewOptions,
-  liveView,
-  type RecentClose,
-  resolveLiveViewOptions,
-} from './live-view.js'
-export {
-  activeTlsHandshakes,
-  BYTE_BUCKETS,
-  CLEAN_REASONS,
-  type ConnectionMeasures,
-  liveStates,
-  measureConnection,
-  type OpenClientConnections,
-  type OriginParts,
-  openClientConnections,
-  originParts,
-  PHASES,
-  type Phase,
-  pressureLevel,
-  REJECT_REASONS,
-  REQUEST_BUCKETS,
-  TIME_BUCKETS,
-} from './measures.js'
-export { type ClosingTracker, feedClosedRecords } from './metrics-feed.js'
+  ConnectionTracker,
+  type ConnectionTrackerEvents,
+  type Snapshot,
+} from './engine/tracker.js'
+export type { WebSocketInfo, WebSocketLike, WebSocketServerLike } from './engine/websocket.js'
+export type {
+  AdoptableOption,
+  FrameworkSettings,
+  OptionSource,
+  ServerSetting,
+} from './options/adopt.js'
 export {
   type ConnectionTrackerOptions,
   clock as validateClock,
@@ -91,8 +43,7 @@ export {
   resolveOptions,
   resolveRequestOverrides,
   sweepInterval as validateSweepInterval,
-} from './options.js'
-export { connectionLimitFromFiles, openFileLimit, type PressureSnapshot } from './pressure.js'
+} from './options/options.js'
 export {
   DEFAULT_MAX_SHED_PER_SWEEP,
   DEFAULT_PRESSURE_FLOOR,
@@ -104,40 +55,8 @@ export {
   type PressureOptions,
   type ResolvedPressure,
   resolvePressure,
-} from './pressure-options.js'
-export {
-  DRAINING_BODY,
-  READINESS_HEADERS,
-  READY_BODY,
-  readinessHandler,
-  readinessState,
-} from './readiness.js'
-export {
-  ConnectionRecord,
-  type DeadlineKind,
-  type StateDurations,
-  type TlsInfo,
-} from './record.js'
-export {
-  type ClientConnectionRecordLike,
-  type ClientTrackerLike,
-  type ConnectionRecordLike,
-  connectionRecordJSON,
-  isClientRecord,
-  isClientTracker,
-} from './record-shape.js'
-export { RequestController } from './request-controller.js'
-export { type ConnectionState, LIVE_STATES, type LiveState } from './states.js'
-export { STREAM_CUT_REASONS, type StreamCutReason } from './streams.js'
-export {
-  ConnectionTracker,
-  type ConnectionTrackerEvents,
-  type Snapshot,
-} from './tracker.js'
-export { duration as validateDuration } from './validate.js'
-/** Every process warning connguard emits, with its stable code (internal: the packages emit through it). */
-export * as WARNINGS from './warnings.js'
-export type { WebSocketInfo, WebSocketLike, WebSocketServerLike } from './websocket.js'
+} from './options/pressure-options.js'
+export { duration as validateDuration } from './options/validate.js'
 export {
   DEFAULT_WS_IDLE_TIMEOUT,
   DEFAULT_WS_PING_INTERVAL,
@@ -146,4 +65,94 @@ export {
   type ResolvedWebSocket,
   resolveWebSocket,
   type WebSocketOptions,
-} from './websocket-options.js'
+} from './options/websocket-options.js'
+export { RESET_CODES } from './policy/classify.js'
+export {
+  connectionLimitFromFiles,
+  openFileLimit,
+  type PressureSnapshot,
+} from './policy/pressure.js'
+export { STREAM_CUT_REASONS, type StreamCutReason } from './policy/streams.js'
+export {
+  ConnectionRecord,
+  type DeadlineKind,
+  type StateDurations,
+  type TlsInfo,
+} from './record/record.js'
+export {
+  type ClientConnectionRecordLike,
+  type ClientTrackerLike,
+  type ConnectionRecordLike,
+  connectionRecordJSON,
+  isClientRecord,
+  isClientTracker,
+} from './record/record-shape.js'
+export {
+  type CloseLogger,
+  type CloseLogLine,
+  type CloseLogOptions,
+  closeLogLine,
+  closeLogMessage,
+  DEFAULT_CLOSE_LOG_LEVELS,
+  LOG_LEVELS,
+  type LogLevel,
+  logCloses,
+  resolveCloseLogOptions,
+} from './report/close-log.js'
+export {
+  DEFAULT_LIST_LIMIT,
+  DEFAULT_RECENT_CLOSES,
+  type LiveConnection,
+  LiveView,
+  type LiveViewData,
+  type LiveViewOptions,
+  liveView,
+  type RecentClose,
+  resolveLiveViewOptions,
+} from './report/live-view.js'
+export {
+  activeTlsHandshakes,
+  BYTE_BUCKETS,
+  CLEAN_REASONS,
+  type ConnectionMeasures,
+  liveStates,
+  measureConnection,
+  type OpenClientConnections,
+  type OriginParts,
+  openClientConnections,
+  originParts,
+  PHASES,
+  type Phase,
+  pressureLevel,
+  REJECT_REASONS,
+  REQUEST_BUCKETS,
+  TIME_BUCKETS,
+} from './report/measures.js'
+export { type ClosingTracker, feedClosedRecords } from './report/metrics-feed.js'
+export {
+  DRAINING_BODY,
+  READINESS_HEADERS,
+  READY_BODY,
+  readinessHandler,
+  readinessState,
+} from './report/readiness.js'
+export type { Clock } from './time/clock.js'
+export { CLOSE_REASONS, type CloseReason } from './vocab/close-reasons.js'
+/**
+ * Internal, for the other @connguard packages (the client validates its options with
+ * the same rules and messages): exported, but not a stable API; may change in any release.
+ */
+export {
+  AlreadyAttachedError,
+  ConnguardError,
+  closest as closestOptionName,
+  InvalidOptionError,
+  RequestTimeoutError,
+  TrackerClosedError,
+  UnknownOptionError,
+  UnsupportedServerError,
+  UnsupportedWebSocketError,
+} from './vocab/errors.js'
+export { type ConnectionState, LIVE_STATES, type LiveState } from './vocab/states.js'
+/** Every process warning connguard emits, with its stable code (internal: the packages emit through it). */
+export * as WARNINGS from './vocab/warnings.js'

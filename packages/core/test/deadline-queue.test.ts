@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { DeadlineQueue, NEVER, type Scheduled } from '../src/deadline-queue.js'
+import { DeadlineQueue, NEVER, type Scheduled } from '../src/time/deadline-queue.js'
 
 interface Entry extends Scheduled {
   id: number

@@ -3,15 +3,15 @@
  * so the request path allocates none. A reused object must start exactly as a new one.
  */
 import { describe, expect, it } from 'vitest'
-import { NEVER } from '../src/deadline-queue.js'
-import type { ResolvedRate } from '../src/options.js'
+import type { ResolvedRate } from '../src/options/options.js'
 import {
   type RateOwner,
   type RateProgress,
   RateWindows,
   startRates,
   stopRates,
-} from '../src/rates.js'
+} from '../src/policy/rates.js'
+import { NEVER } from '../src/time/deadline-queue.js'
 
 const progress: RateProgress<RateOwner> = {
   bodyDone: () => false,

@@ -14,9 +14,7 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import { describe, expect, it } from 'vitest'
-import { isDue, NEVER } from '../src/deadline-queue.js'
-import { resolveOptions } from '../src/options.js'
-import { ConnectionRecord, SessionFacts } from '../src/record.js'
+import { resolveOptions } from '../src/options/options.js'
 import {
   checkStreams,
   closeStream,
@@ -24,7 +22,9 @@ import {
   overrideStream,
   type StreamCutReason,
   type StreamGuard,
-} from '../src/streams.js'
+} from '../src/policy/streams.js'
+import { ConnectionRecord, SessionFacts } from '../src/record/record.js'
+import { isDue, NEVER } from '../src/time/deadline-queue.js'
 
 const kHandle = Symbol('kHandle')
 const WINDOW = 1_000

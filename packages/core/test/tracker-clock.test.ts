@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from '../../../test/helpers/clients.js'
 import { closeServer, listen } from '../../../test/helpers/server.js'
 import { tlsOptions } from '../../../test/helpers/tls.js'
-import { cutConnection } from '../src/cut.js'
+import { cutConnection } from '../src/engine/cut.js'
 import {
   type ConnectionRecord,
   ConnectionTracker,

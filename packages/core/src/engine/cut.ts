@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http'
-import type { CloseReason } from './close-reasons.js'
-import { NEVER } from './deadline-queue.js'
-import type { ConnectionRecord } from './record.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { NEVER } from '../time/deadline-queue.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
 import type { ConnectionTracker } from './tracker.js'
 import { terminateWebSocket } from './websocket.js'
 

@@ -1,6 +1,6 @@
-import { DEFAULT_DRAIN_TIMEOUT } from './options.js'
-import type { ConnectionRecord } from './record.js'
-import { assertPlainObject, duration, rejectUnknown } from './validate.js'
+import { DEFAULT_DRAIN_TIMEOUT } from '../options/options.js'
+import { assertPlainObject, duration, rejectUnknown } from '../options/validate.js'
+import type { ConnectionRecord } from '../record/record.js'
 
 /** What `drain()` did, per outcome. */
 export interface DrainResult {

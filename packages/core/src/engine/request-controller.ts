@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
-import type { RequestOverrides, ResolvedRequestOverrides } from './options.js'
-import type { ConnectionRecord } from './record.js'
+import type { RequestOverrides, ResolvedRequestOverrides } from '../options/options.js'
+import type { ConnectionRecord } from '../record/record.js'
 import type { ConnectionTracker } from './tracker.js'
 
 /**

@@ -1,10 +1,15 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
-import { streamCutChannel } from './channels.js'
+import { pingAcked, startPing } from '../policy/ping.js'
+import {
+  closeStream,
+  openStream,
+  type StreamCutReason,
+  type StreamGuard,
+} from '../policy/streams.js'
+import { type ConnectionRecord, SessionFacts, type TlsInfo } from '../record/record.js'
+import { streamCutChannel } from '../vocab/channels.js'
 import { rotateConnection } from './cut.js'
-import { pingAcked, startPing } from './ping.js'
-import { type ConnectionRecord, SessionFacts, type TlsInfo } from './record.js'
-import { closeStream, openStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 import { safeEmit } from './tracker-events.js'
 

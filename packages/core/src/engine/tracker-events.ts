@@ -1,8 +1,8 @@
+import type { PressureSnapshot } from '../policy/pressure.js'
+import type { StreamCutReason } from '../policy/streams.js'
+import type { ConnectionRecord } from '../record/record.js'
+import type { ConnectionState } from '../vocab/states.js'
 import type { DrainPhase } from './drain.js'
-import type { PressureSnapshot } from './pressure.js'
-import type { ConnectionRecord } from './record.js'
-import type { ConnectionState } from './states.js'
-import type { StreamCutReason } from './streams.js'
 import type { ConnectionTracker } from './tracker.js'
 
 export interface ConnectionTrackerEvents {

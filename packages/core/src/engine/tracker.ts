@@ -1,23 +1,9 @@
 import { EventEmitter } from 'node:events'
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { Admission } from './admission.js'
-import { adoptSettings, type FrameworkSettings, type ServerSetting } from './adopt.js'
-import { closeChannel, drainChannel, openChannel, transitionChannel } from './channels.js'
-import { settleClose } from './classify.js'
-import type { CloseReason } from './close-reasons.js'
-import { closeAfterResponse, cutConnection, rotateConnection } from './cut.js'
-import { DeadlineQueue, earliest, NEVER } from './deadline-queue.js'
-import {
-  Drain,
-  type DrainOptions,
-  type DrainPhase,
-  type DrainResult,
-  resolveDrainOptions,
-} from './drain.js'
-import { TrackerClosedError } from './errors.js'
-import { bindServer, kRecord, type ServerBinding } from './http1.js'
-import { streamGuardOf } from './http2.js'
+import { bindServer, kRecord, type ServerBinding } from '../observe/http1.js'
+import { streamGuardOf } from '../observe/http2.js'
+import { adoptSettings, type FrameworkSettings, type ServerSetting } from '../options/adopt.js'
 import {
   type ConnectionTrackerOptions,
   type RequestOverrides,
@@ -25,9 +11,15 @@ import {
   ResolvedRequestOverrides,
   resolveOptions,
   resolveRequestOverrides,
-} from './options.js'
-import { openFileLimit, Pressure, type PressureSnapshot, processConnections } from './pressure.js'
-import { liveConnections, pressureAdmit, shed } from './pressure-hooks.js'
+} from '../options/options.js'
+import { Admission } from '../policy/admission.js'
+import { settleClose } from '../policy/classify.js'
+import {
+  openFileLimit,
+  Pressure,
+  type PressureSnapshot,
+  processConnections,
+} from '../policy/pressure.js'
 import {
   connectionProgress,
   rateCheckAt,
@@ -36,14 +28,32 @@ import {
   setResponseRate,
   startRates,
   stopRates,
-} from './rates.js'
-import { type ClockBase, ConnectionRecord, type DeadlineKind, type TlsInfo } from './record.js'
+} from '../policy/rates.js'
+import { overrideStream, type StreamCutReason, type StreamGuard } from '../policy/streams.js'
+import {
+  type ClockBase,
+  ConnectionRecord,
+  type DeadlineKind,
+  type TlsInfo,
+} from '../record/record.js'
+import { DeadlineQueue, earliest, NEVER } from '../time/deadline-queue.js'
+import { closeChannel, drainChannel, openChannel, transitionChannel } from '../vocab/channels.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import { TrackerClosedError } from '../vocab/errors.js'
+import { type ConnectionState, liveStateIndex } from '../vocab/states.js'
+import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from '../vocab/warnings.js'
+import { closeAfterResponse, cutConnection, rotateConnection } from './cut.js'
+import {
+  Drain,
+  type DrainOptions,
+  type DrainPhase,
+  type DrainResult,
+  resolveDrainOptions,
+} from './drain.js'
+import { liveConnections, pressureAdmit, shed } from './pressure-hooks.js'
 import { cutStream } from './session-lifecycle.js'
-import { type ConnectionState, liveStateIndex } from './states.js'
-import { overrideStream, type StreamCutReason, type StreamGuard } from './streams.js'
 import { startSweeper, sweepDue } from './sweep.js'
 import { type ConnectionTrackerEvents, safeEmit } from './tracker-events.js'
-import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from './warnings.js'
 import {
   isWebSocketUpgrade,
   linkWebSocket,

@@ -1,11 +1,11 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
-import { NEVER } from './deadline-queue.js'
-import { UnsupportedWebSocketError } from './errors.js'
-import { checkPing, type PingState, pingAcked, startPing } from './ping.js'
-import type { ConnectionRecord } from './record.js'
+import type { ResolvedWebSocket } from '../options/websocket-options.js'
+import { checkPing, type PingState, pingAcked, startPing } from '../policy/ping.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { NEVER } from '../time/deadline-queue.js'
+import { UnsupportedWebSocketError } from '../vocab/errors.js'
 import type { ConnectionTracker } from './tracker.js'
-import type { ResolvedWebSocket } from './websocket-options.js'
 
 /**
  * WebSocket liveness (README "WebSockets"). `ws`, the library under @fastify/websocket and

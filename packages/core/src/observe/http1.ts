@@ -3,11 +3,22 @@ import type { Http2Session } from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
 import tls, { type TLSSocket } from 'node:tls'
-import { type ListenEnd, listenEnd } from './addresses.js'
-import { type FrameworkSettings, handshakeKeyOf, readServerSettings } from './adopt.js'
-import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './channels.js'
-import type { CloseReason } from './close-reasons.js'
-import { AlreadyAttachedError, RequestTimeoutError, UnsupportedServerError } from './errors.js'
+import type { ConnectionTracker } from '../engine/tracker.js'
+import { type FrameworkSettings, handshakeKeyOf, readServerSettings } from '../options/adopt.js'
+import { MAX_DURATION, type ResolvedOptions } from '../options/options.js'
+import type { StreamGuard } from '../policy/streams.js'
+import { type ListenEnd, listenEnd } from '../record/addresses.js'
+import { responseBlocked } from '../record/progress.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { readTlsInfo } from '../record/tls-info.js'
+import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from '../vocab/channels.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import {
+  AlreadyAttachedError,
+  RequestTimeoutError,
+  UnsupportedServerError,
+} from '../vocab/errors.js'
+import { KEEP_ALIVE_BUFFER_REPLACED } from '../vocab/warnings.js'
 import {
   bindSession,
   cutSession,
@@ -17,13 +28,6 @@ import {
   releaseSession,
   resetStream,
 } from './http2.js'
-import { MAX_DURATION, type ResolvedOptions } from './options.js'
-import { responseBlocked } from './progress.js'
-import type { ConnectionRecord } from './record.js'
-import type { StreamGuard } from './streams.js'
-import { readTlsInfo } from './tls-info.js'
-import type { ConnectionTracker } from './tracker.js'
-import { KEEP_ALIVE_BUFFER_REPLACED } from './warnings.js'
 
 /**
  * Marks a socket (raw and TLS) with its record. Local to this copy of the

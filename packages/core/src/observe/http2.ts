@@ -1,17 +1,17 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
-import type { CloseReason } from './close-reasons.js'
-import { responseBlocked } from './progress.js'
-import type { ConnectionRecord, TlsInfo } from './record.js'
 import {
   sessionPingAcked,
   sessionStarted,
   streamClosed,
   streamOpened,
-} from './session-lifecycle.js'
-import type { StreamGuard } from './streams.js'
-import { readTlsInfo } from './tls-info.js'
-import type { ConnectionTracker } from './tracker.js'
+} from '../engine/session-lifecycle.js'
+import type { ConnectionTracker } from '../engine/tracker.js'
+import type { StreamGuard } from '../policy/streams.js'
+import { responseBlocked } from '../record/progress.js'
+import type { ConnectionRecord, TlsInfo } from '../record/record.js'
+import { readTlsInfo } from '../record/tls-info.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
 
 /**
  * HTTP/2 sessions: the session is the connection, its streams are its

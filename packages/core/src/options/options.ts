@@ -1,6 +1,6 @@
+import { type Clock, monotonicClock } from '../time/clock.js'
+import { InvalidOptionError } from '../vocab/errors.js'
 import type { OptionSource } from './adopt.js'
-import { type Clock, monotonicClock } from './clock.js'
-import { InvalidOptionError } from './errors.js'
 import { type PressureOptions, type ResolvedPressure, resolvePressure } from './pressure-options.js'
 import {
   assertPlainObject,

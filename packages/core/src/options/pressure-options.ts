@@ -1,4 +1,4 @@
-import { InvalidOptionError } from './errors.js'
+import { InvalidOptionError } from '../vocab/errors.js'
 import { assertPlainObject, duration, MAX_COUNT, rejectUnknown } from './validate.js'
 
 /**

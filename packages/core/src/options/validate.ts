@@ -3,7 +3,7 @@
  * each option group validates with the same messages. Each throws a typed
  * `InvalidOptionError` or `UnknownOptionError` naming the option.
  */
-import { InvalidOptionError, UnknownOptionError } from './errors.js'
+import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
 
 /** The longest duration accepted: 2^31 - 1 ms (about 24.8 days), the range of Node's timers. */
 export const MAX_DURATION = 2_147_483_647

@@ -1,5 +1,5 @@
-import { InvalidOptionError } from './errors.js'
-import type { PingLimits } from './ping.js'
+import type { PingLimits } from '../policy/ping.js'
+import { InvalidOptionError } from '../vocab/errors.js'
 import { duration, rejectUnknown } from './validate.js'
 
 /**

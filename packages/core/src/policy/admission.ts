@@ -1,6 +1,6 @@
-import type { CloseReason } from './close-reasons.js'
-import type { ResolvedOptions } from './options.js'
-import type { ConnectionRecord } from './record.js'
+import type { ResolvedOptions } from '../options/options.js'
+import type { ConnectionRecord } from '../record/record.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
 
 /**
  * The caps checked at accept. A just-accepted connection is already counted,

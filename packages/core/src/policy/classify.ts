@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net'
-import type { CloseReason } from './close-reasons.js'
-import type { ConnectionRecord } from './record.js'
-import type { LiveState } from './states.js'
+import type { ConnectionRecord } from '../record/record.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import type { LiveState } from '../vocab/states.js'
 
 /** Error codes that mean the peer or the network tore the connection down (client and server alike). */
 export const RESET_CODES: ReadonlySet<string> = new Set([

@@ -1,5 +1,5 @@
-import { NEVER } from './deadline-queue.js'
-import type { ConnectionRecord } from './record.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { NEVER } from '../time/deadline-queue.js'
 
 /**
  * HTTP/2 PING liveness (the client-side lesson of Go's ReadIdleTimeout +

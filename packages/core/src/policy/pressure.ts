@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs'
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks'
 import { getHeapStatistics } from 'node:v8'
-import type { PressureLimitSource, ResolvedPressure } from './pressure-options.js'
-import type { ConnectionRecord } from './record.js'
+import type { PressureLimitSource, ResolvedPressure } from '../options/pressure-options.js'
+import type { ConnectionRecord } from '../record/record.js'
 
 /**
  * The pressure signal and its level (see docs/ARCHITECTURE.md, "Pressure"). The tracker

@@ -1,8 +1,8 @@
-import type { CloseReason } from './close-reasons.js'
-import { earliest, NEVER } from './deadline-queue.js'
-import type { ResolvedRate } from './options.js'
-import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
-import type { ConnectionRecord } from './record.js'
+import type { ResolvedRate } from '../options/options.js'
+import { acceptedBytes, bodyReadPaused, responseBlocked } from '../record/progress.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { earliest, NEVER } from '../time/deadline-queue.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
 
 /**
  * Minimum data rates, checked by the sweeper once per window (see

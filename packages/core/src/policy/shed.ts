@@ -1,11 +1,11 @@
 import { performance } from 'node:perf_hooks'
-import type { CloseReason } from './close-reasons.js'
-import type { DeadlineQueue } from './deadline-queue.js'
-import type { ResolvedOptions } from './options.js'
+import { pingUnansweredSince } from '../engine/websocket.js'
+import type { ResolvedOptions } from '../options/options.js'
+import { acceptedBytes, bodyReadPaused, responseBlocked } from '../record/progress.js'
+import type { ConnectionRecord, DeadlineKind } from '../record/record.js'
+import type { DeadlineQueue } from '../time/deadline-queue.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
 import type { Pressure } from './pressure.js'
-import { acceptedBytes, bodyReadPaused, responseBlocked } from './progress.js'
-import type { ConnectionRecord, DeadlineKind } from './record.js'
-import { pingUnansweredSince } from './websocket.js'
 
 /**
  * Whom pressure closes, and in which order (see docs/ARCHITECTURE.md, "Pressure"). Called

@@ -1,8 +1,10 @@
 import type { ServerHttp2Stream } from 'node:http2'
-import type { CloseReason } from './close-reasons.js'
-import { earliest, isDue, NEVER } from './deadline-queue.js'
-import type { ResolvedOptions, ResolvedRate } from './options.js'
-import { acceptedBytes, responseBlocked } from './progress.js'
+import type { ResolvedOptions, ResolvedRate } from '../options/options.js'
+import { acceptedBytes, responseBlocked } from '../record/progress.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { earliest, isDue, NEVER } from '../time/deadline-queue.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import { NO_H2_STREAM_HANDLE } from '../vocab/warnings.js'
 import {
   checkRateWindows,
   type RateOwner,
@@ -14,8 +16,6 @@ import {
   setResponseRate,
   startRates,
 } from './rates.js'
-import type { ConnectionRecord } from './record.js'
-import { NO_H2_STREAM_HANDLE } from './warnings.js'
 
 /**
  * Per-stream limits of an HTTP/2 session: `requestTimeout` and the two data

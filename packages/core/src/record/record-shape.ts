@@ -8,9 +8,9 @@
  *
  * Types only, plus two helpers that read public fields: nothing here is on a hot path.
  */
-import type { CloseReason } from './close-reasons.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import type { ConnectionState, LiveState } from '../vocab/states.js'
 import type { StateDurations, TlsInfo } from './record.js'
-import type { ConnectionState, LiveState } from './states.js'
 
 /** What every connection record has, server or client side. Times: epoch ms; durations: ms. */
 export interface ConnectionRecordLike {

@@ -1,14 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
+import { type WebSocketInfo, webSocketInfo } from '../engine/websocket.js'
+import type { ServerBinding } from '../observe/http1.js'
+import type { RateWindows } from '../policy/rates.js'
+import type { Clock } from '../time/clock.js'
+import { earliest, NEVER } from '../time/deadline-queue.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import type { ConnectionState, LiveState } from '../vocab/states.js'
 import { type ListenEnd, type LocalEnd, readEnds } from './addresses.js'
-import type { Clock } from './clock.js'
-import type { CloseReason } from './close-reasons.js'
-import { earliest, NEVER } from './deadline-queue.js'
-import type { ServerBinding } from './http1.js'
-import type { RateWindows } from './rates.js'
-import type { ConnectionState, LiveState } from './states.js'
-import { type WebSocketInfo, webSocketInfo } from './websocket.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
 export interface TlsInfo {
@@ -96,7 +96,7 @@ export class SessionFacts {
   streamCuts: Partial<Record<CloseReason, number>> | null = null
   readonly session: import('node:http2').Http2Session
   /** The open streams' guards and their shared state; null until the first stream. */
-  streams: import('./streams.js').SessionStreams | null = null
+  streams: import('../policy/streams.js').SessionStreams | null = null
   constructor(session: import('node:http2').Http2Session) {
     this.session = session
   }
@@ -359,10 +359,10 @@ export class ConnectionRecord {
   }
 
   /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
-  get streams(): import('./streams.js').SessionStreams | null {
+  get streams(): import('../policy/streams.js').SessionStreams | null {
     return this.h2 === null ? null : this.h2.streams
   }
-  set streams(value: import('./streams.js').SessionStreams | null) {
+  set streams(value: import('../policy/streams.js').SessionStreams | null) {
     if (this.h2 !== null) this.h2.streams = value
   }
 

@@ -1,10 +1,10 @@
-import { CLOSE_REASONS, type CloseReason } from './close-reasons.js'
-import { InvalidOptionError, UnknownOptionError } from './errors.js'
-import type { ConnectionRecord } from './record.js'
-import type { LiveState } from './states.js'
-import type { ConnectionTracker } from './tracker.js'
-import { BAD_LOG_LEVEL } from './warnings.js'
-import type { WebSocketInfo } from './websocket.js'
+import type { ConnectionTracker } from '../engine/tracker.js'
+import type { WebSocketInfo } from '../engine/websocket.js'
+import type { ConnectionRecord } from '../record/record.js'
+import { CLOSE_REASONS, type CloseReason } from '../vocab/close-reasons.js'
+import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
+import type { LiveState } from '../vocab/states.js'
+import { BAD_LOG_LEVEL } from '../vocab/warnings.js'
 
 /** pino's level names; `silent` logs nothing. */
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const

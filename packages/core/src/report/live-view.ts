@@ -1,10 +1,10 @@
-import type { CloseReason } from './close-reasons.js'
-import { InvalidOptionError, UnknownOptionError } from './errors.js'
+import type { ConnectionTracker, Snapshot } from '../engine/tracker.js'
+import type { WebSocketInfo } from '../engine/websocket.js'
+import type { ConnectionRecord, DeadlineKind } from '../record/record.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
+import type { ConnectionState, LiveState } from '../vocab/states.js'
 import { HTML_HEADERS, renderPage } from './live-view-page.js'
-import type { ConnectionRecord, DeadlineKind } from './record.js'
-import type { ConnectionState, LiveState } from './states.js'
-import type { ConnectionTracker, Snapshot } from './tracker.js'
-import type { WebSocketInfo } from './websocket.js'
 
 /** 100 closes: a minute of churn on a quiet service, a screenful on the page. */
 export const DEFAULT_RECENT_CLOSES = 100

@@ -11,14 +11,15 @@
  * where a client's life differs (it connects before it handshakes, waits for its first
  * request in `idle`, and names its server by origin) branch on `isClientRecord`.
  */
-import type { CloseReason } from './close-reasons.js'
+
+import type { ConnectionTracker, Snapshot } from '../engine/tracker.js'
 import {
   type ClientTrackerLike,
   type ConnectionRecordLike,
   isClientRecord,
-} from './record-shape.js'
-import type { LiveState } from './states.js'
-import type { ConnectionTracker, Snapshot } from './tracker.js'
+} from '../record/record-shape.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import type { LiveState } from '../vocab/states.js'
 
 /** The caps checked at accept: a connection closed with one of these never reached the app. */
 export const REJECT_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>([

@@ -1,6 +1,6 @@
+import type { ConnectionRecordLike } from '../record/record-shape.js'
+import { METRICS_FAILED } from '../vocab/warnings.js'
 import { type ConnectionMeasures, measureConnection } from './measures.js'
-import type { ConnectionRecordLike } from './record-shape.js'
-import { METRICS_FAILED } from './warnings.js'
 
 /** Either tracker, server or client, as far as its 'close' event goes. */
 export interface ClosingTracker {

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
-import type { ConnectionTracker } from './tracker.js'
+import type { ConnectionTracker } from '../engine/tracker.js'
 
 /**
  * A readiness probe's answer: 503 from the moment `drain()` is called (its delay included),
