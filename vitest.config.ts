@@ -25,6 +25,10 @@ export default defineConfig({
         find: new RegExp(`^@connguard/${name}$`),
         replacement: sourceEntry(name),
       })),
+      {
+        find: /^@connguard\/core\/internal$/,
+        replacement: fileURLToPath(new URL('./packages/core/src/internal.ts', import.meta.url)),
+      },
       ...(undiciMajor === '8' ? [{ find: /^undici$/, replacement: 'undici8' }] : []),
     ],
   },

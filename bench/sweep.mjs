@@ -10,6 +10,7 @@
  * grows with the number expired, not the number tracked.
  */
 import { ConnectionTracker } from '@connguard/core'
+import { engineOf } from '@connguard/core/internal'
 import { fmt, machine, median, pct, sorted, table } from './lib/common.mjs'
 
 const gc = globalThis.gc ?? (() => {})
@@ -35,7 +36,7 @@ function fakeSocket(i) {
 /** A server binding that does nothing: the tracker's bookkeeping alone is measured. */
 function fakeBinding(tracker) {
   return {
-    tracker,
+    sink: engineOf(tracker),
     cut() {},
     release() {},
     endAfterResponse() {},
@@ -60,7 +61,14 @@ function makeTracker(options = {}) {
   return { tracker, clock, binding }
 }
 
-const idleReq = { httpVersion: '1.1', headers: {}, complete: true, destroyed: false }
+// As Node's IncomingMessage: the guard reads `rawHeaders` (the parser's array), not `headers`.
+const idleReq = {
+  httpVersion: '1.1',
+  rawHeaders: [],
+  headers: {},
+  complete: true,
+  destroyed: false,
+}
 const idleRes = { req: idleReq, shouldKeepAlive: true, headersSent: false }
 
 /**
@@ -76,10 +84,10 @@ function idleTracker(n, options, { settle = true } = {}) {
   const { tracker, clock, binding } = t
   for (let i = 0; i < n; i++) {
     clock.t = i
-    const rec = tracker._open(fakeSocket(i), false, binding)
-    tracker._requestBegin(rec)
-    tracker._requestHead(rec, idleReq, idleRes)
-    tracker._responseEnd(rec, null)
+    const rec = engineOf(tracker).open(fakeSocket(i), false, binding)
+    engineOf(tracker).requestBegin(rec)
+    engineOf(tracker).requestHead(rec, idleReq, idleRes)
+    engineOf(tracker).responseEnd(rec, null)
   }
   if (settle) {
     const t0 = process.hrtime.bigint()
@@ -190,7 +198,7 @@ export async function main() {
   const extra = []
   {
     const { tracker, clock, binding } = makeTracker()
-    for (let i = 0; i < 50_000; i++) tracker._open(fakeSocket(i), true, binding)
+    for (let i = 0; i < 50_000; i++) engineOf(tracker).open(fakeSocket(i), true, binding)
     clock.t = 1
     const r = sweepNothingDue(tracker, 1, 200)
     extra.push([
@@ -203,9 +211,9 @@ export async function main() {
     const { tracker, clock, binding } = idleTracker(50_000)
     // A request head with no message-begin report switches the tracker to polling (fallback).
     clock.t = 50_000
-    const rec = tracker._open(fakeSocket(1), false, binding)
-    tracker._requestHead(rec, idleReq, idleRes)
-    tracker._responseEnd(rec, null)
+    const rec = engineOf(tracker).open(fakeSocket(1), false, binding)
+    engineOf(tracker).requestHead(rec, idleReq, idleRes)
+    engineOf(tracker).responseEnd(rec, null)
     const r = sweepNothingDue(tracker, KEEP_ALIVE - 1, 200)
     extra.push(['50,000 idle, parser hook unavailable (fallback polling)', `${ms(r.meanNs)} ms`])
     tracker.close()
@@ -282,7 +290,7 @@ function pressureSweeps(n) {
   return rows
 }
 
-/** ns per request of `_requestBegin` + `_requestHead` + `_responseEnd`, as the binding calls them. */
+/** ns per request of the engine's `requestBegin` + `requestHead` + `responseEnd`, as the binding calls them. */
 function requestBookkeeping(n) {
   const tracker = new ConnectionTracker()
   const binding = fakeBinding(tracker)
@@ -292,14 +300,15 @@ function requestBookkeeping(n) {
     const socket = fakeSocket(i)
     socket._handle = handle
     Object.defineProperty(socket, 'bytesRead', { get: () => handle.bytesRead })
-    recs.push(tracker._open(socket, false, binding))
+    recs.push(engineOf(tracker).open(socket, false, binding))
   }
+  const engine = engineOf(tracker)
   const run = (count) => {
     for (let i = 0; i < count; i++) {
       const rec = recs[i % n]
-      tracker._requestBegin(rec)
-      tracker._requestHead(rec, idleReq, idleRes)
-      tracker._responseEnd(rec, null)
+      engine.requestBegin(rec)
+      engine.requestHead(rec, idleReq, idleRes)
+      engine.responseEnd(rec, null)
     }
   }
   run(200_000)
@@ -322,6 +331,7 @@ function bodyInProgress(n) {
   const rows = []
   const bodyReq = () => ({
     httpVersion: '1.1',
+    rawHeaders: ['Content-Length', '10000000'],
     headers: { 'content-length': '10000000' },
     complete: false,
     destroyed: false,
@@ -333,11 +343,11 @@ function bodyInProgress(n) {
       clock.t = spreadMs === 0 ? 0 : Math.floor((i * spreadMs) / n)
       const socket = fakeSocket(i)
       sockets.push(socket)
-      const rec = tracker._open(socket, false, binding)
-      tracker._requestBegin(rec)
+      const rec = engineOf(tracker).open(socket, false, binding)
+      engineOf(tracker).requestBegin(rec)
       // As Node's ServerResponse: it carries its request (`res.req`).
       const req = bodyReq()
-      tracker._requestHead(rec, req, { req, shouldKeepAlive: true, headersSent: false })
+      engineOf(tracker).requestHead(rec, req, { req, shouldKeepAlive: true, headersSent: false })
     }
     return sockets
   }

@@ -15,7 +15,8 @@
  */
 import net from 'node:net'
 import { type ClientConnectionRecord, createDispatcher } from '@connguard/client'
-import { ConnectionTracker, isClientTracker } from '@connguard/core'
+import { ConnectionTracker } from '@connguard/core'
+import { isClientTracker } from '@connguard/core/internal'
 import {
   CLIENT_INSTRUMENT_NAMES,
   INSTRUMENT_NAMES,

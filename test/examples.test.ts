@@ -19,6 +19,9 @@ describe('examples', () => {
       cwd: root,
       timeout: 60_000,
       env: { ...process.env, NO_COLOR: '1' },
+    }).catch((err: Error & { stdout?: string; stderr?: string }) => {
+      // A failure says what the demo printed, not only that it exited non-zero.
+      throw new Error(`${err.message}\n--- stdout\n${err.stdout}\n--- stderr\n${err.stderr}`)
     })
     expect(stdout).toContain('tls_handshake_timeout')
     expect(stdout).toContain('request_headers_timeout')

@@ -16,6 +16,7 @@ import https from 'node:https'
 import type { Socket } from 'node:net'
 import net from 'node:net'
 import { performance } from 'node:perf_hooks'
+import { WARNINGS } from '@connguard/core/internal'
 import {
   type ConnectionRecord,
   ConnectionTracker,
@@ -25,7 +26,7 @@ import {
 } from '@connguard/express'
 import express5, { type Express } from 'express'
 import express4 from 'express4'
-import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
+import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import {
   type CloseInfo,
   getRequest,
@@ -648,10 +649,11 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
     })
 
     it('late attach: the first request attaches, warns once (CONNGUARD_LATE_ATTACH), later connections are guarded', async () => {
-      // The warning is once per process (per module instance): a fresh copy of the module
-      // makes this test independent of any other late attach in this file.
-      vi.resetModules()
-      const fresh = (await import('@connguard/express')).connguard
+      // The warning is once per process, whichever copy of the module says it (the messages
+      // said are kept process-wide): forgetting them makes this test independent of any other
+      // late attach in this file.
+      WARNINGS.LATE_ATTACH.emitted.clear()
+      const fresh = connguard
       const warnings: (Error & { code?: string })[] = []
       const onWarning = (w: Error & { code?: string }) => {
         if (w.code === 'CONNGUARD_LATE_ATTACH') warnings.push(w)

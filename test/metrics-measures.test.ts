@@ -1,19 +1,16 @@
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import { ClientConnectionRecord } from '@connguard/client'
+import { ConnectionRecord, LIVE_STATES, type StateDurations, type TlsInfo } from '@connguard/core'
 import {
   type ClientTrackerLike,
-  ConnectionRecord,
   feedClosedRecords,
   isClientRecord,
-  LIVE_STATES,
   measureConnection,
   type OpenClientConnections,
   openClientConnections,
   originParts,
-  type StateDurations,
-  type TlsInfo,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import { describe, expect, it } from 'vitest'
 
 interface Closed {
@@ -40,7 +37,7 @@ function closed(c: Closed): ConnectionRecord {
   } as unknown as Socket
   const rec = new ConnectionRecord(socket, c.secure ?? false, 0, 0)
   LIVE_STATES.forEach((state, i) => {
-    rec._addDuration(i, c.sd?.[state] ?? 0)
+    rec.addDuration(i, c.sd?.[state] ?? 0)
   })
   // The upgraded time is what the duration leaves over the other states.
   const duration = Object.values(c.sd ?? {}).reduce((a, b) => a + b, 0)

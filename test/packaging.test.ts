@@ -199,9 +199,16 @@ for (const { name, expectApi } of cases)
       const manifest = JSON.parse(
         readFileSync(join(consumer, 'node_modules', '@connguard', name, 'package.json'), 'utf8'),
       )
-      const targets = JSON.stringify(manifest.exports).match(/"\.\/[^"]+"/g) ?? []
+      // Every file the map points at (its values; the keys are subpaths like "./internal").
+      const targets: string[] = []
+      const walk = (node: unknown): void => {
+        if (typeof node === 'string') targets.push(node)
+        else if (node !== null && typeof node === 'object') Object.values(node).forEach(walk)
+      }
+      walk(manifest.exports)
+      expect(targets.length).toBeGreaterThan(0)
       for (const target of targets) {
-        const path = JSON.parse(target).slice(2)
+        const path = target.slice(2)
         if (path !== '' && !path.endsWith('/')) expect(files).toContain(`package/${path}`)
       }
       // pnpm replaces workspace ranges on pack; one left behind cannot be installed.

@@ -21,14 +21,15 @@ if (variant === 'guarded') {
 }
 app.get('/', async () => ({ hello: 'world' }))
 // Instrumentation (bench only): the sweeper runs each sweep in slices through
-// `tracker._sweepSlice()`, so an own property on the tracker wraps it: the longest a slice
+// the engine's `sweepSlice()`, so an own property on the engine wraps it: the longest a slice
 // blocks the loop, and the most slices one sweep took.
 const sweeps = { maxMs: 0, totalMs: 0, maxSlices: 0 }
 if (variant === 'guarded') {
-  const tracker = app.connguard
-  const slice = tracker._sweepSlice.bind(tracker)
+  const { engineOf } = await import('@connguard/core/internal')
+  const engine = engineOf(app.connguard)
+  const slice = engine.sweepSlice.bind(engine)
   let slices = 0
-  tracker._sweepSlice = (now, until, continued) => {
+  engine.sweepSlice = (now, until, continued) => {
     const t = performance.now()
     const cut = slice(now, until, continued)
     const ms = performance.now() - t

@@ -18,6 +18,8 @@ const [variant] = process.argv.slice(2)
 const server = http.createServer((_req, res) => res.end('ok'))
 const wss = new WebSocketServer({ server })
 let tracker = null
+/** Its engine: the sweep's slices are run directly below. */
+let engine = null
 const clock = { t: 1_000, now: () => clock.t }
 let pongs = 0
 wss.on('connection', (ws) => {
@@ -48,12 +50,14 @@ function heartbeatRound() {
 }
 if (variant !== 'bare' && variant !== 'heartbeat') {
   const { ConnectionTracker } = await import('@connguard/core')
+  const { engineOf } = await import('@connguard/core/internal')
   // Pressure off: 10,000 connections are half this process's open-file limit.
   tracker = new ConnectionTracker({
     clock,
     pressure: false,
     ...(variant === 'attached' ? { webSocket: false } : {}),
   }).attach(server)
+  engine = engineOf(tracker)
   if (variant === 'guarded') tracker.watchWebSockets(wss)
 }
 await new Promise((resolve) => server.listen({ host: HOST, port: 0, backlog: 4096 }, resolve))
@@ -116,7 +120,7 @@ serveParent({
       for (let continued = false; ; continued = true) {
         const c0 = process.cpuUsage()
         const t0 = performance.now()
-        const done = tracker._sweepSlice(clock.t, t0 + 4, continued) >= 0
+        const done = engine.sweepSlice(clock.t, t0 + 4, continued) >= 0
         const slice = performance.now() - t0
         const c = process.cpuUsage(c0)
         ms += slice

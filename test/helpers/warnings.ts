@@ -3,7 +3,7 @@
  * with the warnings' once-per-message memory cleared, so a warning said in an earlier test
  * is said again.
  */
-import { WARNINGS } from '@connguard/core'
+import { WARNINGS } from '@connguard/core/internal'
 import { beforeEach } from 'vitest'
 
 export interface CapturedWarning {

@@ -8,13 +8,12 @@ import {
   createClientTracker,
   createDispatcher,
 } from '@connguard/client'
+import { type ConnectionRecord, ConnectionTracker } from '@connguard/core'
 import {
   type ClientConnectionRecordLike,
-  type ConnectionRecord,
   type ConnectionRecordLike,
-  ConnectionTracker,
   measureConnection,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import { registerOpenTelemetry } from '@connguard/opentelemetry'
 import { registerPrometheus } from '@connguard/prometheus'
 

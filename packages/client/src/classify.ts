@@ -1,4 +1,5 @@
-import { type CloseReason, RESET_CODES } from '@connguard/core'
+import type { CloseReason } from '@connguard/core'
+import { RESET_CODES } from '@connguard/core/internal'
 import type { ClientConnectionRecord } from './record.js'
 
 /** undici's request timers: it destroys the socket when one fires (HTTP/1.1). */

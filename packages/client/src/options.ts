@@ -1,12 +1,10 @@
+import { type Clock, InvalidOptionError, UnknownOptionError } from '@connguard/core'
 import {
-  type Clock,
   closestOptionName,
-  InvalidOptionError,
-  UnknownOptionError,
   validateClock,
   validateDuration,
   validateSweepInterval,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import type { Agent } from 'undici'
 
 /**

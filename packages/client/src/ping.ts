@@ -1,6 +1,6 @@
 import type { ClientHttp2Session } from 'node:http2'
 import type { Socket } from 'node:net'
-import { WARNINGS } from '@connguard/core'
+import { WARNINGS } from '@connguard/core/internal'
 import type { ClientConnectionRecord } from './record.js'
 
 /**

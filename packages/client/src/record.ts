@@ -1,13 +1,12 @@
 import type { Socket } from 'node:net'
-import {
-  type ClientConnectionRecordLike,
-  type CloseReason,
-  type ConnectionState,
-  connectionRecordJSON,
-  type LiveState,
-  type StateDurations,
-  type TlsInfo,
+import type {
+  CloseReason,
+  ConnectionState,
+  LiveState,
+  StateDurations,
+  TlsInfo,
 } from '@connguard/core'
+import { type ClientConnectionRecordLike, connectionRecordJSON } from '@connguard/core/internal'
 import type { RequestSink } from './channels.js'
 
 let nextId = 1

@@ -2,7 +2,8 @@ import type { Channel } from 'node:diagnostics_channel'
 import { EventEmitter } from 'node:events'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import type { ClientTrackerLike, CloseReason, ConnectionState, LiveState } from '@connguard/core'
+import type { CloseReason, ConnectionState, LiveState } from '@connguard/core'
+import type { ClientTrackerLike } from '@connguard/core/internal'
 import {
   clientCloseChannel,
   clientOpenChannel,

@@ -1,4 +1,8 @@
-/** Internal, for @connguard/client: the error codes both sides read as a reset. */
+/**
+ * The public API of @connguard/core: what the README documents. The framework adapters
+ * re-export exactly this. What the other @connguard packages share with core beyond it is in
+ * `@connguard/core/internal` (internal.ts), not a stable API.
+ */
 
 export {
   DEFAULT_DRAIN_IDLE_GRACE,
@@ -6,7 +10,6 @@ export {
   type DrainPhase,
   type DrainResult,
   type ResolvedDrainOptions,
-  resolveDrainOptions,
 } from './engine/drain.js'
 export { RequestController } from './engine/request-controller.js'
 export {
@@ -14,16 +17,17 @@ export {
   type ConnectionTrackerEvents,
   type Snapshot,
 } from './engine/tracker.js'
-export type { WebSocketInfo, WebSocketLike, WebSocketServerLike } from './engine/websocket.js'
 export type {
-  AdoptableOption,
+  WebSocketInfo,
+  WebSocketLike,
+  WebSocketServerLike,
+} from './engine/websocket.js'
+export type {
   FrameworkSettings,
   OptionSource,
-  ServerSetting,
 } from './options/adopt.js'
 export {
   type ConnectionTrackerOptions,
-  clock as validateClock,
   type DataRate,
   DEFAULT_DRAIN_TIMEOUT,
   DEFAULT_HANDSHAKE_TIMEOUT,
@@ -39,10 +43,7 @@ export {
   type ResolvedOptions,
   type ResolvedRate,
   ResolvedRequestOverrides,
-  resolveDrainTimeout,
-  resolveOptions,
   resolveRequestOverrides,
-  sweepInterval as validateSweepInterval,
 } from './options/options.js'
 export {
   DEFAULT_MAX_SHED_PER_SWEEP,
@@ -54,39 +55,26 @@ export {
   type PressureLimitSource,
   type PressureOptions,
   type ResolvedPressure,
-  resolvePressure,
 } from './options/pressure-options.js'
-export { duration as validateDuration } from './options/validate.js'
 export {
   DEFAULT_WS_IDLE_TIMEOUT,
   DEFAULT_WS_PING_INTERVAL,
   DEFAULT_WS_PING_TIMEOUT,
   DEFAULT_WS_TCP_KEEP_ALIVE,
   type ResolvedWebSocket,
-  resolveWebSocket,
   type WebSocketOptions,
 } from './options/websocket-options.js'
-export { RESET_CODES } from './policy/classify.js'
+export type { PressureSnapshot } from './policy/pressure.js'
 export {
-  connectionLimitFromFiles,
-  openFileLimit,
-  type PressureSnapshot,
-} from './policy/pressure.js'
-export { STREAM_CUT_REASONS, type StreamCutReason } from './policy/streams.js'
+  STREAM_CUT_REASONS,
+  type StreamCutReason,
+} from './policy/streams.js'
 export {
   ConnectionRecord,
   type DeadlineKind,
   type StateDurations,
   type TlsInfo,
 } from './record/record.js'
-export {
-  type ClientConnectionRecordLike,
-  type ClientTrackerLike,
-  type ConnectionRecordLike,
-  connectionRecordJSON,
-  isClientRecord,
-  isClientTracker,
-} from './record/record-shape.js'
 export {
   type CloseLogger,
   type CloseLogLine,
@@ -97,7 +85,6 @@ export {
   LOG_LEVELS,
   type LogLevel,
   logCloses,
-  resolveCloseLogOptions,
 } from './report/close-log.js'
 export {
   DEFAULT_LIST_LIMIT,
@@ -108,44 +95,19 @@ export {
   type LiveViewOptions,
   liveView,
   type RecentClose,
-  resolveLiveViewOptions,
 } from './report/live-view.js'
 export {
-  activeTlsHandshakes,
-  BYTE_BUCKETS,
-  CLEAN_REASONS,
-  type ConnectionMeasures,
-  liveStates,
-  measureConnection,
-  type OpenClientConnections,
-  type OriginParts,
-  openClientConnections,
-  originParts,
-  PHASES,
-  type Phase,
-  pressureLevel,
-  REJECT_REASONS,
-  REQUEST_BUCKETS,
-  TIME_BUCKETS,
-} from './report/measures.js'
-export { type ClosingTracker, feedClosedRecords } from './report/metrics-feed.js'
-export {
-  DRAINING_BODY,
-  READINESS_HEADERS,
-  READY_BODY,
   readinessHandler,
   readinessState,
 } from './report/readiness.js'
 export type { Clock } from './time/clock.js'
-export { CLOSE_REASONS, type CloseReason } from './vocab/close-reasons.js'
-/**
- * Internal, for the other @connguard packages (the client validates its options with
- * the same rules and messages): exported, but not a stable API; may change in any release.
- */
+export {
+  CLOSE_REASONS,
+  type CloseReason,
+} from './vocab/close-reasons.js'
 export {
   AlreadyAttachedError,
   ConnguardError,
-  closest as closestOptionName,
   InvalidOptionError,
   RequestTimeoutError,
   TrackerClosedError,
@@ -153,6 +115,8 @@ export {
   UnsupportedServerError,
   UnsupportedWebSocketError,
 } from './vocab/errors.js'
-export { type ConnectionState, LIVE_STATES, type LiveState } from './vocab/states.js'
-/** Every process warning connguard emits, with its stable code (internal: the packages emit through it). */
-export * as WARNINGS from './vocab/warnings.js'
+export {
+  type ConnectionState,
+  LIVE_STATES,
+  type LiveState,
+} from './vocab/states.js'

@@ -7,10 +7,10 @@ import {
   DEFAULT_SWEEP_INTERVAL,
   InvalidOptionError,
   ResolvedRequestOverrides,
-  resolveOptions,
   resolveRequestOverrides,
   UnknownOptionError,
 } from '../src/index.js'
+import { resolveOptions } from '../src/internal.js'
 
 function thrown(fn: () => unknown): ConnguardError {
   try {

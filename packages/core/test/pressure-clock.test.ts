@@ -15,13 +15,16 @@ import {
   type ConnectionRecord,
   ConnectionTracker,
   type ConnectionTrackerOptions,
-  connectionLimitFromFiles,
   InvalidOptionError,
-  openFileLimit,
   type PressureSnapshot,
-  resolveOptions,
   UnknownOptionError,
 } from '../src/index.js'
+import {
+  connectionLimitFromFiles,
+  engineOf,
+  openFileLimit,
+  resolveOptions,
+} from '../src/internal.js'
 
 class ManualClock {
   t = 1_000
@@ -350,20 +353,20 @@ describe('shedding', () => {
     const now = s.clock.t
     // 34 open, line at 20: 14 to shed. A slice whose time is already up closes a few (the
     // clock is read every few closes), then hands over; the sweep's cap of 10 counts all slices.
-    const first = s.tracker._sweepSlice(now, 0, false)
+    const first = engineOf(s.tracker).sweepSlice(now, 0, false)
     expect(first).toBe(-1)
     await until(() => s.tracker.snapshot().total === 30, 'first slice closed')
     let slices = 1
     let last = -1
     while (last < 0 && slices < 20) {
-      last = s.tracker._sweepSlice(now, 0, true)
+      last = engineOf(s.tracker).sweepSlice(now, 0, true)
       slices++
     }
     expect(slices).toBeGreaterThan(2)
     expect(last).toBeGreaterThanOrEqual(0)
     await until(() => s.tracker.snapshot().total === 24, 'the sweep cap: 10 closed')
     // A new sweep: the remaining 4 down to the line, nothing more.
-    expect(s.tracker._sweepSlice(now, Number.POSITIVE_INFINITY, false)).toBe(4)
+    expect(engineOf(s.tracker).sweepSlice(now, Number.POSITIVE_INFINITY, false)).toBe(4)
     await until(() => s.tracker.snapshot().total === 20, 'down to the line')
     expect(s.tracker.sweep()).toBe(0)
     await until(() => s.closes.length === 14, 'close records')

@@ -18,6 +18,7 @@ import {
   ConnectionTracker,
   type ConnectionTrackerOptions,
 } from '../src/index.js'
+import { engineOf } from '../src/internal.js'
 
 class ManualClock {
   t = 1_000
@@ -494,7 +495,7 @@ describe('fixes from the core review: HTTP/2', () => {
       reasons.push(reason)
       cut(r, reason)
     }
-    cutConnection(tracker, rec, 'app_shutdown')
+    cutConnection(engineOf(tracker), rec, 'app_shutdown')
     // GOAWAY waits for the open stream; the grace then destroys the session.
     clock.t += 2 * 60_000
     expect(tracker.sweep()).toBe(1)

@@ -14,9 +14,9 @@ import {
   type RequestOverrides,
   readinessHandler,
   resolveRequestOverrides,
-  WARNINGS,
   type WebSocketServerLike,
 } from '@connguard/core'
+import { WARNINGS } from '@connguard/core/internal'
 
 type Next = (err?: unknown) => void
 /** A plain Connect/Express middleware signature, so no Express types are required. */
@@ -89,7 +89,6 @@ declare global {
 /** The tracker's options; see `ConnectionTrackerOptions` in `@connguard/core`. */
 export type ConnguardExpressOptions = ConnectionTrackerOptions
 
-let warnedLateAttach = false
 const controllerKey = 'connguard'
 /** The trackers of the guards that serve requests of one prototype (one Express app). */
 const kTrackers = Symbol('connguard.express.trackers')
@@ -169,10 +168,8 @@ export function connguard(options?: ConnguardExpressOptions): ConnguardMiddlewar
       WARNINGS.LATE_ATTACH_FAILED.emit((err as Error).message)
       return
     }
-    if (!warnedLateAttach) {
-      warnedLateAttach = true
-      WARNINGS.LATE_ATTACH.emit()
-    }
+    // Once per process: the warning itself says each message once, whichever guard sends it.
+    WARNINGS.LATE_ATTACH.emit()
   }
 
   Object.defineProperties(guard, {

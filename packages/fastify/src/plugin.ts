@@ -8,20 +8,22 @@ import {
   type LiveView,
   type LiveViewOptions,
   logCloses,
-  READINESS_HEADERS,
   RequestController,
   type RequestOverrides,
   type ResolvedRequestOverrides,
   readinessState,
-  resolveCloseLogOptions,
-  resolveDrainOptions,
-  resolveLiveViewOptions,
   resolveRequestOverrides,
-  validateDuration,
-  WARNINGS,
   type WebSocketLike,
   type WebSocketServerLike,
 } from '@connguard/core'
+import {
+  READINESS_HEADERS,
+  resolveCloseLogOptions,
+  resolveDrainOptions,
+  resolveLiveViewOptions,
+  validateDuration,
+  WARNINGS,
+} from '@connguard/core/internal'
 import type {
   FastifyInstance,
   FastifyPluginAsync,
@@ -112,7 +114,7 @@ const connguardPlugin: FastifyPluginAsync<ConnguardFastifyOptions> = async (app,
   warnRoutesBefore(app)
   // At register time, before listen: the first connection is already guarded. The timeouts
   // the application gave Fastify become the defaults of connguard's options (adopted).
-  tracker._attach(app.server, fastifySettings(app.initialConfig))
+  tracker.attach(app.server, fastifySettings(app.initialConfig))
   app.decorate('connguard', tracker)
   // A getter: the controller exists only for handlers that ask for it.
   app.decorateRequest('connguard', {

@@ -4,7 +4,7 @@ import {
   type OpenClientConnections,
   openClientConnections,
   TIME_BUCKETS,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import type {
   Attributes,
   Histogram,

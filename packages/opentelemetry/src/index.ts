@@ -1,4 +1,4 @@
-export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core'
+export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core/internal'
 export { CLIENT_INSTRUMENT_NAMES } from './client-instruments.js'
 export { AlreadyRegisteredError } from './errors.js'
 export { INSTRUMENT_NAMES, METER_NAME } from './instruments.js'

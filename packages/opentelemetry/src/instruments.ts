@@ -1,15 +1,14 @@
+import { type ConnectionTracker, LIVE_STATES } from '@connguard/core'
 import {
   activeTlsHandshakes,
   BYTE_BUCKETS,
   type ConnectionMeasures,
-  type ConnectionTracker,
-  LIVE_STATES,
   liveStates,
   PHASES,
   pressureLevel,
   REQUEST_BUCKETS,
   TIME_BUCKETS,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import {
   type Attributes,
   type BatchObservableCallback,

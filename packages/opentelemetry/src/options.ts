@@ -1,9 +1,5 @@
-import {
-  type ClientTrackerLike,
-  type ConnectionTracker,
-  InvalidOptionError,
-  UnknownOptionError,
-} from '@connguard/core'
+import { type ConnectionTracker, InvalidOptionError, UnknownOptionError } from '@connguard/core'
+import type { ClientTrackerLike } from '@connguard/core/internal'
 import { type MeterProvider, metrics } from '@opentelemetry/api'
 
 export interface OpenTelemetryOptions {

@@ -1,11 +1,11 @@
+import type { ConnectionTracker } from '@connguard/core'
 import {
   type ClientTrackerLike,
   type ClosingTracker,
   type ConnectionMeasures,
-  type ConnectionTracker,
   feedClosedRecords,
   isClientTracker,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import type { MeterProvider } from '@opentelemetry/api'
 import { OpenTelemetryClientInstruments } from './client-instruments.js'
 import { AlreadyRegisteredError } from './errors.js'

@@ -4,7 +4,7 @@ import {
   type OpenClientConnections,
   openClientConnections,
   TIME_BUCKETS,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import { Gauge, Histogram, type Registry } from 'prom-client'
 import { MetricConflictError } from './errors.js'
 

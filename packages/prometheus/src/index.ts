@@ -1,4 +1,4 @@
-export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core'
+export { BYTE_BUCKETS, REQUEST_BUCKETS, TIME_BUCKETS } from '@connguard/core/internal'
 export { CLIENT_METRIC_NAMES } from './client-instruments.js'
 export { AlreadyRegisteredError, MetricConflictError } from './errors.js'
 export { METRIC_NAMES } from './instruments.js'

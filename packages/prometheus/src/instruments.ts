@@ -1,18 +1,20 @@
 import {
-  activeTlsHandshakes,
-  BYTE_BUCKETS,
   CLOSE_REASONS,
-  type ConnectionMeasures,
   type ConnectionTracker,
   LIVE_STATES,
+  STREAM_CUT_REASONS,
+} from '@connguard/core'
+import {
+  activeTlsHandshakes,
+  BYTE_BUCKETS,
+  type ConnectionMeasures,
   liveStates,
   PHASES,
   pressureLevel,
   REJECT_REASONS,
   REQUEST_BUCKETS,
-  STREAM_CUT_REASONS,
   TIME_BUCKETS,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client'
 import { MetricConflictError } from './errors.js'
 

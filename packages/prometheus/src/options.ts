@@ -1,9 +1,5 @@
-import {
-  type ClientTrackerLike,
-  type ConnectionTracker,
-  InvalidOptionError,
-  UnknownOptionError,
-} from '@connguard/core'
+import { type ConnectionTracker, InvalidOptionError, UnknownOptionError } from '@connguard/core'
+import type { ClientTrackerLike } from '@connguard/core/internal'
 import { register as globalRegistry, type Registry } from 'prom-client'
 
 export interface PrometheusOptions {

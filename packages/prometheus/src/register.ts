@@ -1,11 +1,11 @@
+import type { ConnectionTracker } from '@connguard/core'
 import {
   type ClientTrackerLike,
   type ClosingTracker,
   type ConnectionMeasures,
-  type ConnectionTracker,
   feedClosedRecords,
   isClientTracker,
-} from '@connguard/core'
+} from '@connguard/core/internal'
 import type { Registry } from 'prom-client'
 import { PrometheusClientInstruments } from './client-instruments.js'
 import { AlreadyRegisteredError } from './errors.js'

@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import type { ConnectionRecord } from '../record/record.js'
 import { NEVER } from '../time/deadline-queue.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
-import type { ConnectionTracker } from './tracker.js'
+import type { Core } from './core.js'
 import { terminateWebSocket } from './websocket.js'
 
 /**
@@ -18,11 +18,7 @@ import { terminateWebSocket } from './websocket.js'
 const SESSION_CLOSE_GRACE_SWEEPS = 2
 
 /** Cuts now: the reason first, then the binding closes the connection. */
-export function cutConnection(
-  t: ConnectionTracker,
-  rec: ConnectionRecord,
-  reason: CloseReason,
-): void {
+export function cutConnection(t: Core, rec: ConnectionRecord, reason: CloseReason): void {
   // A session sent GOAWAY for rotation or drain is still open: a later cut
   // (the drain timeout, a dead peer) is what actually ends it.
   if (
@@ -36,14 +32,14 @@ export function cutConnection(
   }
   rec.phaseDeadlineAt = NEVER
   rec.requestDeadlineAt = NEVER
-  rec._ageDone()
+  rec.ageDone()
   if (rec.rates !== null) rec.rates.checkAt = NEVER
   if (rec.h2 !== null) rec.h2.pingCheckAt = NEVER
   if (rec.streams !== null) rec.streams.dueAt = NEVER
-  t._queue.remove(rec)
-  t._awaitingBytes.delete(rec)
+  t.queue.remove(rec)
+  t.awaitingBytes.delete(rec)
   // Last chance to read the ends for a close listener that came after the accept.
-  t._keepEnds(rec)
+  t.keepEnds(rec)
   // A WebSocket ends through its library first, which then reports the close (1006).
   if (rec.state === 'upgraded') terminateWebSocket(rec)
   rec.binding?.cut(rec, reason)
@@ -53,8 +49,8 @@ export function cutConnection(
     // a session Node destroys after our GOAWAY may leave its socket open (it ends it and
     // waits for the peer, measured under TLS with HPACK garbage and a peer that reset):
     // if the connection is still there a moment later, the next cut destroys it.
-    rec.phaseDeadlineAt = t._now() + SESSION_CLOSE_GRACE_SWEEPS * t.options.sweepInterval
-    t._queue.schedule(rec, rec.phaseDeadlineAt)
+    rec.phaseDeadlineAt = t.now() + SESSION_CLOSE_GRACE_SWEEPS * t.options.sweepInterval
+    t.queue.schedule(rec, rec.phaseDeadlineAt)
   }
 }
 

@@ -3,8 +3,8 @@ import { displacementVictim, shedSweep } from '../policy/shed.js'
 import type { ConnectionRecord } from '../record/record.js'
 import { pressureChannel } from '../vocab/channels.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
+import type { Core } from './core.js'
 import { cutConnection } from './cut.js'
-import type { ConnectionTracker } from './tracker.js'
 import { safeEmit } from './tracker-events.js'
 
 /**
@@ -13,8 +13,8 @@ import { safeEmit } from './tracker-events.js'
  */
 
 /** Live connections, less those shed and waiting for their close (their descriptor is gone). */
-export function liveConnections(t: ConnectionTracker): number {
-  return t._records.size - (t._pressure?.shedPending ?? 0)
+export function liveConnections(t: Core): number {
+  return t.records.size - (t.pressure?.shedPending ?? 0)
 }
 
 /**
@@ -23,7 +23,7 @@ export function liveConnections(t: ConnectionTracker): number {
  * cap refuses the new connection anyway.
  */
 export function pressureAdmit(
-  t: ConnectionTracker,
+  t: Core,
   p: Pressure,
   rec: ConnectionRecord,
   refused: CloseReason | null,
@@ -37,53 +37,39 @@ export function pressureAdmit(
       return 'shed_under_pressure'
   }
   if (!full || !p.options.displace) return refused
-  const other = t._admission.recheck(rec, handshaking)
+  const other = t.admission.recheck(rec, handshaking)
   if (other !== null) return other
-  const victim = displacementVictim(t._records, now, p)
+  const victim = displacementVictim(t.records, now, p)
   if (victim === null) return refused
   shed(t, victim)
   return null
 }
 
 /** Closes `rec` for pressure and counts it out of the live connections at once. */
-export function shed(t: ConnectionTracker, rec: ConnectionRecord): void {
+export function shed(t: Core, rec: ConnectionRecord): void {
   const fresh = rec.pendingReason === null
   cutConnection(t, rec, 'shed_under_pressure')
-  if (fresh && rec.pendingReason === 'shed_under_pressure' && t._pressure !== null) {
-    t._pressure.shedPending++
+  if (fresh && rec.pendingReason === 'shed_under_pressure' && t.pressure !== null) {
+    t.pressure.shedPending++
     processConnections.live--
   }
 }
 
 /** Once per sweep: the level, and while it is above 0, shrunken deadlines and shedding. */
-export function pressureSweep(
-  t: ConnectionTracker,
-  p: Pressure,
-  now: number,
-  until: number,
-): number {
+export function pressureSweep(t: Core, p: Pressure, now: number, until: number): number {
   p.unfinished = false
   const live = liveConnections(t)
   if (p.update(now, live)) {
     const state = p.snapshot(live)
-    if (t.listenerCount('pressure') > 0) safeEmit(t, 'pressure', state)
-    if (pressureChannel.hasSubscribers) pressureChannel.publish({ ...state, tracker: t })
+    if (t.face.listenerCount('pressure') > 0) safeEmit(t.face, 'pressure', state)
+    if (pressureChannel.hasSubscribers) pressureChannel.publish({ ...state, tracker: t.face })
   }
-  p.trackAddresses(t._records)
+  p.trackAddresses(t.records)
   if (p.level === 0 && p.perIp === null) {
     if (p.spare.length > 0) p.spare = []
     return 0
   }
-  const closed = shedSweep(
-    t._records,
-    t._queue,
-    now,
-    t.options,
-    p,
-    t._idleBytesMoved,
-    t._victim,
-    until,
-  )
+  const closed = shedSweep(t.records, t.queue, now, t.options, p, t.idleBytesMoved, t.victim, until)
   p.sweepCuts += closed
   return closed
 }

@@ -9,8 +9,8 @@ import {
 } from '../policy/streams.js'
 import { type ConnectionRecord, SessionFacts, type TlsInfo } from '../record/record.js'
 import { streamCutChannel } from '../vocab/channels.js'
+import type { Core } from './core.js'
 import { rotateConnection } from './cut.js'
-import type { ConnectionTracker } from './tracker.js'
 import { safeEmit } from './tracker-events.js'
 
 /**
@@ -24,7 +24,7 @@ import { safeEmit } from './tracker-events.js'
  * h2c): it is established, and idle until its first stream.
  */
 export function sessionStarted(
-  t: ConnectionTracker,
+  t: Core,
   rec: ConnectionRecord,
   session: Http2Session,
   httpSocket: Socket,
@@ -34,30 +34,30 @@ export function sessionStarted(
   const h2 = new SessionFacts(session)
   rec.h2 = h2
   rec.httpVersion = '2.0'
-  if (tls !== null) t._established(rec, httpSocket, tls)
+  if (tls !== null) t.established(rec, httpSocket, tls)
   else if (rec.httpSocket === null) rec.httpSocket = httpSocket
-  const now = t._now()
+  const now = t.now()
   startPing(rec, h2, t.options, now)
   if (rec.state === 'new') {
-    t._setPhase(rec, 'request_headers_timeout', t.options.headersTimeout, rec.establishedAtClock)
-    t._transition(rec, 'idle', now)
+    t.setPhase(rec, 'request_headers_timeout', t.options.headersTimeout, rec.establishedAtClock)
+    t.transition(rec, 'idle', now)
   }
-  t._reschedule(rec)
+  t.reschedule(rec)
   // Accepted while a drain was closing: GOAWAY now, closed after the PING or the grace.
   if (rec.rotateReason === 'app_shutdown' && rec.pendingReason === null) {
     rotateConnection(rec, 'app_shutdown')
-    t._drainGrace(rec, now)
+    t.drainGrace(rec, now)
   }
 }
 
 /** An HTTP/2 stream opened (its headers are complete); returns its guard. */
 export function streamOpened(
-  t: ConnectionTracker,
+  t: Core,
   rec: ConnectionRecord,
   stream: ServerHttp2Stream,
 ): StreamGuard | null {
   if (rec.state === 'closed') return null
-  const now = t._now()
+  const now = t.now()
   const guard = openStream(rec, stream, t.options, now)
   rec.requests++
   rec.inFlight++
@@ -70,19 +70,15 @@ export function streamOpened(
     rotateConnection(rec, 'max_requests_per_connection')
   }
   if (rec.inFlight === 1) {
-    t._setPhase(rec, null, 0, 0)
-    t._transition(rec, 'active', now)
+    t.setPhase(rec, null, 0, 0)
+    t.transition(rec, 'active', now)
   }
-  t._reschedule(rec)
+  t.reschedule(rec)
   return guard
 }
 
 /** An HTTP/2 stream closed. */
-export function streamClosed(
-  t: ConnectionTracker,
-  rec: ConnectionRecord,
-  guard: StreamGuard,
-): void {
+export function streamClosed(t: Core, rec: ConnectionRecord, guard: StreamGuard): void {
   closeStream(rec, guard)
   if (rec.state === 'closed' || rec.inFlight === 0) return
   rec.inFlight--
@@ -92,26 +88,26 @@ export function streamClosed(
     // PING's ACK or else by the grace (Node 20's http2 client, measured, never ACKs a PING
     // that follows a GOAWAY). Streams torn down with a session we cut keep its state.
     if (rec.pendingReason === 'app_shutdown' && rec.rotateReason === 'app_shutdown') {
-      const at = t._now()
-      t._transition(rec, 'idle', at)
-      t._drainGrace(rec, at)
+      const at = t.now()
+      t.transition(rec, 'idle', at)
+      t.drainGrace(rec, at)
     }
     return
   }
-  const now = t._now()
-  t._setPhase(rec, 'keep_alive_timeout', t.options.keepAliveTimeout, now)
-  t._transition(rec, 'idle', now)
+  const now = t.now()
+  t.setPhase(rec, 'keep_alive_timeout', t.options.keepAliveTimeout, now)
+  t.transition(rec, 'idle', now)
 }
 
 /** The ACK of our PING came back. */
-export function sessionPingAcked(t: ConnectionTracker, rec: ConnectionRecord, rtt: number): void {
+export function sessionPingAcked(t: Core, rec: ConnectionRecord, rtt: number): void {
   if (rec.state === 'closed') return
-  if (rec.h2 !== null) pingAcked(rec, rec.h2, t.options, rtt, t._now())
-  t._reschedule(rec)
+  if (rec.h2 !== null) pingAcked(rec, rec.h2, t.options, rtt, t.now())
+  t.reschedule(rec)
 }
 
 /** One stream failed a limit: reset it, count it on the record, report it. */
-export function cutStream(t: ConnectionTracker, g: StreamGuard, reason: StreamCutReason): void {
+export function cutStream(t: Core, g: StreamGuard, reason: StreamCutReason): void {
   const rec = g.rec
   if (rec.h2 === null) return
   rec.h2.streamCuts ??= {}
@@ -119,7 +115,7 @@ export function cutStream(t: ConnectionTracker, g: StreamGuard, reason: StreamCu
   cuts[reason] = (cuts[reason] ?? 0) + 1
   const streamId = g.stream.id ?? 0
   rec.binding?.resetStream(g)
-  if (t.listenerCount('streamCut') > 0) safeEmit(t, 'streamCut', rec, reason, streamId)
+  if (t.face.listenerCount('streamCut') > 0) safeEmit(t.face, 'streamCut', rec, reason, streamId)
   if (streamCutChannel.hasSubscribers)
-    streamCutChannel.publish({ record: rec, reason, streamId, tracker: t })
+    streamCutChannel.publish({ record: rec, reason, streamId, tracker: t.face })
 }

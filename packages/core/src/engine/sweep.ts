@@ -4,9 +4,9 @@ import { checkRates, rateCheckAt } from '../policy/rates.js'
 import { checkStreams, streamsDueAt } from '../policy/streams.js'
 import type { ConnectionRecord } from '../record/record.js'
 import { isDue, NEVER } from '../time/deadline-queue.js'
+import type { Core } from './core.js'
 import { cutConnection, rotateConnection } from './cut.js'
 import { pressureSweep } from './pressure-hooks.js'
-import type { ConnectionTracker } from './tracker.js'
 import { checkWebSocket } from './websocket.js'
 
 /**
@@ -27,10 +27,10 @@ const SWEEP_SLICE_MS = 4
  * and every healthy request with it. After `SWEEP_SLICE_MS` the rest waits for the
  * next turn of the loop (`setImmediate`), behind the I/O that queued meanwhile.
  */
-export function startSweeper(t: ConnectionTracker): NodeJS.Timeout {
+export function startSweeper(t: Core): NodeJS.Timeout {
   const slice = (continued: boolean): void => {
-    if (t.closed) return
-    if (t._sweepSlice(t._now(), performance.now() + SWEEP_SLICE_MS, continued) < 0) {
+    if (t.stopped) return
+    if (t.sweepSlice(t.now(), performance.now() + SWEEP_SLICE_MS, continued) < 0) {
       setImmediate(resume).unref()
     }
   }
@@ -46,17 +46,12 @@ export function startSweeper(t: ConnectionTracker): NodeJS.Timeout {
  * `continued`: this call goes on with a sweep an earlier slice left unfinished
  * (pressure's per-sweep cap counts over all its slices).
  */
-export function sweepDue(
-  t: ConnectionTracker,
-  now: number,
-  until: number,
-  continued: boolean,
-): number {
-  const p = t._pressure
+export function sweepDue(t: Core, now: number, until: number, continued: boolean): number {
+  const p = t.pressure
   if (p !== null && !continued) p.sweepCuts = 0
-  if (t._awaitingBytes.size > 0) pollHandshakes(t, now)
-  if (t._pollIdle) pollRequests(t, now)
-  const queue = t._queue
+  if (t.awaitingBytes.size > 0) pollHandshakes(t, now)
+  if (t.pollIdle) pollRequests(t, now)
+  const queue = t.queue
   const o = t.options
   let cut = 0
   let handled = 0
@@ -94,14 +89,14 @@ export function sweepDue(
       if (failed === null && isDue(streamsDueAt(rec), now)) {
         // HTTP/2: a stream that fails is reset on its own; the session is cut only when its
         // client takes no byte at all.
-        failed = checkStreams(rec, now, o.sweepInterval, t._onStreamFailed)
+        failed = checkStreams(rec, now, o.sweepInterval, t.onStreamFailed)
       }
       if (failed !== null) {
         cutConnection(t, rec, failed)
         cut++
         continue
       }
-      t._reschedule(rec)
+      t.reschedule(rec)
       continue
     }
     const kind = isDue(rec.requestDeadlineAt, now) ? 'request_timeout' : rec.phaseReason
@@ -115,21 +110,21 @@ export function sweepDue(
     // Without the parser hook, a request whose first byte arrived since the
     // last poll is not idle. With it, bytes the hook did not report are not a
     // request (a stray CRLF between requests, which the parser skips).
-    if (kind === 'keep_alive_timeout' && t._idleBytesMoved(rec)) {
-      t._requestBegin(rec, now)
+    if (kind === 'keep_alive_timeout' && t.idleBytesMoved(rec)) {
+      t.requestBegin(rec, now)
       continue
     }
     if (
       kind === 'request_timeout' &&
       o.requestTimeoutUntil === 'received' &&
       received(rec) &&
-      !t._ownRequestTimeout.has(rec)
+      !t.ownRequestTimeout.has(rec)
     ) {
       // Adopted from Node's or Fastify's requestTimeout, which bounds receiving the request:
       // it arrived whole in time, so its response may take as long as it takes (a route's or
       // a request's own requestTimeout keeps connguard's meaning).
       rec.requestDeadlineAt = NEVER
-      t._reschedule(rec)
+      t.reschedule(rec)
       continue
     }
     // A drain's idle grace is over: the connection closes for the shutdown, not for idling.
@@ -154,8 +149,8 @@ function received(rec: ConnectionRecord): boolean {
 }
 
 /** Rotates or cuts a connection past its age; true when it was cut now. */
-function ageReached(t: ConnectionTracker, rec: ConnectionRecord): boolean {
-  rec._ageDone()
+function ageReached(t: Core, rec: ConnectionRecord): boolean {
+  rec.ageDone()
   if (rec.state === 'active' || (rec.session !== null && rec.state === 'idle')) {
     rotateConnection(rec, 'max_connection_age')
     return false
@@ -167,25 +162,25 @@ function ageReached(t: ConnectionTracker, rec: ConnectionRecord): boolean {
 }
 
 /** TLS connections with no byte yet move to `handshaking` once bytes flow. */
-function pollHandshakes(t: ConnectionTracker, now: number): void {
-  const awaiting = t._awaitingBytes
+function pollHandshakes(t: Core, now: number): void {
+  const awaiting = t.awaitingBytes
   for (const rec of awaiting) {
     const raw = rec.rawSocket
     if (raw !== null && raw.bytesRead > 0) {
       awaiting.delete(rec)
-      if (rec.state === 'new') t._transition(rec, 'handshaking', now)
+      if (rec.state === 'new') t.transition(rec, 'handshaking', now)
     }
   }
 }
 
 /** Fallback when the parser hook is unavailable: O(idle) per sweep. */
-function pollRequests(t: ConnectionTracker, now: number): void {
-  for (const rec of t._records) {
+function pollRequests(t: Core, now: number): void {
+  for (const rec of t.records) {
     const socket = rec.httpSocket
     // HTTP/2 sessions read PING ACKs and SETTINGS while idle: never an HTTP/1 request.
     if (socket === null || rec.inFlight > 0 || rec.session !== null) continue
-    if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== t._idleBytes(rec)) {
-      t._requestBegin(rec, now)
+    if ((rec.state === 'idle' || rec.state === 'new') && socket.bytesRead !== t.idleBytes(rec)) {
+      t.requestBegin(rec, now)
     }
   }
 }

@@ -1,9 +1,9 @@
+import type { EventEmitter } from 'node:events'
 import type { PressureSnapshot } from '../policy/pressure.js'
 import type { StreamCutReason } from '../policy/streams.js'
 import type { ConnectionRecord } from '../record/record.js'
 import type { ConnectionState } from '../vocab/states.js'
 import type { DrainPhase } from './drain.js'
-import type { ConnectionTracker } from './tracker.js'
 
 export interface ConnectionTrackerEvents {
   open: [record: ConnectionRecord]
@@ -17,13 +17,16 @@ export interface ConnectionTrackerEvents {
   drain: [phase: DrainPhase]
 }
 
+/** The public tracker as the engine sees it: where events go. */
+export type TrackerFace = EventEmitter<ConnectionTrackerEvents>
+
 /**
  * A listener that throws must not leave a record half-updated: every
  * bookkeeping step is done before emitting, and the error is re-thrown on
  * the next tick, where it surfaces as any uncaught exception would.
  */
 export function safeEmit(
-  t: ConnectionTracker,
+  t: TrackerFace,
   event: keyof ConnectionTrackerEvents,
   ...args: unknown[]
 ): void {

@@ -1,11 +1,20 @@
 import type { IncomingMessage } from 'node:http'
 import type { Socket } from 'node:net'
 import type { ResolvedWebSocket } from '../options/websocket-options.js'
-import { checkPing, type PingState, pingAcked, startPing } from '../policy/ping.js'
+import { checkPing, pingAcked, startPing } from '../policy/ping.js'
 import type { ConnectionRecord } from '../record/record.js'
+import {
+  pingUnansweredSince,
+  setWebSocketFacts,
+  WebSocketFacts,
+  type WebSocketInfo,
+  type WebSocketLike,
+  webSocketFacts,
+  webSocketInfo,
+} from '../record/websocket-facts.js'
 import { NEVER } from '../time/deadline-queue.js'
 import { UnsupportedWebSocketError } from '../vocab/errors.js'
-import type { ConnectionTracker } from './tracker.js'
+import type { Core } from './core.js'
 
 /**
  * WebSocket liveness (README "WebSockets"). `ws`, the library under @fastify/websocket and
@@ -21,19 +30,6 @@ import type { ConnectionTracker } from './tracker.js'
  * the record (a WeakMap), so a plain HTTP connection carries no field for it.
  */
 
-/** What the tracker uses of a WebSocket (`ws`'s WebSocket has it all). */
-export interface WebSocketLike {
-  readonly readyState: number
-  ping(): void
-  terminate(): void
-  // Listeners take `unknown` arguments: `ws`'s WebSocket declares `on` per event plus a
-  // catch-all `(event: string | symbol, listener: (...args: any[]) => void)`, which this
-  // matches (`never[]` would not: `any` is not assignable to `never`). Checked against
-  // @types/ws in test/types/websocket.types.ts.
-  on(event: 'pong' | 'close', listener: (...args: unknown[]) => void): unknown
-  removeListener(event: 'pong' | 'close', listener: (...args: unknown[]) => void): unknown
-}
-
 /** What a `WebSocketServer` (`ws`) offers for linking: its `'connection'` event and its clients. */
 export interface WebSocketServerLike {
   on(event: 'connection', listener: (ws: WebSocketLike, req: IncomingMessage) => void): unknown
@@ -44,20 +40,13 @@ export interface WebSocketServerLike {
   readonly clients?: Iterable<WebSocketLike>
 }
 
-/** A WebSocket's liveness facts, as records and logs show them. */
-export interface WebSocketInfo {
-  /** When the connection was upgraded, epoch ms. */
-  upgradedAt: number
-  /** A WebSocket library's socket is linked: pings run through it. */
-  linked: boolean
-  /** Pings the tracker sent. */
-  pingsSent: number
-  /** Round trip of the last ping answered, ms; null before the first pong. */
-  pingRtt: number | null
-  /** The close code the library reported (1000, 1001, 1006, …); null while open or when none. */
-  closeCode: number | null
-  /** The close reason the library reported; null when empty. */
-  closeReason: string | null
+export {
+  pingUnansweredSince,
+  type WebSocketFacts,
+  type WebSocketInfo,
+  type WebSocketLike,
+  webSocketFacts,
+  webSocketInfo,
 }
 
 /** `ws`'s readyState OPEN. */
@@ -65,49 +54,10 @@ const OPEN = 1
 /** RFC 6455 §5.5: a close frame's reason is at most 123 bytes; more would be a bug, not data. */
 const MAX_REASON = 123
 
-export class WebSocketFacts implements PingState {
-  pingCheckAt = NEVER
-  pingSentAt = -1
-  lastReadBytes = 0
-  lastReadAt = 0
-  pingRtt: number | null = null
-  pingsSent = 0
-  /** Clock ms of the upgrade. */
-  readonly upgradedAtClock: number
-  /** Idle deadline (no library linked): wire bytes both ways at the last look, and when they last moved. */
-  idleBytes = 0
-  idleSince = 0
-  idleCheckAt = NEVER
-  socket: WebSocketLike | null = null
-  closeCode: number | null = null
-  closeReason: string | null = null
-  constructor(now: number) {
-    this.upgradedAtClock = now
-  }
-}
-
-const factsOf = new WeakMap<ConnectionRecord, WebSocketFacts>()
 /** A linked WebSocket → its connection's record (for its 'pong' and 'close'). */
 const recordOfSocket = new WeakMap<object, ConnectionRecord>()
-
-/** The facts of a WebSocket connection; undefined for anything else. */
-export function webSocketFacts(rec: ConnectionRecord): WebSocketFacts | undefined {
-  return factsOf.get(rec)
-}
-
-/** The public view of a record's WebSocket facts; null when it is not a WebSocket. */
-export function webSocketInfo(rec: ConnectionRecord): WebSocketInfo | null {
-  const f = factsOf.get(rec)
-  if (f === undefined) return null
-  return {
-    upgradedAt: rec.openedAt + (f.upgradedAtClock - rec.openedAtClock),
-    linked: f.socket !== null,
-    pingsSent: f.pingsSent,
-    pingRtt: f.pingRtt,
-    closeCode: f.closeCode,
-    closeReason: f.closeReason,
-  }
-}
+/** A linked WebSocket → the engine guarding its connection (for its 'pong'). */
+const coreOfSocket = new WeakMap<object, Core>()
 
 /** True for an `Upgrade: websocket` request (RFC 6455 §4.1: the token is case-insensitive). */
 export function isWebSocketUpgrade(req: IncomingMessage | undefined): boolean {
@@ -125,7 +75,7 @@ export function webSocketUpgraded(
   now: number,
 ): WebSocketFacts {
   const f = new WebSocketFacts(now)
-  factsOf.set(rec, f)
+  setWebSocketFacts(rec, f)
   const raw = rec.rawSocket
   if (raw !== null && o.tcpKeepAlive > 0 && typeof raw.setKeepAlive === 'function') {
     raw.setKeepAlive(true, o.tcpKeepAlive)
@@ -144,23 +94,23 @@ export function webSocketUpgraded(
  * deadline two sweeps out destroys it. The record never leaves `active`.
  */
 export function refuseUpgrade(
-  t: ConnectionTracker,
+  t: Core,
   rec: ConnectionRecord,
   now: number,
 ): 'max_concurrent_upgraded_connections_exceeded' {
   const reason = 'max_concurrent_upgraded_connections_exceeded'
   rec.pendingReason ??= reason
-  t._keepEnds(rec)
+  t.keepEnds(rec)
   rec.requestDeadlineAt = NEVER
   rec.phaseReason = null
   rec.phaseDeadlineAt = now + 2 * t.options.sweepInterval
-  t._queue.schedule(rec, rec.phaseDeadlineAt)
+  t.queue.schedule(rec, rec.phaseDeadlineAt)
   return reason
 }
 
-/** The earliest of a WebSocket's checks, NEVER when none (read by `_reschedule`). */
+/** The earliest of a WebSocket's checks, NEVER when none (read by `reschedule`). */
 export function webSocketDueAt(rec: ConnectionRecord): number {
-  const f = factsOf.get(rec)
+  const f = webSocketFacts(rec)
   if (f === undefined) return NEVER
   const a = f.pingCheckAt
   const b = f.idleCheckAt
@@ -176,7 +126,7 @@ export function checkWebSocket(
   o: ResolvedWebSocket,
   now: number,
 ): 'ping_timeout' | 'upgrade_idle_timeout' | null {
-  const f = factsOf.get(rec)
+  const f = webSocketFacts(rec)
   if (f === undefined) return null
   if (f.pingCheckAt >= 0 && f.pingCheckAt <= now) {
     const socket = f.socket
@@ -218,7 +168,7 @@ export function checkWebSocket(
  * socket another tracker guards, a WebSocket over HTTP/2): nothing is added then.
  */
 export function linkWebSocket(
-  t: ConnectionTracker,
+  t: Core,
   ws: WebSocketLike,
   source?: IncomingMessage | Socket,
 ): boolean {
@@ -231,17 +181,18 @@ export function linkWebSocket(
   if (target == null || typeof target !== 'object') return false
   const rec = t.recordOf(target)
   if (rec === undefined || rec.state !== 'upgraded') return false
-  const f = factsOf.get(rec)
+  const f = webSocketFacts(rec)
   if (f === undefined || f.socket !== null) return f?.socket === ws
   f.socket = ws
   f.idleCheckAt = NEVER
   recordOfSocket.set(ws, rec)
+  coreOfSocket.set(ws, t)
   ws.on('pong', onPong)
   ws.on('close', onClose)
   const o = t.options.webSocket
   if (o.pingInterval > 0) {
-    startPing(rec, f, o, t._now())
-    t._reschedule(rec)
+    startPing(rec, f, o, t.now())
+    t.reschedule(rec)
   }
   return true
 }
@@ -251,7 +202,7 @@ export function linkWebSocket(
  * Returns a function that stops it; the tracker's `close()` stops it too.
  */
 export function linkWebSocketServer(
-  t: ConnectionTracker,
+  t: Core,
   wss: WebSocketServerLike,
   links: Set<() => void>,
 ): () => void {
@@ -280,7 +231,7 @@ export function linkWebSocketServer(
 
 /** Stops `rec`'s WebSocket checks; its linked socket, if any. */
 function stopChecks(rec: ConnectionRecord): WebSocketLike | null {
-  const f = factsOf.get(rec)
+  const f = webSocketFacts(rec)
   if (f === undefined) return null
   f.pingCheckAt = NEVER
   f.idleCheckAt = NEVER
@@ -307,16 +258,6 @@ export function releaseWebSocket(rec: ConnectionRecord): void {
 }
 
 /**
- * When the ping in flight to `rec`'s peer was sent, clock ms; -1 when none is unanswered.
- * Pressure may shed a WebSocket whose pong is overdue by its floor; one that answers is
- * never a candidate.
- */
-export function pingUnansweredSince(rec: ConnectionRecord): number {
-  const f = factsOf.get(rec)
-  return f === undefined ? -1 : f.pingSentAt
-}
-
-/**
  * The connection closed: the library's close code and reason, if its own 'close' has not
  * come yet. Over TLS `ws` reports after the TLS socket closes, which follows the raw
  * socket's close the record ends on; by then it holds what it will report (`_closeCode`,
@@ -324,7 +265,7 @@ export function pingUnansweredSince(rec: ConnectionRecord): number {
  * log carry it. Read only when present and well typed.
  */
 export function settleWebSocket(rec: ConnectionRecord): void {
-  const f = factsOf.get(rec)
+  const f = webSocketFacts(rec)
   if (f === undefined || f.socket === null || f.closeCode !== null) return
   const s = f.socket as unknown as { _closeCode?: unknown; _closeMessage?: unknown }
   if (typeof s._closeCode === 'number') recordClose(f, s._closeCode, s._closeMessage)
@@ -333,20 +274,20 @@ export function settleWebSocket(rec: ConnectionRecord): void {
 // Listeners shared by every WebSocket (`this` is the socket): no closure per connection.
 function onPong(this: WebSocketLike): void {
   const rec = recordOfSocket.get(this)
-  const f = rec === undefined ? undefined : factsOf.get(rec)
-  const t = rec?.binding?.tracker
+  const f = rec === undefined ? undefined : webSocketFacts(rec)
+  const t = coreOfSocket.get(this)
   if (rec === undefined || f === undefined || t == null || rec.state === 'closed') return
   // A pong to the application's own ping, with none of ours in flight, proves the same:
   // its bytes count as reads at the next check.
   if (f.pingSentAt < 0) return
-  const now = t._now()
+  const now = t.now()
   pingAcked(rec, f, t.options.webSocket, now - f.pingSentAt, now)
-  t._reschedule(rec)
+  t.reschedule(rec)
 }
 
 function onClose(this: WebSocketLike, code: unknown, reason: unknown): void {
   const rec = recordOfSocket.get(this)
-  const f = rec === undefined ? undefined : factsOf.get(rec)
+  const f = rec === undefined ? undefined : webSocketFacts(rec)
   if (f !== undefined) recordClose(f, code, reason)
 }
 

@@ -3,22 +3,21 @@ import type { Http2Session } from 'node:http2'
 import https from 'node:https'
 import type { Socket } from 'node:net'
 import tls, { type TLSSocket } from 'node:tls'
-import type { ConnectionTracker } from '../engine/tracker.js'
 import { type FrameworkSettings, handshakeKeyOf, readServerSettings } from '../options/adopt.js'
 import { MAX_DURATION, type ResolvedOptions } from '../options/options.js'
-import type { StreamGuard } from '../policy/streams.js'
 import { type ListenEnd, listenEnd } from '../record/addresses.js'
 import { responseBlocked } from '../record/progress.js'
-import type { ConnectionRecord } from '../record/record.js'
+import type { ConnectionRecord, StreamGuard } from '../record/record.js'
 import { readTlsInfo } from '../record/tls-info.js'
-import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from '../vocab/channels.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import {
   AlreadyAttachedError,
   RequestTimeoutError,
   UnsupportedServerError,
 } from '../vocab/errors.js'
+import { kRecord, kTracker } from '../vocab/symbols.js'
 import { KEEP_ALIVE_BUFFER_REPLACED } from '../vocab/warnings.js'
+import { type HttpServerMessage, subscribeHttp, unsubscribeHttp } from './http-channels.js'
 import {
   bindSession,
   cutSession,
@@ -28,15 +27,7 @@ import {
   releaseSession,
   resetStream,
 } from './http2.js'
-
-/**
- * Marks a socket (raw and TLS) with its record. Local to this copy of the
- * module: if both the ESM and the CJS build are loaded, each sees only the
- * connections of its own trackers and no request is counted twice.
- */
-export const kRecord = Symbol('connguard.record')
-/** Marks a guarded server; shared by every copy so two trackers never guard one server. */
-const kTracker = Symbol.for('connguard.tracker')
+import { type BindingSink, type ServerBinding, sinkOf } from './sink.js'
 
 /**
  * Index of the message-begin callback on Node's HTTP parser (`kOnMessageBegin`
@@ -68,38 +59,10 @@ const ANSWER_408: ReadonlySet<CloseReason> = new Set<CloseReason>([
   'min_request_body_data_rate',
 ])
 
-export interface ServerBinding {
-  readonly tracker: ConnectionTracker
-  /** Closes the connection for `reason` (the record already carries it). */
-  cut(rec: ConnectionRecord, reason: CloseReason): void
-  /**
-   * After the last response of a connection that is to close (rotation,
-   * drain): closes it once the response is flushed, unless Node already does
-   * (`nodeCloses`: the response said `Connection: close`).
-   */
-  endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void
-  /** The local end every connection of the server has, when it listens on one address. */
-  listenEnd(): ListenEnd | null
-  /** HTTP/2: sends a PING. */
-  ping(rec: ConnectionRecord): void
-  /** HTTP/2: GOAWAY, let the streams in flight finish, then close. */
-  goaway(rec: ConnectionRecord): void
-  /** HTTP/2: resets one stream (RST_STREAM); the session goes on. */
-  resetStream(guard: StreamGuard): void
-  /** Removes what was added to a live connection, leaving it open. */
-  release(rec: ConnectionRecord): void
-  /** A drain is closing: idle connections are the drain's (see `closeIdleConnectionsDuringDrain`). */
-  drainStarted(): void
-  /** The drain is over: `closeIdleConnections` is Node's again. */
-  drainEnded(): void
-  /** Removes every listener added to the server and restores its timers. */
-  detach(): void
-}
-
 type Marked = { [kRecord]?: ConnectionRecord }
 type ParserLike = { socket: Socket | null; [kOnMessageBegin]?: unknown }
 type TrackedServer = (http.Server | https.Server) & {
-  [kTracker]?: ConnectionTracker
+  [kTracker]?: BindingSink
   /** Node 24.6+ and 22 (nodejs/node#59243); not in Node 20 or its types. */
   keepAliveTimeoutBuffer?: number
 }
@@ -114,7 +77,7 @@ function isHttp2Server(server: object): boolean {
 }
 
 export function bindServer(
-  tracker: ConnectionTracker,
+  sink: BindingSink,
   server: object,
   framework?: FrameworkSettings,
 ): ServerBinding {
@@ -127,16 +90,16 @@ export function bindServer(
     )
   }
   const owner = (server as TrackedServer)[kTracker]
-  if (owner !== undefined && owner !== tracker) throw new AlreadyAttachedError()
+  if (owner !== undefined && owner !== sink) throw new AlreadyAttachedError()
   // Adopt, never override: the application's own timeouts become the guard's defaults.
-  tracker._adopt(readServerSettings(server, framework))
-  return new Http1Binding(tracker, server as TrackedServer, secure, h2)
+  sink.adopt(readServerSettings(server, framework))
+  return new Http1Binding(sink, server as TrackedServer, secure, h2)
 }
 
 // Socket listeners are shared functions (`this` is the socket): no closure per connection.
 function onRawClose(this: Socket & Marked): void {
   const rec = this[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._closed(rec)
+  if (rec !== undefined) sinkOf(rec)?.closed(rec)
 }
 /**
  * A guarded socket's own `emit`: its 'close' reaches the tracker once the socket's listeners
@@ -158,11 +121,11 @@ function emitTracked(this: Socket & Marked, event: string | symbol): boolean {
 /**
  * The connection is ending (the peer's FIN, our last bytes sent, Node's socket timeout) and
  * its handle is still open: the last moment its ends can be read, for a close listener that
- * came after the accept (see the tracker's `_endsWanted`).
+ * came after the accept (see the engine's `endsWanted`).
  */
 function onEnding(socket: Socket & Marked): void {
   const rec = socket[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._keepEnds(rec)
+  if (rec !== undefined) sinkOf(rec)?.keepEnds(rec)
 }
 function onSocketError(this: Socket & Marked, err: Error): void {
   const rec = this[kRecord]
@@ -174,12 +137,12 @@ function onSocketEnd(this: Socket & Marked): void {
 }
 function onMessageBegin(this: ParserLike): void {
   const rec = (this.socket as (Socket & Marked) | null)?.[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._requestBegin(rec)
+  if (rec !== undefined) sinkOf(rec)?.requestBegin(rec)
 }
 
 function onRequestStart(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._requestHead(rec, message.request, message.response)
+  if (rec !== undefined) sinkOf(rec)?.requestHead(rec, message.request, message.response)
 }
 function onResponseFinish(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
@@ -195,19 +158,19 @@ function onResponseFinish(message: HttpServerMessage): void {
     // Answered before the body was read (an early 401, a 413): Node goes on
     // reading the body to keep the connection usable, so it is not idle
     // until the body ends.
-    rec.binding?.tracker._responseSent(rec, last)
+    sinkOf(rec)?.responseSent(rec, last)
     req.once('end', onBodyEndAfterResponse)
     return
   }
-  rec.binding?.tracker._responseEnd(rec, last)
+  sinkOf(rec)?.responseEnd(rec, last)
 }
 function onBodyEndAfterResponse(this: http.IncomingMessage): void {
   const rec = (this.socket as (Socket & Marked) | null)?.[kRecord]
-  if (rec !== undefined) rec.binding?.tracker._responseEnd(rec, null)
+  if (rec !== undefined) sinkOf(rec)?.responseEnd(rec, null)
 }
 
 class Http1Binding implements ServerBinding {
-  readonly tracker: ConnectionTracker
+  readonly sink: BindingSink
   readonly #server: TrackedServer
   readonly #secure: boolean
   readonly #h2: boolean
@@ -254,8 +217,8 @@ class Http1Binding implements ServerBinding {
     this.#listenerAdded(event, listener)
   readonly #onRemoveListener = (event: string | symbol) => this.#listenerRemoved(event)
 
-  constructor(tracker: ConnectionTracker, server: TrackedServer, secure: boolean, h2: boolean) {
-    this.tracker = tracker
+  constructor(sink: BindingSink, server: TrackedServer, secure: boolean, h2: boolean) {
+    this.sink = sink
     this.#server = server
     this.#secure = secure
     this.#h2 = h2
@@ -274,7 +237,7 @@ class Http1Binding implements ServerBinding {
           : (server as unknown as Record<symbol, unknown>)[this.#handshakeKey],
     }
     this.#nodeKeepAlive = nodeKeepAlive(
-      tracker.options,
+      sink.options,
       typeof server.keepAliveTimeoutBuffer === 'number',
     )
     const buffer = server.keepAliveTimeoutBuffer
@@ -282,10 +245,10 @@ class Http1Binding implements ServerBinding {
       // Node held idle connections this long past the advertised timeout; the guard closes at
       // the timeout itself. Not adoptable (the header would then promise more): said instead.
       // A shorter buffer (0: close as advertised) is what the guard does, one sweep late at most.
-      KEEP_ALIVE_BUFFER_REPLACED.emit(buffer, tracker.options.keepAliveTimeout)
+      KEEP_ALIVE_BUFFER_REPLACED.emit(buffer, sink.options.keepAliveTimeout)
     }
     this.#alignTimers()
-    server[kTracker] = tracker
+    server[kTracker] = sink
     if (h2) {
       // An h2c session is created inside Node's own 'connection' listener: ours must run first.
       server.prependListener('connection', this.#onConnection)
@@ -317,7 +280,7 @@ class Http1Binding implements ServerBinding {
    */
   #alignTimers(): void {
     const server = this.#server
-    const o = this.tracker.options
+    const o = this.sink.options
     // HTTP/2 servers have these only with HTTP/1.1 fallback (allowHTTP1).
     if (typeof server.headersTimeout === 'number') server.headersTimeout = 0
     if (typeof server.requestTimeout === 'number') server.requestTimeout = 0
@@ -366,7 +329,7 @@ class Http1Binding implements ServerBinding {
     server.removeListener('newListener', this.#onNewListener)
     server.removeListener('removeListener', this.#onRemoveListener)
     for (const [event, listener] of this.#shadowed) server.removeListener(event, listener)
-    if (server[kTracker] === this.tracker) delete server[kTracker]
+    if (server[kTracker] === this.sink) delete server[kTracker]
     // Restore what we changed, unless someone changed it since.
     const saved = this.#saved
     if (server.headersTimeout === 0) server.headersTimeout = saved.headersTimeout
@@ -380,7 +343,7 @@ class Http1Binding implements ServerBinding {
     if (ours.buffer !== undefined && server.keepAliveTimeoutBuffer === ours.buffer) {
       server.keepAliveTimeoutBuffer = saved.keepAliveTimeoutBuffer
     }
-    const maxRequests = this.tracker.options.maxRequestsPerConnection
+    const maxRequests = this.sink.options.maxRequestsPerConnection
     if (maxRequests > 0 && server.maxRequestsPerSocket === maxRequests) {
       server.maxRequestsPerSocket = saved.maxRequestsPerSocket as number
     }
@@ -393,7 +356,7 @@ class Http1Binding implements ServerBinding {
 
   #accept(raw: Socket & Marked): void {
     if (raw[kRecord] !== undefined) return
-    const rec = this.tracker._open(raw, this.#secure, this)
+    const rec = this.sink.open(raw, this.#secure, this)
     raw[kRecord] = rec
     // No listener per connection: its close comes through `emitTracked`, and the error
     // and the peer's FIN are read from the socket when it closes (`_closed`). Each
@@ -419,7 +382,7 @@ class Http1Binding implements ServerBinding {
     }
     socket[kRecord] = rec
     hookParser(socket)
-    this.tracker._established(rec, socket, readTlsInfo(socket))
+    this.sink.established(rec, socket, readTlsInfo(socket))
   }
 
   #tlsClientError(err: Error, socket: TLSSocket): void {
@@ -432,7 +395,7 @@ class Http1Binding implements ServerBinding {
     const rec = socket[kRecord]
     // Over `maxUpgradedConnections`: 503 before any handshake byte. Our listener runs first;
     // the application's then finds the socket no longer writable (`ws` destroys it).
-    if (rec !== undefined && this.tracker._upgraded(rec, req) !== null && socket.writable) {
+    if (rec !== undefined && this.sink.upgraded(rec, req) !== null && socket.writable) {
       socket.end(SERVICE_UNAVAILABLE_RESPONSE)
     }
   }
@@ -445,7 +408,7 @@ class Http1Binding implements ServerBinding {
       rec = raw[kRecord]
     }
     if (rec === undefined || rec.state === 'closed' || rec.pendingReason !== null) return
-    bindSession(this.tracker, rec, session)
+    bindSession(this.sink, rec, session)
   }
 
   listenEnd(): ListenEnd | null {

@@ -1,17 +1,11 @@
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
-import {
-  sessionPingAcked,
-  sessionStarted,
-  streamClosed,
-  streamOpened,
-} from '../engine/session-lifecycle.js'
-import type { ConnectionTracker } from '../engine/tracker.js'
-import type { StreamGuard } from '../policy/streams.js'
 import { responseBlocked } from '../record/progress.js'
-import type { ConnectionRecord, TlsInfo } from '../record/record.js'
+import type { ConnectionRecord, StreamGuard, TlsInfo } from '../record/record.js'
 import { readTlsInfo } from '../record/tls-info.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
+import { kSessionRecord, kStreamGuard } from '../vocab/symbols.js'
+import { type BindingSink, sinkOf } from './sink.js'
 
 /**
  * HTTP/2 sessions: the session is the connection, its streams are its
@@ -21,8 +15,6 @@ import type { CloseReason } from '../vocab/close-reasons.js'
  * Node 20, 22 and 24 alike.
  */
 
-const kSessionRecord = Symbol('connguard.sessionRecord')
-const kStreamGuard = Symbol('connguard.streamGuard')
 /** RST_STREAM error code CANCEL (RFC 9113 §7): the stream is no longer needed. (A literal: node:http2 stays unloaded for HTTP/1-only servers.) */
 const NGHTTP2_CANCEL = 0x8
 type MarkedSession = Http2Session & { [kSessionRecord]?: ConnectionRecord }
@@ -50,12 +42,8 @@ export function rawSocketOf(session: Http2Session): Socket {
   return view._parent ?? view
 }
 
-/** Wires a session to its record; the tracker takes it from there. */
-export function bindSession(
-  tracker: ConnectionTracker,
-  rec: ConnectionRecord,
-  session: Http2Session,
-): void {
+/** Wires a session to its record; the engine takes it from there. */
+export function bindSession(sink: BindingSink, rec: ConnectionRecord, session: Http2Session): void {
   const marked = session as MarkedSession
   marked[kSessionRecord] = rec
   // First in line: the stream is guarded before the application (and a route's overrides) sees it.
@@ -65,15 +53,15 @@ export function bindSession(
   const view = session.socket as SocketView
   const tls: TlsInfo | null = view._parent != null ? readTlsInfo(view) : null
   // Never write to it: all closing goes through the session.
-  sessionStarted(tracker, rec, session, rec.rawSocket as Socket, tls)
+  sink.sessionStarted(rec, session, rec.rawSocket as Socket, tls)
 }
 
 function onStream(this: MarkedSession, stream: ServerHttp2Stream): void {
   const rec = this[kSessionRecord]
   if (rec === undefined) return
-  const tracker = rec.binding?.tracker
-  if (tracker === undefined) return
-  const guard = streamOpened(tracker, rec, stream)
+  const sink = sinkOf(rec)
+  if (sink === undefined) return
+  const guard = sink.streamOpened(rec, stream)
   if (guard === null) return
   ;(stream as MarkedStream)[kStreamGuard] = guard
   // A stream closes once: `on`, not `once`, spares a wrapper per stream.
@@ -85,8 +73,7 @@ function onStreamClose(this: MarkedStream): void {
   if (guard === undefined) return
   // Cleared, not deleted: `delete` would move every stream to a slow dictionary shape.
   this[kStreamGuard] = undefined
-  const tracker = guard.rec.binding?.tracker
-  if (tracker !== undefined) streamClosed(tracker, guard.rec, guard)
+  sinkOf(guard.rec)?.streamClosed(guard.rec, guard)
 }
 
 /**
@@ -116,8 +103,7 @@ export function pingSession(rec: ConnectionRecord): void {
   if (session === null || session.destroyed || session.closed) return
   try {
     session.ping((err, duration) => {
-      const tracker = rec.binding?.tracker
-      if (err == null && tracker !== undefined) sessionPingAcked(tracker, rec, duration)
+      if (err == null) sinkOf(rec)?.sessionPingAcked(rec, duration)
     })
   } catch {
     // Too many PINGs outstanding, or the session is going: the timeout decides.
@@ -133,7 +119,7 @@ const NGHTTP2_NO_ERROR = 0
  * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so a
  * request the client sends meanwhile is still accepted, and a PING. The second GOAWAY, with
  * the last stream processed, is Node's `close()`, sent by the drain once the session has had
- * no open stream for the idle grace (`_drainGrace`). Not at the PING's ACK: nghttp2 clients
+ * no open stream for the idle grace (`drainGrace`). Not at the PING's ACK: nghttp2 clients
  * (Node's) queue a PING ACK ahead of HEADERS they submitted before reading the GOAWAY, so a
  * close at the ACK refused such streams (measured: REFUSED_STREAM under load); and Node 20's
  * client, measured, often never ACKs a PING that follows a GOAWAY. A single `close()` says

@@ -8,10 +8,9 @@
  */
 import http from 'node:http'
 import https from 'node:https'
-import type { ResolvedOptions } from './options.js'
+import type { OptionSource, ResolvedOptions } from './options.js'
 
-/** Where a resolved option's value came from. */
-export type OptionSource = 'default' | 'connguard' | 'server' | 'fastify'
+export type { OptionSource }
 
 /** The connguard options a setting of the server or of its framework maps onto. */
 export type AdoptableOption =

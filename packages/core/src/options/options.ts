@@ -1,6 +1,6 @@
 import { type Clock, monotonicClock } from '../time/clock.js'
 import { InvalidOptionError } from '../vocab/errors.js'
-import type { OptionSource } from './adopt.js'
+import { kResolved } from '../vocab/symbols.js'
 import { type PressureOptions, type ResolvedPressure, resolvePressure } from './pressure-options.js'
 import {
   assertPlainObject,
@@ -15,6 +15,9 @@ import {
   resolveWebSocket,
   type WebSocketOptions,
 } from './websocket-options.js'
+
+/** Where a resolved option's value came from. */
+export type OptionSource = 'default' | 'connguard' | 'server' | 'fastify'
 
 /**
  * Defaults, each with its unit and the reason for its value. All durations are
@@ -179,8 +182,6 @@ export interface RequestOverrides {
 }
 
 export const OFF_RATE: ResolvedRate = Object.freeze({ bytesPerSecond: 0, graceMs: 0, windowMs: 0 })
-
-const kResolved = Symbol.for('connguard.resolvedOverrides')
 
 /**
  * Overrides validated once by `resolveRequestOverrides`, for adapters to apply

@@ -1,5 +1,5 @@
-import type { PingLimits } from '../policy/ping.js'
 import { InvalidOptionError } from '../vocab/errors.js'
+import type { PingLimits } from './ping-limits.js'
 import { duration, rejectUnknown } from './validate.js'
 
 /**

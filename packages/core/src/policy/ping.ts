@@ -1,3 +1,5 @@
+import type { PingLimits } from '../options/ping-limits.js'
+import type { PingState } from '../record/ping-state.js'
 import type { ConnectionRecord } from '../record/record.js'
 import { NEVER } from '../time/deadline-queue.js'
 
@@ -11,26 +13,9 @@ import { NEVER } from '../time/deadline-queue.js'
  * the session with `ping_timeout`.
  */
 
+export type { PingLimits, PingState }
+
 export type PingStep = 'send' | 'timeout' | null
-
-/**
- * What a PING check keeps: an HTTP/2 session's `SessionFacts`, a WebSocket's
- * `WebSocketFacts` (websocket.ts). Both are made on use, never on every record.
- */
-export interface PingState {
-  pingCheckAt: number
-  pingSentAt: number
-  lastReadBytes: number
-  lastReadAt: number
-  pingRtt: number | null
-}
-
-/** The two limits and the sweep's resolution (HTTP/2: the tracker's options; WebSocket: `webSocket`'s). */
-export interface PingLimits {
-  readonly pingInterval: number
-  readonly pingTimeout: number
-  readonly sweepInterval: number
-}
 
 /** Starts watching a session from `now`. */
 export function startPing(rec: ConnectionRecord, h2: PingState, o: PingLimits, now: number): void {

@@ -1,7 +1,7 @@
 import type { ServerHttp2Stream } from 'node:http2'
 import type { ResolvedOptions, ResolvedRate } from '../options/options.js'
 import { acceptedBytes, responseBlocked } from '../record/progress.js'
-import type { ConnectionRecord } from '../record/record.js'
+import { type ConnectionRecord, SessionStreams, StreamGuard } from '../record/record.js'
 import { earliest, isDue, NEVER } from '../time/deadline-queue.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import { NO_H2_STREAM_HANDLE } from '../vocab/warnings.js'
@@ -42,6 +42,8 @@ import {
  *   rate, as k HTTP/1 connections would.
  */
 
+export { SessionStreams, StreamGuard }
+
 /** The close reasons a single stream is reset with. */
 export const STREAM_CUT_REASONS = [
   'request_timeout',
@@ -65,44 +67,6 @@ function handleOf(stream: ServerHttp2Stream): StreamHandle {
     }
   }
   return kHandle === null ? undefined : (stream as unknown as Record<symbol, StreamHandle>)[kHandle]
-}
-
-/** One open stream of an HTTP/2 session: its limits and their windows. Allocated only for HTTP/2. */
-export class StreamGuard implements RateOwner {
-  readonly stream: ServerHttp2Stream
-  readonly rec: ConnectionRecord
-  /** Clock ms when the stream opened (its headers complete: when Node creates it). */
-  readonly openedAt: number
-  /** Due time of the stream's absolute `requestTimeout`. */
-  requestDeadlineAt = NEVER
-  /** The stream's rate windows (rates.ts). */
-  rates: RateWindows | null = null
-  /** Response bytes credited to this stream so far (its own, and its share of the session's). */
-  responseCredit = 0
-  /** Its own response progress at the session's last tick. */
-  ownAtTick = 0
-
-  constructor(stream: ServerHttp2Stream, rec: ConnectionRecord, now: number) {
-    this.stream = stream
-    this.rec = rec
-    this.openedAt = now
-  }
-}
-
-/**
- * A session's open streams and what their checks share. Allocated with the
- * session's first stream, so an HTTP/1 record carries one null field for it.
- */
-export class SessionStreams {
-  readonly guards = new Set<StreamGuard>()
-  /** The earliest due time over the open streams, clock ms (may be early, never late). */
-  dueAt = NEVER
-  /** Bytes the kernel had accepted on the connection at the last check. */
-  acceptedAtTick: number
-
-  constructor(acceptedAtTick: number) {
-    this.acceptedAtTick = acceptedAtTick
-  }
 }
 
 /** The due time of a record's stream checks. */

@@ -1,14 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { TLSSocket } from 'node:tls'
-import { type WebSocketInfo, webSocketInfo } from '../engine/websocket.js'
-import type { ServerBinding } from '../observe/http1.js'
-import type { RateWindows } from '../policy/rates.js'
 import type { Clock } from '../time/clock.js'
 import { earliest, NEVER } from '../time/deadline-queue.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import type { ConnectionState, LiveState } from '../vocab/states.js'
 import { type ListenEnd, type LocalEnd, readEnds } from './addresses.js'
+import type { RateOwner, RateWindows } from './rate-windows.js'
+import { type WebSocketInfo, webSocketInfo } from './websocket-facts.js'
 
 /** What TLS negotiated, read once when the handshake completes. */
 export interface TlsInfo {
@@ -61,12 +61,12 @@ const READING_HEAD = 2
 const SAW_MESSAGE_BEGIN = 4
 const AGE_ARMED = 8
 const ENDS_READ = 16
-// Bits 5–7: the phase deadline's reason, as an index of PHASES; bits 8 and up: requests in flight.
+// Bits 5–7: the phase deadline's reason, as an index of PHASE_KINDS; bits 8 and up: requests in flight.
 const PHASE_SHIFT = 5
 const PHASE_MASK = 7 << PHASE_SHIFT
 const IN_FLIGHT_SHIFT = 8
 const LOW_BITS = (1 << IN_FLIGHT_SHIFT) - 1
-const PHASES: readonly (DeadlineKind | null)[] = [
+const PHASE_KINDS: readonly (DeadlineKind | null)[] = [
   null,
   'tls_handshake_timeout',
   'request_headers_timeout',
@@ -96,10 +96,73 @@ export class SessionFacts {
   streamCuts: Partial<Record<CloseReason, number>> | null = null
   readonly session: import('node:http2').Http2Session
   /** The open streams' guards and their shared state; null until the first stream. */
-  streams: import('../policy/streams.js').SessionStreams | null = null
+  streams: SessionStreams | null = null
   constructor(session: import('node:http2').Http2Session) {
     this.session = session
   }
+}
+
+/** One open stream of an HTTP/2 session: its limits and their windows. Allocated only for HTTP/2. */
+export class StreamGuard implements RateOwner {
+  readonly stream: ServerHttp2Stream
+  readonly rec: ConnectionRecord
+  /** Clock ms when the stream opened (its headers complete: when Node creates it). */
+  readonly openedAt: number
+  /** Due time of the stream's absolute `requestTimeout`. */
+  requestDeadlineAt = NEVER
+  /** The stream's rate windows (policy/rates.ts). */
+  rates: RateWindows | null = null
+  /** Response bytes credited to this stream so far (its own, and its share of the session's). */
+  responseCredit = 0
+  /** Its own response progress at the session's last tick. */
+  ownAtTick = 0
+
+  constructor(stream: ServerHttp2Stream, rec: ConnectionRecord, now: number) {
+    this.stream = stream
+    this.rec = rec
+    this.openedAt = now
+  }
+}
+
+/**
+ * A session's open streams and what their checks share. Allocated with the
+ * session's first stream, so an HTTP/1 record carries one null field for it.
+ */
+export class SessionStreams {
+  readonly guards = new Set<StreamGuard>()
+  /** The earliest due time over the open streams, clock ms (may be early, never late). */
+  dueAt = NEVER
+  /** Bytes the kernel had accepted on the connection at the last check. */
+  acceptedAtTick: number
+
+  constructor(acceptedAtTick: number) {
+    this.acceptedAtTick = acceptedAtTick
+  }
+}
+
+/**
+ * What the engine asks of the binding of a connection's server (observe/http1.ts implements
+ * it). Declared here, with the record that holds it, so the record needs no binding module.
+ */
+export interface ConnectionBinding {
+  /** Closes the connection for `reason` (the record already carries it). */
+  cut(rec: ConnectionRecord, reason: CloseReason): void
+  /**
+   * After the last response of a connection that is to close (rotation,
+   * drain): closes it once the response is flushed, unless Node already does
+   * (`nodeCloses`: the response said `Connection: close`).
+   */
+  endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void
+  /** The local end every connection of the server has, when it listens on one address. */
+  listenEnd(): ListenEnd | null
+  /** HTTP/2: sends a PING. */
+  ping(rec: ConnectionRecord): void
+  /** HTTP/2: GOAWAY, let the streams in flight finish, then close. */
+  goaway(rec: ConnectionRecord): void
+  /** HTTP/2: resets one stream (RST_STREAM); the session goes on. */
+  resetStream(guard: StreamGuard): void
+  /** Removes what was added to a live connection, leaving it open. */
+  release(rec: ConnectionRecord): void
 }
 
 /** The facts a connection's close settles, kept apart from the live record's fields. */
@@ -162,7 +225,7 @@ export class ConnectionRecord {
   /** @internal The socket HTTP runs on: the raw socket, or the TLSSocket once established. */
   httpSocket: Socket | TLSSocket | null = null
   /** @internal How to cut and release this connection (its server's binding). */
-  binding: ServerBinding | null = null
+  binding: ConnectionBinding | null = null
   /** @internal Clock ms at accept. */
   openedAtClock: number
   /** @internal Clock ms when the current state began. */
@@ -216,14 +279,14 @@ export class ConnectionRecord {
     this._flags = (secure ? SECURE : 0) | (this._clockBase.maxConnectionAge > 0 ? AGE_ARMED : 0)
     this.openedAtClock = nowClock
     this.stateSince = nowClock
-    if (readEndsNow) this._readEnds(local)
+    if (readEndsNow) this.readEndsOnce(local)
   }
 
   /**
    * @internal Reads both ends once, from the raw socket (or Node's own cache of them, which
    * outlives the handle). Once the socket is gone there is nothing to read: they stay unset.
    */
-  _readEnds(local: ListenEnd | null = this.binding?.listenEnd() ?? null): void {
+  readEndsOnce(local: ListenEnd | null = this.binding?.listenEnd() ?? null): void {
     if ((this._flags & ENDS_READ) !== 0) return
     this._flags |= ENDS_READ
     const raw = this.rawSocket
@@ -236,22 +299,22 @@ export class ConnectionRecord {
 
   /** The peer's address (see the README on when it is read). */
   get remoteAddress(): string | undefined {
-    this._readEnds()
+    this.readEndsOnce()
     return this._remoteAddress
   }
 
   get remotePort(): number | undefined {
-    this._readEnds()
+    this.readEndsOnce()
     return this._remotePort
   }
 
   get localAddress(): string | undefined {
-    this._readEnds()
+    this.readEndsOnce()
     return this._local.address
   }
 
   get localPort(): number | undefined {
-    this._readEnds()
+    this.readEndsOnce()
     return this._local.port
   }
 
@@ -262,10 +325,10 @@ export class ConnectionRecord {
 
   /** @internal The reason the phase deadline closes with. */
   get phaseReason(): DeadlineKind | null {
-    return PHASES[(this._flags & PHASE_MASK) >> PHASE_SHIFT] ?? null
+    return PHASE_KINDS[(this._flags & PHASE_MASK) >> PHASE_SHIFT] ?? null
   }
   set phaseReason(kind: DeadlineKind | null) {
-    this._flags = (this._flags & ~PHASE_MASK) | (PHASES.indexOf(kind) << PHASE_SHIFT)
+    this._flags = (this._flags & ~PHASE_MASK) | (PHASE_KINDS.indexOf(kind) << PHASE_SHIFT)
   }
 
   /** @internal Requests begun (first byte seen) and not yet answered. */
@@ -294,7 +357,7 @@ export class ConnectionRecord {
 
   /**
    * @internal Due time of max connection age, clock ms: accept + the tracker's
-   * `maxConnectionAge` until `_ageDone()` (reached or cut), NEVER without one.
+   * `maxConnectionAge` until `ageDone()` (reached or cut), NEVER without one.
    */
   get ageDeadlineAt(): number {
     return (this._flags & AGE_ARMED) === 0
@@ -303,7 +366,7 @@ export class ConnectionRecord {
   }
 
   /** @internal The age deadline no longer applies. */
-  _ageDone(): void {
+  ageDone(): void {
     this._flags &= ~AGE_ARMED
   }
 
@@ -335,7 +398,7 @@ export class ConnectionRecord {
   /**
    * WebSocket upgrades: when it was upgraded, pings sent, the last round trip, and the close
    * code and reason its library reported; null for any other connection. Kept beside the
-   * record (websocket.ts), so a plain HTTP record carries no field for it.
+   * record (websocket-facts.ts), so a plain HTTP record carries no field for it.
    */
   get webSocket(): WebSocketInfo | null {
     return webSocketInfo(this)
@@ -359,10 +422,10 @@ export class ConnectionRecord {
   }
 
   /** @internal HTTP/2: the open streams' guards and their shared state; null until the first stream. */
-  get streams(): import('../policy/streams.js').SessionStreams | null {
+  get streams(): SessionStreams | null {
     return this.h2 === null ? null : this.h2.streams
   }
-  set streams(value: import('../policy/streams.js').SessionStreams | null) {
+  set streams(value: SessionStreams | null) {
     if (this.h2 !== null) this.h2.streams = value
   }
 
@@ -506,7 +569,7 @@ export class ConnectionRecord {
   }
 
   /** @internal Adds `ms` to the time spent in the live state at index `i` of LIVE_STATES. */
-  _addDuration(i: number, ms: number): void {
+  addDuration(i: number, ms: number): void {
     switch (i) {
       case 0:
         this.msNew += ms

@@ -1,6 +1,6 @@
 import type { ConnectionTracker } from '../engine/tracker.js'
-import type { WebSocketInfo } from '../engine/websocket.js'
 import type { ConnectionRecord } from '../record/record.js'
+import type { WebSocketInfo } from '../record/websocket-facts.js'
 import { CLOSE_REASONS, type CloseReason } from '../vocab/close-reasons.js'
 import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
 import type { LiveState } from '../vocab/states.js'

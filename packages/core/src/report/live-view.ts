@@ -1,6 +1,6 @@
 import type { ConnectionTracker, Snapshot } from '../engine/tracker.js'
-import type { WebSocketInfo } from '../engine/websocket.js'
 import type { ConnectionRecord, DeadlineKind } from '../record/record.js'
+import type { WebSocketInfo } from '../record/websocket-facts.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
 import type { ConnectionState, LiveState } from '../vocab/states.js'

@@ -7,6 +7,25 @@
 
 export const WARNING_TYPE = 'ConnguardWarning'
 
+/**
+ * The messages said per code, shared by every copy of this module in the process (the ESM and
+ * CommonJS builds, the internal entry's bundle), so a warning is said once however many
+ * copies emit it.
+ */
+const SAID = Symbol.for('connguard.warnings.said')
+
+function said(code: string): Set<string> {
+  const g = globalThis as { [SAID]?: Map<string, Set<string>> }
+  g[SAID] ??= new Map()
+  const all = g[SAID]
+  let set = all.get(code)
+  if (set === undefined) {
+    set = new Set()
+    all.set(code, set)
+  }
+  return set
+}
+
 export interface ConnguardWarning<A extends unknown[]> {
   readonly code: string
   /** Emits the warning unless this exact message was emitted before in this process. */
@@ -19,7 +38,7 @@ function declare<A extends unknown[]>(
   code: string,
   message: (...args: A) => string,
 ): ConnguardWarning<A> {
-  const emitted = new Set<string>()
+  const emitted = said(code)
   return {
     code,
     emitted,

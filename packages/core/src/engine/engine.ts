@@ -1,0 +1,847 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Http2Session, ServerHttp2Stream } from 'node:http2'
+import type { Socket } from 'node:net'
+import { bindServer } from '../observe/http1.js'
+import { streamGuardOf } from '../observe/http2.js'
+import type { BindingSink, ServerBinding } from '../observe/sink.js'
+import { adoptSettings, type FrameworkSettings, type ServerSetting } from '../options/adopt.js'
+import {
+  type ConnectionTrackerOptions,
+  type RequestOverrides,
+  type ResolvedOptions,
+  ResolvedRequestOverrides,
+  resolveOptions,
+  resolveRequestOverrides,
+} from '../options/options.js'
+import { Admission } from '../policy/admission.js'
+import { settleClose } from '../policy/classify.js'
+import {
+  openFileLimit,
+  Pressure,
+  type PressureSnapshot,
+  processConnections,
+} from '../policy/pressure.js'
+import {
+  connectionProgress,
+  rateCheckAt,
+  scheduleRateCheck,
+  setBodyRate,
+  setResponseRate,
+  startRates,
+  stopRates,
+} from '../policy/rates.js'
+import { overrideStream, type StreamCutReason, type StreamGuard } from '../policy/streams.js'
+import {
+  type ClockBase,
+  ConnectionRecord,
+  type DeadlineKind,
+  type TlsInfo,
+} from '../record/record.js'
+import { DeadlineQueue, earliest, NEVER } from '../time/deadline-queue.js'
+import { closeChannel, drainChannel, openChannel, transitionChannel } from '../vocab/channels.js'
+import type { CloseReason } from '../vocab/close-reasons.js'
+import { TrackerClosedError } from '../vocab/errors.js'
+import { type ConnectionState, liveStateIndex } from '../vocab/states.js'
+import { kRecord } from '../vocab/symbols.js'
+import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from '../vocab/warnings.js'
+import type { Core } from './core.js'
+import { closeAfterResponse, cutConnection, rotateConnection } from './cut.js'
+import {
+  Drain,
+  type DrainOptions,
+  type DrainPhase,
+  type DrainResult,
+  resolveDrainOptions,
+} from './drain.js'
+import { liveConnections, pressureAdmit, shed } from './pressure-hooks.js'
+import {
+  cutStream,
+  sessionPingAcked,
+  sessionStarted,
+  streamClosed,
+  streamOpened,
+} from './session-lifecycle.js'
+import { startSweeper, sweepDue } from './sweep.js'
+import { safeEmit, type TrackerFace } from './tracker-events.js'
+import {
+  isWebSocketUpgrade,
+  linkWebSocket,
+  linkWebSocketServer,
+  refuseUpgrade,
+  releaseWebSocket,
+  settleWebSocket,
+  type WebSocketLike,
+  type WebSocketServerLike,
+  webSocketDueAt,
+  webSocketFacts,
+  webSocketUpgraded,
+} from './websocket.js'
+
+const INFINITY = Number.POSITIVE_INFINITY
+
+/**
+ * Responses to pipelined requests, oldest first, waiting behind the one `rec.res` follows.
+ * Beside the record, not in it: pipelining is rare, and a field costs every connection.
+ */
+const pipelined = new WeakMap<ConnectionRecord, ServerResponse[]>()
+
+/** Live connections by state, and closes by reason since the tracker was created. */
+export interface Snapshot {
+  /** Live connections. */
+  total: number
+  new: number
+  handshaking: number
+  idle: number
+  active: number
+  upgraded: number
+  /** Closed connections counted by close reason (only reasons seen appear). */
+  closedByReason: Partial<Record<CloseReason, number>>
+  /** The pressure level and its signals; null when the `pressure` option is off. */
+  pressure: PressureSnapshot | null
+}
+
+/**
+ * The state machine behind a `ConnectionTracker`: the only writer of tracker state. It holds
+ * the live records, the deadline heap and the counts; the bindings (observe/) report Node's
+ * events to it through `BindingSink`, the sweep and the other engine modules work on it
+ * through `Core`, and the public tracker (tracker.ts) forwards its API here. Events are
+ * emitted on the public tracker (`face`), so listeners see the object they subscribed to.
+ */
+export class Engine implements BindingSink, Core {
+  /** The public tracker: what events are emitted on and channels publish. */
+  readonly face: TrackerFace
+  /**
+   * The options as resolved at construction, with the timeouts the application set on the
+   * first server attached adopted (`options.sources` says where each value came from).
+   */
+  readonly options: ResolvedOptions
+  readonly #clock: ResolvedOptions['clock']
+  /** Clock ms → epoch ms. */
+  readonly #clockBase: ClockBase
+  /** The live connections, in accept order. */
+  readonly records = new Set<ConnectionRecord>()
+  /** The sweeper's deadline heap. */
+  readonly queue = new DeadlineQueue<ConnectionRecord>()
+  /** TLS connections accepted with no byte yet: polled so `handshaking` shows when bytes flow. */
+  readonly awaitingBytes = new Set<ConnectionRecord>()
+  readonly #bindings = new Map<object, ServerBinding>()
+  /** Live connections per state, indexed as LIVE_STATES. */
+  readonly #counts = [0, 0, 0, 0, 0]
+  readonly #closedByReason: Partial<Record<CloseReason, number>> = {}
+  #sweeper: NodeJS.Timeout | null = null
+  #stopped = false
+  /** Set when Node's parser did not report a request's first byte: fall back to polling idle connections. */
+  pollIdle = false
+  /** */
+  readonly admission: Admission
+  #drain: Drain | null = null
+  /** Null when the `pressure` option is off. */
+  readonly pressure: Pressure | null
+  /** Pressure's way of closing: its own reason counts the connection out at once. */
+  readonly victim = (rec: ConnectionRecord, reason: CloseReason): void => {
+    if (reason === 'shed_under_pressure') shed(this, rec)
+    else cutConnection(this, rec, reason)
+  }
+  /** While idle connections are polled (no parser hook), bytes since the last response are a request. */
+  readonly idleBytesMoved = (rec: ConnectionRecord): boolean =>
+    this.pollIdle &&
+    rec.session === null &&
+    rec.httpSocket !== null &&
+    rec.httpSocket.bytesRead !== this.idleBytes(rec)
+  /**
+   * Polling fallback only: the HTTP socket's bytesRead when each record last became idle.
+   * Beside the records, not in them: with the parser hook (every supported Node) no record
+   * needs the field.
+   */
+  readonly #bytesAtIdle = new WeakMap<ConnectionRecord, number>()
+  /** */
+  markIdleBytes(rec: ConnectionRecord): void {
+    this.#bytesAtIdle.set(rec, rec.httpSocket?.bytesRead ?? 0)
+  }
+  /** */
+  idleBytes(rec: ConnectionRecord): number {
+    return this.#bytesAtIdle.get(rec) ?? 0
+  }
+  /**
+   * While an adopted requestTimeout (Node's meaning: receiving the request) is in
+   * force: the records whose request in flight got its own from a route or a request override,
+   * which keeps connguard's meaning (to the response's end). Touched only in that mode.
+   */
+  readonly ownRequestTimeout = new WeakSet<ConnectionRecord>()
+  /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
+  webSockets = 0
+  /** The WebSocket servers linked by `watchWebSockets`, each with its unlink. */
+  readonly #webSocketLinks = new Set<() => void>()
+  /** HTTP/2: how the sweep's stream checks reset a stream. */
+  readonly onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
+    cutStream(this, g, reason)
+
+  constructor(face: TrackerFace, options?: ConnectionTrackerOptions) {
+    this.face = face
+    this.options = resolveOptions(options)
+    this.admission = new Admission(this.options)
+    const p = this.options.pressure
+    // The open-file limit is read once, here: changing it at run time is rare, and reading
+    // /proc on every sweep is not free.
+    this.pressure =
+      p === null ? null : new Pressure(p, this.options.maxConnections, openFileLimit())
+    this.#clock = this.options.clock
+    this.#clockBase = {
+      epochOffset: Date.now() - this.now(),
+      maxConnectionAge: this.options.maxConnectionAge,
+      clock: this.#clock,
+    }
+  }
+
+  /** `close()` was called. */
+  get stopped(): boolean {
+    return this.#stopped
+  }
+
+  /** See `ConnectionTracker.draining`. */
+  get draining(): boolean {
+    return this.#drain !== null
+  }
+
+  /** See `ConnectionTracker.drainPhase`. */
+  get drainPhase(): DrainPhase | null {
+    return this.#drain?.phase ?? null
+  }
+
+  /** Guards `server`; `framework` says which of its settings a framework (Fastify) made. */
+  attach(server: object, framework: FrameworkSettings | undefined): void {
+    if (this.#stopped) throw new TrackerClosedError()
+    if (this.#bindings.has(server)) return
+    const binding = bindServer(this, server, framework)
+    this.#bindings.set(server, binding)
+    if (this.#sweeper === null) {
+      this.#sweeper = startSweeper(this)
+    }
+  }
+
+  /** See `ConnectionTracker.watchWebSockets`. */
+  watchWebSockets(wss: WebSocketServerLike): () => void {
+    if (this.#stopped) throw new TrackerClosedError()
+    return linkWebSocketServer(this, wss, this.#webSocketLinks)
+  }
+
+  /** See `ConnectionTracker.watchWebSocket`. */
+  watchWebSocket(ws: WebSocketLike, source?: IncomingMessage | Socket): boolean {
+    if (this.#stopped) return false
+    return linkWebSocket(this, ws, source)
+  }
+
+  /** See `ConnectionTracker.snapshot`. */
+  snapshot(): Snapshot {
+    const c = this.#counts
+    return {
+      total: this.records.size,
+      new: c[0] as number,
+      handshaking: c[1] as number,
+      idle: c[2] as number,
+      active: c[3] as number,
+      upgraded: c[4] as number,
+      closedByReason: { ...this.#closedByReason },
+      pressure: this.pressure?.snapshot(liveConnections(this)) ?? null,
+    }
+  }
+
+  /** See `ConnectionTracker.connections`. */
+  connections(): IterableIterator<ConnectionRecord> {
+    return this.records.values()
+  }
+
+  /** See `ConnectionTracker.recordOf`. */
+  recordOf(target: Socket | IncomingMessage): ConnectionRecord | undefined {
+    const socket = (target as IncomingMessage).socket ?? target
+    const rec = (socket as unknown as { [kRecord]?: ConnectionRecord })[kRecord]
+    return rec !== undefined && rec.state !== 'closed' && this.records.has(rec) ? rec : undefined
+  }
+
+  /** See `ConnectionTracker.overrideRequest`. */
+  overrideRequest(
+    req:
+      | IncomingMessage
+      | import('node:http2').Http2ServerRequest
+      | import('node:http2').ServerHttp2Stream,
+    overrides: RequestOverrides | ResolvedRequestOverrides,
+  ): boolean {
+    const resolved = ResolvedRequestOverrides.is(overrides)
+      ? overrides
+      : resolveRequestOverrides(overrides, 'request override')
+    const guard = streamGuardOf(req)
+    if (guard !== undefined) {
+      // HTTP/2: the limits of this stream alone, its requestTimeout from when it opened.
+      const rec = guard.rec
+      if (rec.state === 'closed' || rec.streams?.guards.has(guard) !== true) return false
+      overrideStream(
+        guard,
+        resolved.requestTimeout,
+        resolved.minBodyRate,
+        resolved.minResponseRate,
+        this.now(),
+      )
+      this.reschedule(rec)
+      return true
+    }
+    const rec = this.recordOf(req as IncomingMessage)
+    if (rec === undefined || rec.state !== 'active') return false
+    if (resolved.requestTimeout !== undefined) {
+      rec.requestDeadlineAt =
+        resolved.requestTimeout === 0 ? NEVER : rec.requestStartedAt + resolved.requestTimeout
+      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.add(rec)
+    }
+    if (rec.req === req) {
+      const now = this.now()
+      if (resolved.minBodyRate !== undefined)
+        setBodyRate(rec, connectionProgress, resolved.minBodyRate, now)
+      if (resolved.minResponseRate !== undefined) setResponseRate(rec, resolved.minResponseRate)
+      scheduleRateCheck(rec, now)
+    }
+    this.reschedule(rec)
+    return true
+  }
+
+  /** See `ConnectionTracker.drain`. */
+  drain(options?: DrainOptions): Promise<DrainResult> {
+    const resolved = resolveDrainOptions(options)
+    if (this.#drain !== null) return this.#drain.done
+    const drain = new Drain(resolved)
+    this.#drain = drain
+    if (this.#stopped) {
+      drain.settle(0, true)
+      return drain.done
+    }
+    if (resolved.delay > 0) this.#emitDrain('delay')
+    drain.startAfterDelay(() => this.#startClosing(drain))
+    return drain.done
+  }
+
+  /** See `ConnectionTracker.drainClosing`. */
+  drainClosing(): Promise<void> {
+    return this.#drain?.closing ?? Promise.resolve()
+  }
+
+  #startClosing(drain: Drain): void {
+    if (this.#stopped || drain.phase !== 'delay') return
+    drain.beginClosing()
+    for (const binding of this.#bindings.values()) binding.drainStarted()
+    this.#emitDrain('closing')
+    const now = this.now()
+    for (const rec of [...this.records]) this.#drainConnection(drain, rec, now)
+    drain.arm(() => {
+      for (const rec of [...this.records]) {
+        drain.forced(rec)
+        cutConnection(this, rec, 'app_shutdown_timeout')
+      }
+    })
+    this.#settleDrain(this.records.size)
+  }
+
+  /** One connection enters the closing phase: busy ones finish, idle ones get the grace. */
+  #drainConnection(drain: Drain, rec: ConnectionRecord, now: number): void {
+    drain.wait(rec)
+    // Already closing for a reason of its own; an upgraded connection is the application's to end.
+    if (rec.pendingReason !== null || rec.state === 'upgraded') return
+    rotateConnection(rec, 'app_shutdown')
+    // New, handshaking or idle: the grace (HTTP/2 sessions got GOAWAY; it bounds one whose
+    // PING goes unanswered; a TLS connection that completes its handshake gets it anew).
+    if (rec.state !== 'active') this.drainGrace(rec, now)
+  }
+
+  /**
+   * A connection closing under the drain is idle: it closes once it stayed idle
+   * for the grace (or earlier, by a deadline already due sooner), `app_shutdown`.
+   */
+  drainGrace(rec: ConnectionRecord, now: number): void {
+    const grace = this.#drain?.options.idleGrace ?? 0
+    if (grace === 0) {
+      cutConnection(this, rec, 'app_shutdown')
+      return
+    }
+    const at = now + grace
+    if (rec.phaseDeadlineAt !== NEVER && rec.phaseDeadlineAt <= at) return
+    rec.phaseReason = 'keep_alive_timeout'
+    rec.phaseDeadlineAt = at
+    this.reschedule(rec)
+  }
+
+  #settleDrain(live: number, force = false): void {
+    const drain = this.#drain
+    if (drain === null || drain.phase === 'done') return
+    if (!drain.settle(live, force)) return
+    for (const binding of this.#bindings.values()) binding.drainEnded()
+    this.#emitDrain('done')
+  }
+
+  #emitDrain(phase: DrainPhase): void {
+    if (this.face.listenerCount('drain') > 0) safeEmit(this.face, 'drain', phase)
+    if (drainChannel.hasSubscribers) drainChannel.publish({ phase, tracker: this.face })
+  }
+
+  /** See `ConnectionTracker.sweep`. */
+  sweep(now: number = this.now()): number {
+    return sweepDue(this, now, INFINITY, false)
+  }
+
+  /**
+   * One slice of a sweep, as the sweeper runs it: stops at `until` (wall ms)
+   * and returns -1 when more is due. Called through the tracker so that a profiler or a
+   * benchmark can wrap it.
+   */
+  sweepSlice(now: number, until: number, continued: boolean): number {
+    return sweepDue(this, now, until, continued)
+  }
+
+  /** See `ConnectionTracker.close`. */
+  close(): void {
+    if (this.#stopped) return
+    this.#stopped = true
+    if (this.#sweeper !== null) clearInterval(this.#sweeper)
+    this.#sweeper = null
+    // A drain still waiting settles now: nothing is tracked any more.
+    this.#settleDrain(0, true)
+    for (const binding of this.#bindings.values()) binding.detach()
+    this.#bindings.clear()
+    for (const unlink of [...this.#webSocketLinks]) unlink()
+    // `server.close()` calls back before the 'close' events of the sockets it
+    // just destroyed (Fastify's onClose runs in between): finish those records
+    // now rather than drop them.
+    for (const rec of this.records) {
+      if (rec.rawSocket?.destroyed === true || rec.httpSocket?.destroyed === true) this.closed(rec)
+    }
+    for (const rec of this.records) {
+      rec.binding?.release(rec)
+      if (rec.state === 'upgraded') releaseWebSocket(rec)
+    }
+    this.webSockets = 0
+    processConnections.live -= liveConnections(this)
+    this.pressure?.close()
+    this.records.clear()
+    this.queue.clear()
+    this.awaitingBytes.clear()
+    this.#counts.fill(0)
+  }
+
+  // ---- lifecycle, called by the server bindings --------------------------------
+
+  /**
+   * Before a server's timers are aligned: its own settings become the defaults of
+   * their options (the first server only), and what is replaced or not adopted is warned about.
+   */
+  adopt(settings: readonly ServerSetting[]): void {
+    const { options, replaced, notAdopted } = adoptSettings(
+      this.options,
+      settings,
+      this.#bindings.size === 0,
+    )
+    ;(this as { options: ResolvedOptions }).options = options
+    if (replaced.length > 0) SETTING_REPLACED.emit(replaced.join('; '))
+    if (notAdopted.length > 0) SETTING_NOT_ADOPTED.emit(notAdopted.join('; '))
+  }
+
+  /** A connection was accepted. */
+  open(rawSocket: Socket, secure: boolean, binding: ServerBinding): ConnectionRecord {
+    const now = this.now()
+    const rec = new ConnectionRecord(
+      rawSocket,
+      secure,
+      now,
+      this.#clockBase,
+      binding.listenEnd(),
+      this.endsWanted(),
+    )
+    rec.binding = binding
+    this.records.add(rec)
+    ;(this.#counts[0] as number)++
+    processConnections.live++
+    const p = this.pressure
+    if (p !== null && p.perIp !== null) p.countAddress(rec, 1)
+    const o = this.options
+    if (secure) {
+      this.setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
+      this.awaitingBytes.add(rec)
+    } else {
+      rec.establishedAtClock = now
+      rec.httpSocket = rawSocket
+      this.setPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
+    }
+    // The record armed its age deadline from the clock base (accept + maxConnectionAge).
+    if (o.maxConnectionAge > 0) this.reschedule(rec)
+    this.#emit('open', rec, openChannel)
+    const live = liveConnections(this)
+    const handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+    let refused = this.admission.admit(rec, live, handshaking, p?.over(live) === true)
+    if (p !== null) refused = pressureAdmit(this, p, rec, refused, handshaking, now)
+    if (refused !== null) this.victim(rec, refused)
+    // Accepted while closing (the listening socket is still open): served, with `Connection: close`.
+    else if (this.#drain?.phase === 'closing') this.#drainConnection(this.#drain, rec, now)
+    return rec
+  }
+
+  /** The TLS handshake completed. */
+  established(rec: ConnectionRecord, httpSocket: Socket, tls: TlsInfo): void {
+    if (rec.state === 'closed') return
+    const now = this.now()
+    this.awaitingBytes.delete(rec)
+    rec.establishedAtClock = now
+    rec.httpSocket = httpSocket
+    rec.tls = tls
+    this.setPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+    this.transition(rec, 'idle', now)
+    // Accepted while a drain was closing: the grace runs from here (HTTP/2: from its GOAWAY).
+    if (rec.rotateReason === 'app_shutdown' && rec.h2 === null && this.#drain?.phase === 'closing')
+      this.drainGrace(rec, now)
+  }
+
+  /** The first byte of a request arrived. */
+  requestBegin(rec: ConnectionRecord, now: number = this.now()): void {
+    // Heads are parsed one at a time: while one is being read, a second report
+    // of a begin (the sweep's bytesRead check, then the parser hook) is the same request.
+    if (rec.state === 'closed' || rec.state === 'upgraded' || rec.readingHead) return
+    rec.sawMessageBegin = true
+    rec.inFlight++
+    rec.readingHead = true
+    if (rec.inFlight === 1) rec.requestStartedAt = now
+    if (rec.timeToFirstRequest === null) {
+      // The first request's head deadline runs from establishment, already set.
+      rec.timeToFirstRequest = now - rec.establishedAtClock
+      if (rec.phaseReason !== 'request_headers_timeout') {
+        armPhase(
+          rec,
+          'request_headers_timeout',
+          this.options.headersTimeout,
+          rec.establishedAtClock,
+        )
+      }
+    } else {
+      armPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+    }
+    if (rec.inFlight === 1) {
+      const t = this.options.requestTimeout
+      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+    }
+    this.reschedule(rec)
+    this.transition(rec, 'active', now)
+  }
+
+  /** A request head was parsed. */
+  requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void {
+    if (rec.state === 'closed') return
+    if (!rec.sawMessageBegin) {
+      // Node's parser did not report the first byte: count the request from
+      // now and poll idle connections from here on (see ARCHITECTURE.md).
+      if (!this.pollIdle) {
+        this.pollIdle = true
+        for (const other of this.records) this.markIdleBytes(other)
+      }
+      this.requestBegin(rec)
+    }
+    rec.sawMessageBegin = false
+    rec.readingHead = false
+    rec.requests++
+    rec.httpVersion = httpVersionOf(req)
+    armPhase(rec, null, 0, 0)
+    const o = this.options
+    if (o.maxRequestsPerConnection > 0 && rec.requests >= o.maxRequestsPerConnection) {
+      rec.rotateReason ??= 'max_requests_per_connection'
+    }
+    if (rec.res === null) {
+      // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
+      this.#follow(rec, res, rec.stateSince)
+    } else {
+      // Pipelined: its turn comes when the responses before it have ended.
+      const queue = pipelined.get(rec)
+      if (queue === undefined) pipelined.set(rec, [res])
+      else queue.push(res)
+    }
+    // Rotation or drain decided: this response says `Connection: close` (the one before it
+    // does not, if pipelined: Node would drop this one after a `Connection: close`).
+    if (rec.rotateReason === 'app_shutdown') closeAfterResponse(rec, res)
+    else if (rec.rotateReason !== null) res.shouldKeepAlive = false
+    this.reschedule(rec)
+  }
+
+  /**
+   * `res` answers the oldest request in flight: rates and rotation follow it. A body
+   * window starts now; without a body only the response window is scheduled, and a first
+   * check a little early (`from`: the request's first byte) only restarts it, a clock read
+   * saved per request (~0.2 µs on a VM without a fast clock source).
+   */
+  #follow(rec: ConnectionRecord, res: ServerResponse, from: number): void {
+    rec.res = res
+    const hasBody = hasBodyHeaders(res.req.rawHeaders)
+    const o = this.options
+    const now = hasBody ? this.now() : from
+    startRates(rec, connectionProgress, hasBody, o.minBodyRate, o.minResponseRate, now)
+  }
+
+  /** A response finished while its request body is still arriving: `responseEnd` follows when it ends. */
+  responseSent(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
+    if (last !== null) rec.closeIntent = last
+  }
+
+  /** A request is done (response finished, body read); `last` says who ends the connection after it, if anyone. */
+  responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
+    if (rec.state === 'closed') return
+    const now = this.now()
+    if (rec.inFlight > 0) rec.inFlight--
+    if (last !== null) rec.closeIntent = last
+    // The connection closes after this response: the last moment its ends can be read.
+    if (last !== null || rec.rotateReason !== null) this.keepEnds(rec)
+    // Node closes after this response even with requests pipelined behind it.
+    if (last !== null && rec.rotateReason !== null) rec.pendingReason ??= rec.rotateReason
+    rec.res = null
+    stopRates(rec)
+    if (rec.inFlight > 0) {
+      // Pipelined: the next request's absolute limit runs from now, and its response is the
+      // one rates and rotation follow (unless its head is still arriving: `requestHead`).
+      const t = this.options.requestTimeout
+      rec.requestStartedAt = now
+      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+      const next = pipelined.get(rec)?.shift()
+      if (next !== undefined) this.#follow(rec, next, now)
+      this.reschedule(rec)
+      return
+    }
+    rec.requestDeadlineAt = NEVER
+    // Only the polling fallback compares bytes read while idle.
+    if (this.pollIdle) this.markIdleBytes(rec)
+    // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
+    armPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
+    this.reschedule(rec)
+    this.transition(rec, 'idle', now)
+    if (rec.rotateReason !== null) {
+      // A drain: a response that still promised keep-alive (pipelined ahead of the drain)
+      // leaves the client free to send the next request now: the idle grace serves it.
+      if (last === null && rec.rotateReason === 'app_shutdown' && this.#drain !== null) {
+        this.drainGrace(rec, now)
+        return
+      }
+      rec.pendingReason ??= rec.rotateReason
+      rec.binding?.endAfterResponse(rec, last !== null)
+    }
+  }
+
+  /**
+   * The connection left HTTP (WebSocket, CONNECT): HTTP deadlines stop. A
+   * WebSocket upgrade over `maxUpgradedConnections` is refused instead: returns the reason,
+   * and the binding answers 503; it is cut two sweeps later if the peer has not gone.
+   */
+  upgraded(rec: ConnectionRecord, req?: IncomingMessage): CloseReason | null {
+    if (rec.state === 'closed') return null
+    const now = this.now()
+    const webSocket = isWebSocketUpgrade(req)
+    const o = this.options
+    if (webSocket && o.maxUpgradedConnections > 0 && this.webSockets >= o.maxUpgradedConnections) {
+      return refuseUpgrade(this, rec, now)
+    }
+    rec.requests++
+    rec.inFlight = 0
+    rec.readingHead = false
+    rec.requestDeadlineAt = NEVER
+    this.setPhase(rec, null, 0, 0)
+    this.reschedule(rec)
+    this.transition(rec, 'upgraded', now)
+    if (webSocket) {
+      this.webSockets++
+      webSocketUpgraded(rec, o.webSocket, now)
+      this.reschedule(rec)
+    }
+    return null
+  }
+
+  /** The socket closed: finish the record with exactly one reason. */
+  closed(rec: ConnectionRecord): void {
+    if (rec.state === 'closed' || !this.records.has(rec)) return
+    const now = this.now()
+    this.queue.remove(rec)
+    this.awaitingBytes.delete(rec)
+    this.records.delete(rec)
+    if (rec.state === 'upgraded' && webSocketFacts(rec) !== undefined) {
+      this.webSockets--
+      settleWebSocket(rec)
+    }
+    // Ends nobody asked for while the socket was open, for a close listener: Node's own
+    // cache of them, if the application read them (no system call once the handle is gone).
+    this.keepEnds(rec)
+    const p = this.pressure
+    // A shed connection was counted out when it was cut.
+    if (p !== null && rec.pendingReason === 'shed_under_pressure') p.shedPending--
+    else processConnections.live--
+    if (p !== null && p.perIp !== null) p.countAddress(rec, -1)
+    const reason = settleClose(rec, now, this.#clockBase.epochOffset)
+    this.#closedByReason[reason] = (this.#closedByReason[reason] ?? 0) + 1
+    this.transition(rec, 'closed', now)
+    rec.rawSocket = null
+    rec.httpSocket = null
+    rec.binding = null
+    rec.res = null
+    rec.streams = null
+    this.admission.release(rec)
+    this.#drain?.closed(rec)
+    this.#emit('close', rec, closeChannel)
+    this.#settleDrain(this.records.size)
+  }
+
+  /** HTTP/2 (session-lifecycle.ts): the session started. */
+  sessionStarted(
+    rec: ConnectionRecord,
+    session: Http2Session,
+    httpSocket: Socket,
+    tls: TlsInfo | null,
+  ): void {
+    sessionStarted(this, rec, session, httpSocket, tls)
+  }
+
+  /** HTTP/2: a stream opened. */
+  streamOpened(rec: ConnectionRecord, stream: ServerHttp2Stream): StreamGuard | null {
+    return streamOpened(this, rec, stream)
+  }
+
+  /** HTTP/2: a stream closed. */
+  streamClosed(rec: ConnectionRecord, guard: StreamGuard): void {
+    streamClosed(this, rec, guard)
+  }
+
+  /** HTTP/2: our PING was acknowledged. */
+  sessionPingAcked(rec: ConnectionRecord, rtt: number): void {
+    sessionPingAcked(this, rec, rtt)
+  }
+
+  // ---- internals, shared with sweep.ts, pressure-hooks.ts, session-lifecycle.ts ----
+
+  /**
+   * Whole milliseconds. Every time a record keeps is then a small integer, which
+   * V8 stores in the field itself; a fractional time costs a 16-byte heap
+   * number per field per record. A millisecond is far finer than any deadline.
+   */
+  now(): number {
+    return Math.floor(this.#clock.now())
+  }
+
+  /** Sets the phase deadline and keeps the heap key at or before it. */
+  setPhase(
+    rec: ConnectionRecord,
+    reason: DeadlineKind | null,
+    timeout: number,
+    from: number,
+  ): void {
+    if (armPhase(rec, reason, timeout, from)) this.reschedule(rec)
+  }
+
+  /**
+   * Keeps the record's heap key at or before its earliest due time. A key
+   * that is too early is harmless: the sweep pops the record, finds nothing
+   * due and queues it again at its real time. So a deadline that moves later
+   * (every keep-alive request moves the idle deadline later) leaves the heap
+   * alone, and a request costs no heap move; only an earlier deadline moves
+   * the entry up.
+   */
+  reschedule(rec: ConnectionRecord): void {
+    if (rec.state === 'closed') return
+    let at = earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt)
+    at = earliest(at, rec.ageDeadlineAt)
+    at = earliest(at, rateCheckAt(rec))
+    // HTTP/2: the PING check and the earliest stream check, from the session facts read once.
+    const h2 = rec.h2
+    if (h2 !== null) {
+      at = earliest(at, h2.pingCheckAt)
+      if (h2.streams !== null) at = earliest(at, h2.streams.dueAt)
+    }
+    // A WebSocket's PING and idle checks, kept beside the record (websocket.ts).
+    if (rec.state === 'upgraded') at = earliest(at, webSocketDueAt(rec))
+    if (at >= 0 && (rec.queueIndex < 0 || at < rec.deadlineAt)) this.queue.schedule(rec, at)
+  }
+
+  /** */
+  transition(rec: ConnectionRecord, to: ConnectionState, now: number): void {
+    const from = rec.state
+    if (from === to || from === 'closed') return
+    const i = liveStateIndex(from)
+    rec.addDuration(i, now - rec.stateSince)
+    ;(this.#counts[i] as number)--
+    if (to !== 'closed') (this.#counts[liveStateIndex(to)] as number)++
+    rec.stateSince = now
+    rec.state = to
+    if (this.face.listenerCount('transition') > 0) safeEmit(this.face, 'transition', rec, from, to)
+    if (transitionChannel.hasSubscribers)
+      transitionChannel.publish({ record: rec, from, to, tracker: this.face })
+  }
+
+  /**
+   * Whether a connection's two ends are read at accept. Reading the peer's address costs a
+   * system call per connection (getpeername, ~1.6 µs on a small VM and ~5 µs in a busy
+   * server's profile) that bare Node never makes unless the application asks, and once the
+   * socket is closed (or reset by the peer) it can no longer be read. So the ends are read at
+   * accept when something will want them from a closed record (a 'close' or 'transition'
+   * listener or subscriber: the close log, the exporters); otherwise on first use while the
+   * connection is open (per-address limits read them at accept, pressure's per-address share
+   * when it comes into force), or as it ends if such a listener came since (our cut, the
+   * peer's FIN, the end of the last response: the handle is still open then; a reset peer
+   * leaves only what Node cached). A record's ends are read once, so the address a
+   * connection was counted under is the one it is counted out of.
+   * @internal
+   */
+  endsWanted(): boolean {
+    return (
+      this.face.listenerCount('close') > 0 ||
+      this.face.listenerCount('transition') > 0 ||
+      closeChannel.hasSubscribers ||
+      transitionChannel.hasSubscribers
+    )
+  }
+  /** Reads `rec`'s ends now if something listens for closed records (see `endsWanted`). */
+  keepEnds(rec: ConnectionRecord): void {
+    if (this.endsWanted()) rec.readEndsOnce()
+  }
+
+  #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
+    if (this.face.listenerCount(event) > 0) safeEmit(this.face, event, rec)
+    if (channel.hasSubscribers) channel.publish({ record: rec, tracker: this.face })
+  }
+}
+
+/**
+ * Sets the phase deadline; true when one is armed. Clearing one never needs the heap: a key
+ * that is early is harmless (see `reschedule`). The request path calls this and then
+ * reschedules once for all it changed.
+ */
+function armPhase(
+  rec: ConnectionRecord,
+  reason: DeadlineKind | null,
+  timeout: number,
+  from: number,
+): boolean {
+  rec.phaseReason = reason
+  const armed = reason !== null && timeout !== 0
+  rec.phaseDeadlineAt = armed ? from + timeout : NEVER
+  return armed
+}
+
+/**
+ * The request announces a body: a Content-Length other than 0, or a Transfer-Encoding.
+ * Read from `rawHeaders`, the array Node's parser hands over: `req.headers` is built from
+ * it on first use, and a handler that never reads it (a plain GET in Fastify or node:http)
+ * would otherwise pay for building it on every request, for the guard alone.
+ */
+function hasBodyHeaders(raw: string[]): boolean {
+  let length: string | undefined
+  let chunked = false
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    // Only names of the two lengths are compared (and lower-cased: they arrive in any case).
+    if (name.length === 14) {
+      if (length === undefined && name.toLowerCase() === 'content-length') length = raw[i + 1]
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') chunked = true
+  }
+  return length !== undefined ? length !== '0' : chunked
+}
+
+/** Node builds the version string per request: keep the common ones as shared literals. */
+function httpVersionOf(req: IncomingMessage): string {
+  const v = req.httpVersion
+  return v === '1.1' ? '1.1' : v === '1.0' ? '1.0' : v
+}

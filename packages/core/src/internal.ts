@@ -1,0 +1,83 @@
+/**
+ * `@connguard/core/internal`: what the other @connguard packages (client, exporters,
+ * adapters) and the benchmarks share with core beyond its public API. Not a stable API: it
+ * may change in any release.
+ *
+ * Stateless modules only. This entry is bundled on its own (dist/internal.*), so every module
+ * it pulls in exists twice in a process that loads both entries: nothing here may hold state
+ * that must be one per process (the live connection count, the channels' subscriber counts,
+ * local symbols). Warnings keep the messages already said in a cross-copy registry
+ * (vocab/warnings.ts), and `engineOf` reads a cross-copy key.
+ */
+import type { Engine } from './engine/engine.js'
+import type { ConnectionTracker } from './engine/tracker.js'
+import { kEngine } from './vocab/symbols.js'
+
+/** Every process warning connguard emits, with its stable code (the packages emit through it). */
+export * as WARNINGS from './vocab/warnings.js'
+
+/**
+ * The engine behind a tracker, for the benchmarks and tests that drive it without sockets (its
+ * methods are the `BindingSink` and `Core` of engine/). Not an API.
+ */
+export function engineOf(tracker: ConnectionTracker): Engine {
+  return (tracker as unknown as Record<symbol, Engine>)[kEngine] as Engine
+}
+
+export { resolveDrainOptions } from './engine/drain.js'
+export type {
+  AdoptableOption,
+  ServerSetting,
+} from './options/adopt.js'
+export {
+  clock as validateClock,
+  resolveDrainTimeout,
+  resolveOptions,
+  sweepInterval as validateSweepInterval,
+} from './options/options.js'
+export { resolvePressure } from './options/pressure-options.js'
+export { duration as validateDuration } from './options/validate.js'
+export { resolveWebSocket } from './options/websocket-options.js'
+export { RESET_CODES } from './policy/classify.js'
+export {
+  connectionLimitFromFiles,
+  openFileLimit,
+} from './policy/pressure.js'
+export {
+  type ClientConnectionRecordLike,
+  type ClientTrackerLike,
+  type ConnectionRecordLike,
+  connectionRecordJSON,
+  isClientRecord,
+  isClientTracker,
+} from './record/record-shape.js'
+export { resolveCloseLogOptions } from './report/close-log.js'
+export { resolveLiveViewOptions } from './report/live-view.js'
+export {
+  activeTlsHandshakes,
+  BYTE_BUCKETS,
+  CLEAN_REASONS,
+  type ConnectionMeasures,
+  liveStates,
+  measureConnection,
+  type OpenClientConnections,
+  type OriginParts,
+  openClientConnections,
+  originParts,
+  PHASES,
+  type Phase,
+  pressureLevel,
+  REJECT_REASONS,
+  REQUEST_BUCKETS,
+  TIME_BUCKETS,
+} from './report/measures.js'
+export {
+  type ClosingTracker,
+  feedClosedRecords,
+} from './report/metrics-feed.js'
+export {
+  DRAINING_BODY,
+  READINESS_HEADERS,
+  READY_BODY,
+} from './report/readiness.js'
+export { closest as closestOptionName } from './vocab/errors.js'
