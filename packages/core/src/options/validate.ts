@@ -1,6 +1,7 @@
 /**
- * The checks every option goes through, shared by options.ts and pressure-options.ts so
- * each option group validates with the same messages. Each throws a typed
+ * The checks every option goes through, shared by every option group (options.ts,
+ * pressure-options.ts, websocket-options.ts, the drain's, the close log's and the live
+ * view's) so each validates with the same messages. Each throws a typed
  * `InvalidOptionError` or `UnknownOptionError` naming the option.
  */
 import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
@@ -12,9 +13,10 @@ export const MAX_COUNT = 2 ** 31 - 1
 export function assertPlainObject(
   name: string,
   value: unknown,
+  expected = 'an object',
 ): asserts value is Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new InvalidOptionError(name, value, 'an object')
+    throw new InvalidOptionError(name, value, expected)
   }
 }
 

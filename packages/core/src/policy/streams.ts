@@ -130,7 +130,7 @@ export function overrideStream(
   now: number,
 ): void {
   if (requestTimeout !== undefined) {
-    g.requestDeadlineAt = requestTimeout === 0 ? NEVER : g.openedAt + requestTimeout
+    g.requestDeadlineAt = requestTimeout === 0 ? NEVER : g.openedAtClock + requestTimeout
   }
   if (bodyRate !== undefined) setBodyRate(g, streamProgress, bodyRate, now)
   if (responseRate !== undefined) setResponseRate(g, responseRate)

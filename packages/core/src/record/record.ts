@@ -107,7 +107,7 @@ export class StreamGuard implements RateOwner {
   readonly stream: ServerHttp2Stream
   readonly rec: ConnectionRecord
   /** Clock ms when the stream opened (its headers complete: when Node creates it). */
-  readonly openedAt: number
+  readonly openedAtClock: number
   /** Due time of the stream's absolute `requestTimeout`. */
   requestDeadlineAt = NEVER
   /** The stream's rate windows (policy/rates.ts). */
@@ -120,7 +120,7 @@ export class StreamGuard implements RateOwner {
   constructor(stream: ServerHttp2Stream, rec: ConnectionRecord, now: number) {
     this.stream = stream
     this.rec = rec
-    this.openedAt = now
+    this.openedAtClock = now
   }
 }
 

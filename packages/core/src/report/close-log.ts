@@ -1,8 +1,9 @@
 import type { ConnectionTracker } from '../engine/tracker.js'
+import { assertPlainObject, rejectUnknown } from '../options/validate.js'
 import type { ConnectionRecord } from '../record/record.js'
 import type { WebSocketInfo } from '../record/websocket-facts.js'
 import { CLOSE_REASONS, type CloseReason } from '../vocab/close-reasons.js'
-import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
+import { InvalidOptionError } from '../vocab/errors.js'
 import type { LiveState } from '../vocab/states.js'
 import { BAD_LOG_LEVEL } from '../vocab/warnings.js'
 
@@ -148,28 +149,14 @@ export function resolveCloseLogOptions(
   levels: Readonly<Record<CloseReason, LogLevel>>
   pick: NonNullable<CloseLogOptions['level']> | null
 } {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new InvalidOptionError(where, options, 'an object { levels?, level? }')
-  }
-  for (const key of Object.keys(options)) {
-    if (!(OPTION_NAMES as readonly string[]).includes(key)) {
-      throw new UnknownOptionError(key, OPTION_NAMES, `${where} option`)
-    }
-  }
+  assertPlainObject(where, options, 'an object { levels?, level? }')
+  rejectUnknown(options, OPTION_NAMES, `${where} option`)
   const { levels: given, level: pick } = options as CloseLogOptions
   const levels: Record<CloseReason, LogLevel> = { ...DEFAULT_CLOSE_LOG_LEVELS }
   if (given !== undefined) {
-    if (given === null || typeof given !== 'object' || Array.isArray(given)) {
-      throw new InvalidOptionError(
-        `${where}.levels`,
-        given,
-        'an object mapping close reasons to log levels',
-      )
-    }
+    assertPlainObject(`${where}.levels`, given, 'an object mapping close reasons to log levels')
+    rejectUnknown(given, CLOSE_REASONS, `${where}.levels close reason`)
     for (const [reason, level] of Object.entries(given)) {
-      if (!(CLOSE_REASONS as readonly string[]).includes(reason)) {
-        throw new UnknownOptionError(reason, CLOSE_REASONS, `${where}.levels close reason`)
-      }
       if (!isLevel(level)) {
         throw new InvalidOptionError(
           `${where}.levels.${reason}`,
@@ -205,8 +192,8 @@ export function closeLogLine(rec: ConnectionRecord): CloseLogLine {
     reason: rec.closeReason ?? 'error',
     stateAtClose: rec.stateAtClose,
     errorCode: rec.errorCode,
-    handshakeMs: ms(rec.handshakeDuration),
-    firstRequestMs: ms(rec.timeToFirstRequest),
+    handshakeMs: wholeMs(rec.handshakeDuration),
+    firstRequestMs: wholeMs(rec.timeToFirstRequest),
     idleMs: Math.round(d.idle),
     activeMs: Math.round(d.active),
     upgradedMs: Math.round(d.upgraded),
@@ -244,7 +231,8 @@ function webSocketPart(ws: WebSocketInfo): string {
   )
 }
 
-function ms(value: number | null): number | null {
+/** Whole milliseconds for the log line. */
+function wholeMs(value: number | null): number | null {
   return value === null ? null : Math.round(value)
 }
 

@@ -1,8 +1,9 @@
 import type { ConnectionTracker, Snapshot } from '../engine/tracker.js'
+import { assertPlainObject, rejectUnknown } from '../options/validate.js'
 import type { ConnectionRecord, DeadlineKind } from '../record/record.js'
 import type { WebSocketInfo } from '../record/websocket-facts.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
-import { InvalidOptionError, UnknownOptionError } from '../vocab/errors.js'
+import { InvalidOptionError } from '../vocab/errors.js'
 import type { ConnectionState, LiveState } from '../vocab/states.js'
 import { HTML_HEADERS, renderPage } from './live-view-page.js'
 
@@ -173,13 +174,8 @@ export function resolveLiveViewOptions(
   where = 'liveView',
   extra: readonly string[] = [],
 ): Required<LiveViewOptions> {
-  if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw new InvalidOptionError(where, options, 'an object { recentCloses?, listLimit? }')
-  }
-  const known = [...extra, ...OPTION_NAMES]
-  for (const key of Object.keys(options)) {
-    if (!known.includes(key)) throw new UnknownOptionError(key, known, `${where} option`)
-  }
+  assertPlainObject(where, options, 'an object { recentCloses?, listLimit? }')
+  rejectUnknown(options, [...extra, ...OPTION_NAMES], `${where} option`)
   const { recentCloses, listLimit } = options as LiveViewOptions
   return {
     recentCloses: limit(`${where}.recentCloses`, recentCloses, DEFAULT_RECENT_CLOSES, 0),

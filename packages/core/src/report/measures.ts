@@ -146,7 +146,8 @@ function mapped(map: ReadonlyMap<string, string>, value: string): string {
   return map.get(value) ?? 'other'
 }
 
-const ms = (value: number): number => (value > 0 ? value / 1000 : 0)
+/** Milliseconds → seconds (what the exporters record); a negative or zero span is 0. */
+const seconds = (value: number): number => (value > 0 ? value / 1000 : 0)
 
 /** An origin's host and port, as semconv server.address / server.port. */
 export interface OriginParts {
@@ -219,7 +220,7 @@ export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures
     // their sum is the handshake whether it completed (= handshakeDuration) or not.
     // A client's `new` is its TCP connect, not part of the handshake.
     if (rec.secure) {
-      handshake = ms(rec.handshakeDuration ?? (client ? 0 : sd.new) + sd.handshaking)
+      handshake = seconds(rec.handshakeDuration ?? (client ? 0 : sd.new) + sd.handshaking)
       phases.handshake = handshake
     }
     if (!handshakeFailed) {
@@ -227,8 +228,8 @@ export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures
       // Open → established: accept → TLS done for a server, connect + TLS for a client.
       const setup = (client ? (rec.connectDuration ?? 0) : 0) + (rec.handshakeDuration ?? 0)
       // Established → first request; a connection that never sent one waited until its close.
-      phases.first_request = ms(first ?? duration - setup)
-      if (sd.active > 0 || rec.requests > 0) phases.request = ms(sd.active)
+      phases.first_request = seconds(first ?? duration - setup)
+      if (sd.active > 0 || rec.requests > 0) phases.request = seconds(sd.active)
       if (first !== null) {
         // The wait for the first request is spent in `new` on a plain HTTP/1 server
         // connection (it goes new → active) and in `idle` after TLS, an h2c preface or
@@ -236,9 +237,9 @@ export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures
         // last one included (the gap a keep_alive_timeout or a hang-up ended).
         const idleBeforeFirst = Math.max(0, first - (rec.secure || client ? 0 : sd.new))
         const gaps = sd.idle - idleBeforeFirst
-        if (gaps > 0 || rec.stateAtClose === 'idle') phases.keep_alive = ms(gaps)
+        if (gaps > 0 || rec.stateAtClose === 'idle') phases.keep_alive = seconds(gaps)
       }
-      if (sd.upgraded > 0 || rec.stateAtClose === 'upgraded') phases.upgraded = ms(sd.upgraded)
+      if (sd.upgraded > 0 || rec.stateAtClose === 'upgraded') phases.upgraded = seconds(sd.upgraded)
     }
   }
   const peer = client ? originParts(rec.origin) : undefined
@@ -248,7 +249,7 @@ export function measureConnection(rec: ConnectionRecordLike): ConnectionMeasures
     reason,
     rejected,
     errorType: CLEAN_REASONS.has(reason) ? undefined : reason,
-    duration: ms(duration),
+    duration: seconds(duration),
     protocolVersion,
     tlsVersion:
       typeof tlsProtocol === 'string' && !handshakeFailed
