@@ -235,3 +235,42 @@ for (const { name, expectApi } of cases)
       expectApi(result.esmApi)
     })
   })
+
+/**
+ * `@connguard/core/internal` is a second entry. Its modules must be the public entry's own,
+ * not copies: an `InvalidOptionError` thrown by a resolver the adapters load from it must be
+ * the class users catch, and `engineOf` must find a tracker's engine. Checked from the packed
+ * files, by require and by import.
+ */
+const INTERNAL_PROBE = `
+import { EventEmitter } from 'node:events'
+import { createRequire } from 'node:module'
+const require = createRequire(import.meta.url)
+// EventEmitter's own fields (_events, …) are not the tracker's.
+const emitterKeys = new Set(Object.keys(new EventEmitter()))
+const check = (pub, internal) => {
+  let sameClass = false
+  try { internal.resolveOptions({ headersTimeout: -1 }) } catch (err) { sameClass = err instanceof pub.InvalidOptionError }
+  const tracker = new pub.ConnectionTracker()
+  const engine = internal.engineOf(tracker)
+  const result = { sameClass, engine: typeof engine?.sweepSlice, trackerKeys: Object.keys(tracker).filter((k) => k.startsWith('_') && !emitterKeys.has(k)) }
+  tracker.close()
+  return result
+}
+console.log(JSON.stringify({
+  cjs: check(require('@connguard/core'), require('@connguard/core/internal')),
+  esm: check(await import('@connguard/core'), await import('@connguard/core/internal')),
+}))
+`
+
+describe('@connguard/core/internal from a packed tarball', () => {
+  it('shares the public entry’s modules (one error class) and reaches a tracker’s engine', async () => {
+    writeFileSync(join(consumer, 'internal-probe.mjs'), INTERNAL_PROBE)
+    const { stdout } = await run(process.execPath, ['internal-probe.mjs'], {
+      cwd: consumer,
+      timeout: 30_000,
+    })
+    const expected = { sameClass: true, engine: 'function', trackerKeys: [] }
+    expect(JSON.parse(stdout), stdout).toEqual({ cjs: expected, esm: expected })
+  })
+})

@@ -3,11 +3,13 @@
  * adapters) and the benchmarks share with core beyond its public API. Not a stable API: it
  * may change in any release.
  *
- * Stateless modules only. This entry is bundled on its own (dist/internal.*), so every module
- * it pulls in exists twice in a process that loads both entries: nothing here may hold state
- * that must be one per process (the live connection count, the channels' subscriber counts,
- * local symbols). Warnings keep the messages already said in a cross-copy registry
- * (vocab/warnings.ts), and `engineOf` reads a cross-copy key.
+ * Stateless modules only. The build splits what both entries use into shared chunks, so a
+ * process that loads both gets one copy of each module per format (one `ConnguardError`
+ * class: test/packaging.test.ts checks it from the packed files); still, nothing here may
+ * hold state that must be one per process (the live connection count, the channels'
+ * subscriber counts, local symbols), in case a bundler of the application copies it.
+ * Warnings keep the messages already said in a cross-copy registry (vocab/warnings.ts), and
+ * `engineOf` reads a cross-copy key.
  */
 import type { Engine } from './engine/engine.js'
 import type { ConnectionTracker } from './engine/tracker.js'
