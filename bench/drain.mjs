@@ -61,7 +61,8 @@ async function fastifyServer({ h2, guarded }) {
 }
 
 /** `--idle-grace ms`: the plugin's `drainIdleGrace` (default: the plugin's). */
-const guardOptions = args['idle-grace'] !== undefined ? { drainIdleGrace: Number(args['idle-grace']) } : {}
+const guardOptions =
+  args['idle-grace'] !== undefined ? { drainIdleGrace: Number(args['idle-grace']) } : {}
 
 /**
  * HTTP/2 audit, per variant: what the server saw against what the client saw. The server
@@ -152,7 +153,7 @@ function nodeH2Pool(url) {
       s = http2.connect(url, { rejectUnauthorized: false })
       s.on('error', () => {})
       s.goaways = []
-      s.on('goaway', (code, lastStreamId) => s.goaways.push(lastStreamId))
+      s.on('goaway', (_code, lastStreamId) => s.goaways.push(lastStreamId))
       s.once('connect', () => {
         s.connected = true
         s.port = s.socket?.localPort
@@ -330,8 +331,20 @@ async function main() {
     rows,
   )
   if (audits.length > 0) {
-    console.log('\nHTTP/2 audit (Node client): streams the server opened against responses the client got, and each REFUSED_STREAM by what its session had received\n')
-    table(['server', 'streams opened by the server', 'requests handled', 'sessions that got the client\'s GOAWAY', 'responses at the client (200 + 503)', 'REFUSED_STREAM'], audits)
+    console.log(
+      '\nHTTP/2 audit (Node client): streams the server opened against responses the client got, and each REFUSED_STREAM by what its session had received\n',
+    )
+    table(
+      [
+        'server',
+        'streams opened by the server',
+        'requests handled',
+        "sessions that got the client's GOAWAY",
+        'responses at the client (200 + 503)',
+        'REFUSED_STREAM',
+      ],
+      audits,
+    )
   }
   // Loops may leave sockets the pools already destroyed; nothing else holds the process.
   process.exit(0)
