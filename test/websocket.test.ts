@@ -456,6 +456,22 @@ describe('@fastify/websocket', () => {
     })
   }
 
+  it('guard-first: app.close() sends 1001 before @fastify/websocket’s own preClose (which closes with no code) and closes in well under a second', async () => {
+    const { app, port } = await startFastify('guard-first')
+    const closes = watchCloses(app.connguard)
+    const client = await connectWs(port, '/ws')
+    await waitUntil(() => onlyUpgraded(app.connguard)?.webSocket?.linked === true, {
+      what: 'linked',
+    })
+    const clientClose = new Promise<number>((resolve) => client.once('close', resolve))
+    const t0 = performance.now()
+    await app.close()
+    expect(performance.now() - t0).toBeLessThan(1_000 + LATE)
+    expect(await clientClose).toBe(1001)
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded')
+    expect(rec.closeReason).toBe('app_shutdown')
+  })
+
   it('config.connguard.webSocket: false leaves that route’s WebSockets without pings', async () => {
     const { app, port } = await startFastify('guard-first')
     await connectWs(port, '/quiet')
