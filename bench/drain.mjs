@@ -287,7 +287,9 @@ async function main() {
             ? 'with GOAWAY(2^31-1) only received'
             : f.goaways.length === 2 && f.goaways[1] < f.id
               ? 'at the final GOAWAY (last id < stream id)'
-              : `after GOAWAYs [${f.goaways.join(',')}]`
+              : f.goaways.length === 1 && f.goaways[0] < f.id
+                ? 'at a one-step GOAWAY (last id < stream id)'
+                : `after GOAWAYs [${f.goaways.join(',')}]`
         refusedKinds[k] = (refusedKinds[k] ?? 0) + 1
       }
     }
