@@ -691,6 +691,22 @@ describe('drain: linked WebSockets get 1001 Going Away and are waited for', () =
     expect(result.forced).toBe(0)
   })
 
+  it('a WebSocket upgraded before the drain but linked after it began gets 1001 when linked', async () => {
+    const tracker = tracked()
+    const { port, wss } = await startWs(tracker, false)
+    const client = await connectWs(port)
+    const [serverSide] = [...wss.clients]
+    const drained = tracker.drain({ timeout: 5_000, idleGrace: 200 })
+    await sleep(100)
+    const clientClose = closeOf(client)
+    const t0 = performance.now()
+    expect(tracker.watchWebSocket(serverSide as WebSocket)).toBe(true)
+    const seen = await clientClose
+    expect(seen.code).toBe(1001)
+    expect(seen.at - t0).toBeLessThan(LATE)
+    expect((await drained).forced).toBe(0)
+  })
+
   it('a peer that never answers the close frame is cut at the drain timeout (app_shutdown_timeout)', async () => {
     // Pings far out: the dead route is the drain's to find, not the ping check's.
     const tracker = tracked({

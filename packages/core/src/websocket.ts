@@ -244,10 +244,9 @@ export function linkWebSocket(
   recordOfSocket.set(ws, rec)
   ws.on('pong', onPong)
   ws.on('close', onClose)
-  // Upgraded on a connection a drain is closing: it goes the way the others went.
-  if (rec.rotateReason === 'app_shutdown' && t.drainPhase === 'closing') {
-    if (closeWebSocketForDrain(rec)) return true
-  }
+  // Linked while a drain is closing (upgraded during it, or before it but linked late): it
+  // goes the way the others went.
+  if (t.drainPhase === 'closing' && closeWebSocketForDrain(rec)) return true
   const o = t.options.webSocket
   if (o.pingInterval > 0) {
     startPing(rec, f, o, t._now())
