@@ -642,6 +642,37 @@ describe('Fastify app.close() drains (plugin option drainTimeout)', () => {
     })
   })
 
+  it('serverFactory with forceCloseConnections "idle" (Fastify then calls server.closeIdleConnections() after preClose): the idle connection still gets the grace; drainIdleGrace 0 closes it at once, as plain Fastify does', async () => {
+    const run = async (guard: ConnguardFastifyOptions | null) => {
+      const app = Fastify({
+        forceCloseConnections: 'idle',
+        serverFactory: (handler) => http.createServer(handler),
+      })
+      if (guard !== null) await app.register(fastifyGuard, guard)
+      app.get('/', async () => 'ok')
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      cleanups.push(() => app.close())
+      const closes = guard === null ? null : watchCloses(app.connguard)
+      const idle = await idleClient((app.server.address() as net.AddressInfo).port, false)
+      const t0 = performance.now()
+      await app.close()
+      const closeMs = performance.now() - t0
+      const end = await idle.ended
+      const rec = closes === null ? null : await closes.forClientPort(idle.localPort)
+      return { closeMs, endMs: end.at - t0, rec }
+    }
+    const bare = await run(null)
+    expect(bare.endMs).toBeLessThan(LATE)
+    const graced = await run({})
+    expect(graced.closeMs).toBeGreaterThanOrEqual(1_000 - EARLY)
+    expect(graced.closeMs).toBeLessThanOrEqual(1_000 + LATE)
+    expect(graced.rec?.closeReason).toBe('app_shutdown')
+    expect(graced.rec?.stateAtClose).toBe('idle')
+    const noGrace = await run({ drainIdleGrace: 0 })
+    expect(noGrace.endMs).toBeLessThan(LATE)
+    expect(noGrace.rec?.closeReason).toBe('app_shutdown')
+  })
+
   it('a slow client (headers dripping every 100 ms) does not hold app.close() past drainTimeout 800', async () => {
     const DRAIN = 800
     const s = await start(

@@ -456,6 +456,22 @@ describe('@fastify/websocket', () => {
     })
   }
 
+  it('guard-first: app.close() sends 1001 before @fastify/websocket’s own preClose (which closes with no code) and closes in well under a second', async () => {
+    const { app, port } = await startFastify('guard-first')
+    const closes = watchCloses(app.connguard)
+    const client = await connectWs(port, '/ws')
+    await waitUntil(() => onlyUpgraded(app.connguard)?.webSocket?.linked === true, {
+      what: 'linked',
+    })
+    const clientClose = new Promise<number>((resolve) => client.once('close', resolve))
+    const t0 = performance.now()
+    await app.close()
+    expect(performance.now() - t0).toBeLessThan(1_000 + LATE)
+    expect(await clientClose).toBe(1001)
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded')
+    expect(rec.closeReason).toBe('app_shutdown')
+  })
+
   it('config.connguard.webSocket: false leaves that route’s WebSockets without pings', async () => {
     const { app, port } = await startFastify('guard-first')
     await connectWs(port, '/quiet')
@@ -617,6 +633,112 @@ describe('bad input', () => {
     tracker.close()
     expect(wss.listenerCount('connection')).toBe(before - 1)
     expect(serverSide?.listenerCount('pong')).toBe(0)
+  })
+})
+
+describe('drain: linked WebSockets get 1001 Going Away and are waited for', () => {
+  /** A client's close, as it saw it. */
+  function closeOf(ws: WebSocket): Promise<{ code: number; reason: string; at: number }> {
+    return new Promise((resolve) =>
+      ws.once('close', (code, reason) =>
+        resolve({ code, reason: reason.toString(), at: performance.now() }),
+      ),
+    )
+  }
+
+  it('drain(): the client gets a close frame 1001 at once, the closing handshake ends the connection (app_shutdown), the drain ends long before its timeout', async () => {
+    const tracker = tracked()
+    const closes = watchCloses(tracker)
+    const { port } = await startWs(tracker)
+    const client = await connectWs(port)
+    await waitUntil(() => onlyUpgraded(tracker)?.webSocket?.linked === true, { what: 'linked' })
+    const clientClose = closeOf(client)
+    const t0 = performance.now()
+    const result = await tracker.drain({ timeout: 5_000, idleGrace: 300 })
+    const took = performance.now() - t0
+    const seen = await clientClose
+    expect(seen.code).toBe(1001)
+    expect(seen.reason).toBe('server shutting down')
+    expect(seen.at - t0).toBeLessThan(LATE)
+    // The timeout is 5 s: the drain waited for the handshake, not for its timeout.
+    expect(took).toBeLessThan(5_000 - 1_000)
+    expect(result).toEqual({ closedIdle: 0, finished: 1, forced: 0 })
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded')
+    expect(rec.closeReason).toBe('app_shutdown')
+    // The client echoed the code (RFC 6455 §5.5.1): ws on the server reports it.
+    await waitUntil(() => rec.webSocket?.closeCode === 1001, { what: 'close code on the record' })
+  })
+
+  it('a WebSocket opened while the drain is closing is sent 1001 as soon as it is linked', async () => {
+    const tracker = tracked()
+    const { port } = await startWs(tracker)
+    // A keep-alive connection holds the drain in its closing phase for the idle grace.
+    const agent = new http.Agent({ keepAlive: true })
+    cleanups.push(() => agent.destroy())
+    await new Promise<void>((resolve, reject) =>
+      http
+        .get({ port, host: '127.0.0.1', agent }, (res) => res.resume().on('end', resolve))
+        .on('error', reject),
+    )
+    const drained = tracker.drain({ timeout: 5_000, idleGrace: 1_500 })
+    expect(tracker.drainPhase).toBe('closing')
+    const client = await connectWs(port)
+    const t0 = performance.now()
+    const seen = await closeOf(client)
+    expect(seen.code).toBe(1001)
+    expect(seen.at - t0).toBeLessThan(LATE)
+    const result = await drained
+    expect(result.forced).toBe(0)
+  })
+
+  it('a WebSocket upgraded before the drain but linked after it began gets 1001 when linked', async () => {
+    const tracker = tracked()
+    const { port, wss } = await startWs(tracker, false)
+    const client = await connectWs(port)
+    const [serverSide] = [...wss.clients]
+    const drained = tracker.drain({ timeout: 5_000, idleGrace: 200 })
+    await sleep(100)
+    const clientClose = closeOf(client)
+    const t0 = performance.now()
+    expect(tracker.watchWebSocket(serverSide as WebSocket)).toBe(true)
+    const seen = await clientClose
+    expect(seen.code).toBe(1001)
+    expect(seen.at - t0).toBeLessThan(LATE)
+    expect((await drained).forced).toBe(0)
+  })
+
+  it('a peer that never answers the close frame is cut at the drain timeout (app_shutdown_timeout)', async () => {
+    // Pings far out: the dead route is the drain's to find, not the ping check's.
+    const tracker = tracked({
+      sweepInterval: SWEEP,
+      webSocket: { pingInterval: 60_000, pingTimeout: 60_000 },
+    })
+    const closes = watchCloses(tracker)
+    const { port } = await startWs(tracker)
+    const { stoppedAt } = await deadPeer(port, null)
+    await waitUntil(() => onlyUpgraded(tracker)?.webSocket?.linked === true, { what: 'linked' })
+    const t0 = performance.now()
+    const result = await tracker.drain({ timeout: 800, idleGrace: 200 })
+    const took = performance.now() - t0
+    expect(stoppedAt).toBeLessThan(t0)
+    expect(result).toEqual({ closedIdle: 0, finished: 0, forced: 1 })
+    expect(took).toBeGreaterThanOrEqual(800 - 20)
+    expect(took).toBeLessThan(800 + LATE)
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded')
+    expect(rec.closeReason).toBe('app_shutdown_timeout')
+  })
+
+  it('an upgrade no library is linked to is left to the application, and forced at the timeout', async () => {
+    const tracker = tracked()
+    const closes = watchCloses(tracker)
+    const { port } = await startWs(tracker, false)
+    const client = await connectWs(port)
+    const clientClose = closeOf(client)
+    const result = await tracker.drain({ timeout: 600, idleGrace: 200 })
+    expect(result.forced).toBe(1)
+    expect((await clientClose).code).toBe(1006)
+    const rec = await closes.next((r) => r.stateAtClose === 'upgraded')
+    expect(rec.closeReason).toBe('app_shutdown_timeout')
   })
 })
 

@@ -6,6 +6,7 @@ import type { ConnectionRecord, DeadlineKind, StreamGuard, TlsInfo } from '../re
 import type { DeadlineQueue } from '../time/deadline-queue.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import type { ConnectionState } from '../vocab/states.js'
+import type { DrainPhase } from './drain.js'
 import type { TrackerFace } from './tracker-events.js'
 
 /**
@@ -19,6 +20,8 @@ export interface Core {
   readonly face: TrackerFace
   /** `close()` was called. */
   readonly stopped: boolean
+  /** Where a drain is (`delay`, `closing`, `done`), or null before one. */
+  readonly drainPhase: DrainPhase | null
   /** The live connections, in accept order. */
   readonly records: Set<ConnectionRecord>
   /** The sweeper's deadline heap. */

@@ -19,10 +19,10 @@ const SESSION_CLOSE_GRACE_SWEEPS = 2
 
 /** Cuts now: the reason first, then the binding closes the connection. */
 export function cutConnection(t: Core, rec: ConnectionRecord, reason: CloseReason): void {
-  // A session sent GOAWAY for rotation or drain is still open: a later cut
-  // (the drain timeout, a dead peer) is what actually ends it.
+  // A session sent GOAWAY (a WebSocket its close frame) for rotation or drain is still
+  // open: a later cut (the drain timeout, a dead peer) is what actually ends it.
   if (
-    rec.session !== null &&
+    (rec.session !== null || rec.state === 'upgraded') &&
     rec.pendingReason !== null &&
     rec.pendingReason === rec.rotateReason
   ) {

@@ -34,10 +34,10 @@ export interface DrainOptions {
    */
   delay?: number | false
   /**
-   * Once closing, an idle HTTP/1 connection (its last response promised keep-alive) or an
-   * idle HTTP/2 session whose PING went unanswered is closed only after this many ms without
-   * a request, so a request the client already sent is served (with `Connection: close`)
-   * instead of reset (default 1 s; `0`/`false`: at once).
+   * Once closing, an idle HTTP/1 connection (its last response promised keep-alive) is closed
+   * only after this many ms without a request, so a request the client already sent is served
+   * (with `Connection: close`) instead of reset; an HTTP/2 session gets its final GOAWAY this
+   * long after its last stream ended (default 1 s; `0`/`false`: at once).
    */
   idleGrace?: number | false
 }

@@ -64,6 +64,7 @@ import {
 import { startSweeper, sweepDue } from './sweep.js'
 import { safeEmit, type TrackerFace } from './tracker-events.js'
 import {
+  closeWebSocketForDrain,
   isWebSocketUpgrade,
   linkWebSocket,
   linkWebSocketServer,
@@ -341,8 +342,13 @@ export class Engine implements BindingSink, Core {
   /** One connection enters the closing phase: busy ones finish, idle ones get the grace. */
   #drainConnection(drain: Drain, rec: ConnectionRecord, now: number): void {
     drain.wait(rec)
-    // Already closing for a reason of its own; an upgraded connection is the application's to end.
-    if (rec.pendingReason !== null || rec.state === 'upgraded') return
+    if (rec.pendingReason !== null) return
+    // A linked WebSocket gets a close frame (1001) and is waited for; any other upgraded
+    // connection is the application's to end (the timeout cuts it).
+    if (rec.state === 'upgraded') {
+      closeWebSocketForDrain(rec)
+      return
+    }
     rotateConnection(rec, 'app_shutdown')
     // New, handshaking or idle: the grace (HTTP/2 sessions got GOAWAY; it bounds one whose
     // PING goes unanswered; a TLS connection that completes its handshake gets it anew).

@@ -84,9 +84,10 @@ export function streamClosed(t: Core, rec: ConnectionRecord, guard: StreamGuard)
   rec.inFlight--
   if (rec.inFlight > 0 || rec.session?.destroyed === true) return
   if (rec.pendingReason !== null) {
-    // A session draining after its GOAWAY has ended its last stream: idle, closed by the
-    // PING's ACK or else by the grace (Node 20's http2 client, measured, never ACKs a PING
-    // that follows a GOAWAY). Streams torn down with a session we cut keep its state.
+    // A session draining after its GOAWAY has ended its last stream: idle, closed after the
+    // grace (Node stops reading a session that sent GOAWAY once no stream is open, so the
+    // PING's ACK is not read: see `goawaySession`). Streams torn down with a session we cut
+    // keep its state.
     if (rec.pendingReason === 'app_shutdown' && rec.rotateReason === 'app_shutdown') {
       const at = t.now()
       t.transition(rec, 'idle', at)

@@ -134,8 +134,9 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * finishes it (requests already pipelined behind it are answered) and closes; an idle
    * connection, whose last response promised keep-alive, closes only once it stayed idle
    * for `idleGrace` ms (default 1 s), so a request the client already sent is answered;
-   * HTTP/2 sessions get GOAWAY with the last stream id 2^31 - 1, then, after a PING round
-   * trip, the real one (RFC 9113 §6.8), and close once their streams end. Connections
+   * HTTP/2 sessions get GOAWAY with the last stream id 2^31 - 1 and a PING, then, once their
+   * streams have ended and the grace passed, the real one (RFC 9113 §6.8); linked WebSockets
+   * a close frame 1001, their closing handshake waited for. Connections
    * accepted meanwhile are served the same way: closing the listening socket is
    * `server.close()`'s job (Fastify calls it after its preClose hooks). While closing,
    * `server.closeIdleConnections()` (which Node's `server.close()` calls) leaves idle

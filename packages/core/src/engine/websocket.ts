@@ -51,6 +51,10 @@ export {
 
 /** `ws`'s readyState OPEN. */
 const OPEN = 1
+/** `ws`'s readyState CLOSING: a close frame went out, the library finishes the handshake. */
+const CLOSING = 2
+/** RFC 6455 §7.4.1: 1001, an endpoint "going away", such as a server going down. */
+const GOING_AWAY = 1001
 /** RFC 6455 §5.5: a close frame's reason is at most 123 bytes; more would be a bug, not data. */
 const MAX_REASON = 123
 
@@ -189,11 +193,38 @@ export function linkWebSocket(
   coreOfSocket.set(ws, t)
   ws.on('pong', onPong)
   ws.on('close', onClose)
+  // Linked while a drain is closing (upgraded during it, or before it but linked late): it
+  // goes the way the others went.
+  if (t.drainPhase === 'closing' && closeWebSocketForDrain(rec)) return true
   const o = t.options.webSocket
   if (o.pingInterval > 0) {
     startPing(rec, f, o, t.now())
     t.reschedule(rec)
   }
+  return true
+}
+
+/**
+ * A drain closes a linked WebSocket as a server going down should: a close frame with 1001
+ * through its library, which finishes the closing handshake and ends the socket; the drain
+ * waits for that close (its timeout cuts one whose peer never answers, as before). The close
+ * is the drain's (`app_shutdown`). False when no library is linked, or it has no `close()`:
+ * the connection is the application's to end, and the drain's timeout's otherwise.
+ */
+export function closeWebSocketForDrain(rec: ConnectionRecord): boolean {
+  const socket = webSocketFacts(rec)?.socket
+  if (socket == null || typeof socket.close !== 'function') return false
+  if (socket.readyState === OPEN) {
+    try {
+      socket.close(GOING_AWAY, 'server shutting down')
+    } catch {
+      return false
+    }
+  } else if (socket.readyState !== CLOSING) return false
+  // Like a session after its GOAWAY: closing for the drain, still open until the handshake
+  // ends; a later cut (the drain's timeout) replaces the reason (cut.ts).
+  rec.rotateReason ??= 'app_shutdown'
+  rec.pendingReason ??= 'app_shutdown'
   return true
 }
 

@@ -116,15 +116,22 @@ const MAX_STREAM_ID = 2 ** 31 - 1
 const NGHTTP2_NO_ERROR = 0
 
 /**
- * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so a
- * request the client sends meanwhile is still accepted, and a PING. The second GOAWAY, with
- * the last stream processed, is Node's `close()`, sent by the drain once the session has had
- * no open stream for the idle grace (`drainGrace`). Not at the PING's ACK: nghttp2 clients
- * (Node's) queue a PING ACK ahead of HEADERS they submitted before reading the GOAWAY, so a
- * close at the ACK refused such streams (measured: REFUSED_STREAM under load); and Node 20's
- * client, measured, often never ACKs a PING that follows a GOAWAY. A single `close()` says
- * last stream 0 on a session that has processed none (Node 20, 22): a request racing it was
- * refused. Used by a drain only.
+ * Graceful GOAWAY as RFC 9113 §6.8 describes it: first with the last stream id 2^31 - 1, so
+ * the client stops opening streams and fails none it has open, and a PING. The second GOAWAY,
+ * with the last stream processed, is Node's `close()`, sent by the drain once the session has
+ * had no open stream for the idle grace (`drainGrace`).
+ *
+ * What Node makes of the first one (measured on Node 20, 24 and 26; docs/deploy.md): Node's
+ * `goaway()` is nghttp2's `nghttp2_submit_goaway`, not its shutdown notice, so once it is
+ * written nghttp2 marks the session GOAWAY-sent and ignores every stream the client opens
+ * after that, whatever id it named (`session_allow_incoming_new_stream`), and, once no stream
+ * is open, wants no more input, so Node stops reading the socket (`MaybeStopReading`): the
+ * PING's ACK is never read. A request the client sent before it read the GOAWAY is therefore
+ * never processed, and the second GOAWAY makes the client fail it with REFUSED_STREAM (safe to
+ * retry). No `node:http2` API sends the notice that would avoid it. The first GOAWAY still
+ * fails no stream the client has open; a single `close()` names the last stream processed
+ * (0 on a session that has processed none, Node 20 and 22), failing at once every stream in
+ * flight to the server. Used by a drain only.
  */
 export function goawaySession(rec: ConnectionRecord): void {
   const session = rec.session

@@ -12,6 +12,8 @@ export interface WebSocketLike {
   readonly readyState: number
   ping(): void
   terminate(): void
+  /** Starts the closing handshake (`ws`: `close(code, reason)`); a drain sends 1001 through it when present. */
+  close?(code?: number, reason?: string): void
   // Listeners take `unknown` arguments: `ws`'s WebSocket declares `on` per event plus a
   // catch-all `(event: string | symbol, listener: (...args: any[]) => void)`, which this
   // matches (`never[]` would not: `any` is not assignable to `never`). Checked against
