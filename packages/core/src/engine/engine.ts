@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Http2Session, ServerHttp2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
-import { bindServer } from '../observe/http1.js'
 import { streamGuardOf } from '../observe/http2.js'
+import { bindServer } from '../observe/server.js'
 import type { BindingSink, ServerBinding } from '../observe/sink.js'
 import { adoptSettings, type FrameworkSettings, type ServerSetting } from '../options/adopt.js'
 import {

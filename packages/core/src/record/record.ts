@@ -141,7 +141,7 @@ export class SessionStreams {
 }
 
 /**
- * What the engine asks of the binding of a connection's server (observe/http1.ts implements
+ * What the engine asks of the binding of a connection's server (observe/server.ts implements
  * it). Declared here, with the record that holds it, so the record needs no binding module.
  */
 export interface ConnectionBinding {
