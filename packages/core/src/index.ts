@@ -39,6 +39,7 @@ export {
   DEFAULT_SWEEP_INTERVAL,
   MAX_DURATION,
   type OptionName,
+  type OverridableRequest,
   type RequestOverrides,
   type ResolvedOptions,
   type ResolvedRate,

@@ -7,6 +7,7 @@ import type { BindingSink, ServerBinding } from '../observe/sink.js'
 import { adoptSettings, type FrameworkSettings, type ServerSetting } from '../options/adopt.js'
 import {
   type ConnectionTrackerOptions,
+  type OverridableRequest,
   type RequestOverrides,
   type ResolvedOptions,
   ResolvedRequestOverrides,
@@ -261,10 +262,7 @@ export class Engine implements BindingSink, Core {
 
   /** See `ConnectionTracker.overrideRequest`. */
   overrideRequest(
-    req:
-      | IncomingMessage
-      | import('node:http2').Http2ServerRequest
-      | import('node:http2').ServerHttp2Stream,
+    req: OverridableRequest,
     overrides: RequestOverrides | ResolvedRequestOverrides,
   ): boolean {
     const resolved = ResolvedRequestOverrides.is(overrides)

@@ -4,6 +4,7 @@ import type { Socket } from 'node:net'
 import type { FrameworkSettings } from '../options/adopt.js'
 import type {
   ConnectionTrackerOptions,
+  OverridableRequest,
   RequestOverrides,
   ResolvedOptions,
   ResolvedRequestOverrides,
@@ -117,10 +118,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    * stream alone, its `requestTimeout` counted from when it opened.
    */
   overrideRequest(
-    req:
-      | IncomingMessage
-      | import('node:http2').Http2ServerRequest
-      | import('node:http2').ServerHttp2Stream,
+    req: OverridableRequest,
     overrides: RequestOverrides | ResolvedRequestOverrides,
   ): boolean {
     return this.#engine.overrideRequest(req, overrides)

@@ -171,6 +171,15 @@ export interface ResolvedOptions {
 /** The name of an option of `ConnectionTrackerOptions`. */
 export type OptionName = (typeof OPTION_NAMES)[number]
 
+/**
+ * What `overrideRequest` takes: an HTTP/1 request, or for HTTP/2 the compat request or the
+ * `ServerHttp2Stream` (the overrides then apply to that stream alone).
+ */
+export type OverridableRequest =
+  | import('node:http').IncomingMessage
+  | import('node:http2').Http2ServerRequest
+  | import('node:http2').ServerHttp2Stream
+
 /** What a route or a single request may change. */
 export interface RequestOverrides {
   /** Absolute limit for this request, ms, or `false` for none. */
