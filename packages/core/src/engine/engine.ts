@@ -390,7 +390,7 @@ export class Engine implements BindingSink, Core {
 
   /**
    * One slice of a sweep, as the sweeper runs it: stops at `until` (wall ms)
-   * and returns -1 when more is due. Called through the tracker so that a profiler or a
+   * and returns -1 when more is due. Called through the engine object so that a profiler or a
    * benchmark can wrap it.
    */
   sweepSlice(now: number, until: number, continued: boolean): number {

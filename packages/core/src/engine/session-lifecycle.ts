@@ -14,7 +14,7 @@ import { rotateConnection } from './cut.js'
 import { safeEmit } from './tracker-events.js'
 
 /**
- * HTTP/2 on the tracker's side: the session is the connection, a stream is a
+ * HTTP/2 on the engine's side: the session is the connection, a stream is a
  * request (`active` while one is open, `idle` while none is), PING ACKs, and a
  * stream cut on its own. The binding (`http2.ts`) calls these from Node's events.
  */

@@ -10,7 +10,7 @@ import { pressureSweep } from './pressure-hooks.js'
 import { checkWebSocket } from './websocket.js'
 
 /**
- * The sweep: everything due in the tracker's deadline heap, the polls that are
+ * The sweep: everything due in the engine's deadline heap, the polls that are
  * O(connections) by design (TLS connections with no byte yet; idle connections
  * when the parser hook is missing), and pressure's pass; and the sweeper that
  * runs it every `sweepInterval`.
@@ -21,7 +21,7 @@ const INFINITY = Number.POSITIVE_INFINITY
 const SWEEP_SLICE_MS = 4
 
 /**
- * Starts the tracker's one sweeper (unref'd). Its sweeps run in slices: closing a
+ * Starts the engine's one sweeper (unref'd). Its sweeps run in slices: closing a
  * TLS connection costs ~0.1 ms of CPU (measured), so a sweep that finds hundreds of
  * stalled handshakes at once (an attack) would block the event loop for tens of ms
  * and every healthy request with it. After `SWEEP_SLICE_MS` the rest waits for the
