@@ -60,7 +60,14 @@ function makeTracker(options = {}) {
   return { tracker, clock, binding }
 }
 
-const idleReq = { httpVersion: '1.1', headers: {}, complete: true, destroyed: false }
+// The tracker reads `rawHeaders` (the body test), as Node's parser hands them over.
+const idleReq = {
+  httpVersion: '1.1',
+  headers: {},
+  rawHeaders: ['Host', 'localhost'],
+  complete: true,
+  destroyed: false,
+}
 const idleRes = { req: idleReq, shouldKeepAlive: true, headersSent: false }
 
 /**
@@ -323,6 +330,7 @@ function bodyInProgress(n) {
   const bodyReq = () => ({
     httpVersion: '1.1',
     headers: { 'content-length': '10000000' },
+    rawHeaders: ['Content-Length', '10000000'],
     complete: false,
     destroyed: false,
   })
