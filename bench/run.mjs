@@ -37,6 +37,8 @@ const BENCHMARKS = {
   drain: { nodeArgs: [], args: ['--drains', '3'] },
   // Skips with a message when valgrind is not installed.
   instructions: { nodeArgs: [], args: [] },
+  // The tracker's request path alone (callgrind, no socket): about a minute a runtime.
+  'tracker-path': { nodeArgs: [], args: [] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],
@@ -44,6 +46,7 @@ const FULL = {
   churn: ['--connections', '100000'],
   drain: ['--drains', '10', '--h2'],
   instructions: ['--full'],
+  'tracker-path': ['--nodes', 'this,24,26'],
 }
 
 const argv = process.argv.slice(2)

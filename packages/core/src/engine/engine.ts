@@ -174,6 +174,13 @@ export class Engine implements BindingSink, Core {
   webSockets = 0
   /** The WebSocket servers linked by `watchWebSockets`, each with its unlink. */
   readonly #webSocketLinks = new Set<() => void>()
+  /**
+   * Set for good once 'open', 'transition' or 'close' gets a listener on the public tracker
+   * (its 'newListener' listener sets it, tracker.ts): until then the request path (two
+   * transitions a request) and the accept and close paths skip `listenerCount`, which cost
+   * ~145 instructions a call (callgrind, Node 26).
+   */
+  mayListen = false
   /** HTTP/2: how the sweep's stream checks reset a stream. */
   readonly onStreamFailed = (g: StreamGuard, reason: StreamCutReason): void =>
     cutStream(this, g, reason)
@@ -503,10 +510,8 @@ export class Engine implements BindingSink, Core {
     // Heads are parsed one at a time: while one is being read, a second report
     // of a begin (the sweep's bytesRead check, then the parser hook) is the same request.
     if (rec.state === 'closed' || rec.state === 'upgraded' || rec.readingHead) return
-    rec.sawMessageBegin = true
-    rec.inFlight++
-    rec.readingHead = true
-    if (rec.inFlight === 1) rec.requestStartedAt = now
+    const inFlight = rec.messageBegun()
+    if (inFlight === 1) rec.requestStartedAt = now
     if (rec.timeToFirstRequest === null) {
       // The first request's head deadline runs from establishment, already set.
       rec.timeToFirstRequest = now - rec.establishedAtClock
@@ -521,12 +526,12 @@ export class Engine implements BindingSink, Core {
     } else {
       armPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
     }
-    if (rec.inFlight === 1) {
+    if (inFlight === 1) {
       const t = this.options.requestTimeout
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
       if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
     }
-    this.reschedule(rec)
+    this.#rescheduleFor(rec, earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt))
     this.transition(rec, 'active', now)
   }
 
@@ -554,6 +559,9 @@ export class Engine implements BindingSink, Core {
     if (rec.res === null) {
       // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
       this.#follow(rec, res, rec.stateSince)
+      // The head cleared the header deadline (a key left early is harmless): only the rate
+      // check can be due sooner than the key.
+      this.#rescheduleFor(rec, rateCheckAt(rec))
     } else {
       // Pipelined: its turn comes when the responses before it have ended.
       const queue = pipelined.get(rec)
@@ -562,9 +570,9 @@ export class Engine implements BindingSink, Core {
     }
     // Rotation or drain decided: this response says `Connection: close` (the one before it
     // does not, if pipelined: Node would drop this one after a `Connection: close`).
-    if (rec.rotateReason === 'app_shutdown') closeAfterResponse(rec, res)
-    else if (rec.rotateReason !== null) res.shouldKeepAlive = false
-    this.reschedule(rec)
+    const rotate = rec.rotateReason
+    if (rotate === 'app_shutdown') closeAfterResponse(rec, res)
+    else if (rotate !== null) res.shouldKeepAlive = false
   }
 
   /**
@@ -615,7 +623,7 @@ export class Engine implements BindingSink, Core {
     if (this.pollIdle) this.markIdleBytes(rec)
     // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
     armPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
-    this.reschedule(rec)
+    this.#rescheduleFor(rec, rec.phaseDeadlineAt)
     this.transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
       // A drain: a response that still promised keep-alive (pipelined ahead of the drain)
@@ -760,6 +768,16 @@ export class Engine implements BindingSink, Core {
     if (at >= 0 && (rec.queueIndex < 0 || at < rec.deadlineAt)) this.queue.schedule(rec, at)
   }
 
+  /**
+   * The request path's `reschedule`: `at` is the earliest due time the caller changed. The key
+   * of a queued record is at or before every other due time already, so only an earlier `at`
+   * moves it; a record not queued gets the full computation.
+   */
+  #rescheduleFor(rec: ConnectionRecord, at: number): void {
+    if (rec.queueIndex < 0) this.reschedule(rec)
+    else if (at >= 0 && at < rec.deadlineAt) this.queue.schedule(rec, at)
+  }
+
   /** */
   transition(rec: ConnectionRecord, to: ConnectionState, now: number): void {
     const from = rec.state
@@ -770,7 +788,8 @@ export class Engine implements BindingSink, Core {
     if (to !== 'closed') (this.#counts[liveStateIndex(to)] as number)++
     rec.stateSince = now
     rec.state = to
-    if (this.face.listenerCount('transition') > 0) safeEmit(this.face, 'transition', rec, from, to)
+    if (this.mayListen && this.face.listenerCount('transition') > 0)
+      safeEmit(this.face, 'transition', rec, from, to)
     if (transitionChannel.hasSubscribers)
       transitionChannel.publish({ record: rec, from, to, tracker: this.face })
   }
@@ -791,8 +810,8 @@ export class Engine implements BindingSink, Core {
    */
   endsWanted(): boolean {
     return (
-      this.face.listenerCount('close') > 0 ||
-      this.face.listenerCount('transition') > 0 ||
+      (this.mayListen &&
+        (this.face.listenerCount('close') > 0 || this.face.listenerCount('transition') > 0)) ||
       closeChannel.hasSubscribers ||
       transitionChannel.hasSubscribers
     )
@@ -803,7 +822,7 @@ export class Engine implements BindingSink, Core {
   }
 
   #emit(event: 'open' | 'close', rec: ConnectionRecord, channel: typeof openChannel): void {
-    if (this.face.listenerCount(event) > 0) safeEmit(this.face, event, rec)
+    if (this.mayListen && this.face.listenerCount(event) > 0) safeEmit(this.face, event, rec)
     if (channel.hasSubscribers) channel.publish({ record: rec, tracker: this.face })
   }
 }

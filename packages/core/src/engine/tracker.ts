@@ -30,9 +30,16 @@ export type { ConnectionTrackerEvents, Snapshot }
 export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   readonly #engine: Engine
 
+  /** Tells the engine, for good, that its events may have listeners (see `Engine.mayListen`). */
+  readonly #onNewListener = (event: string | symbol): void => {
+    if (event === 'transition' || event === 'close' || event === 'open')
+      this.#engine.mayListen = true
+  }
+
   constructor(options?: ConnectionTrackerOptions) {
     super()
     this.#engine = new Engine(this, options)
+    ;(this as EventEmitter).on('newListener', this.#onNewListener)
     // For tools that measure the engine (the benchmarks): a cross-copy key, not enumerable,
     // not part of the type.
     Object.defineProperty(this, kEngine, { value: this.#engine })
@@ -44,6 +51,15 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
    */
   get options(): ResolvedOptions {
     return this.#engine.options
+  }
+
+  /** As EventEmitter's; the tracker's own 'newListener' listener stays (see `Engine.mayListen`). */
+  override removeAllListeners(...args: Parameters<EventEmitter['removeAllListeners']>): this {
+    ;(EventEmitter.prototype.removeAllListeners as (...a: unknown[]) => unknown).apply(this, args)
+    const self = this as EventEmitter
+    if (!self.listeners('newListener').includes(this.#onNewListener))
+      self.on('newListener', this.#onNewListener)
+    return this
   }
 
   /** `close()` was called. */

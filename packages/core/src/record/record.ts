@@ -75,6 +75,27 @@ const PHASE_KINDS: readonly (DeadlineKind | null)[] = [
   'max_connection_age',
 ]
 
+/**
+ * Position of `kind` in PHASE_KINDS. A switch on interned strings: the request path sets the phase
+ * three times a request, and `PHASE_KINDS.indexOf` cost ~70 instructions a call (callgrind, Node 26).
+ */
+function phaseIndex(kind: DeadlineKind | null): number {
+  switch (kind) {
+    case null:
+      return 0
+    case 'tls_handshake_timeout':
+      return 1
+    case 'request_headers_timeout':
+      return 2
+    case 'keep_alive_timeout':
+      return 3
+    case 'request_timeout':
+      return 4
+    default:
+      return 5
+  }
+}
+
 /** Until a lazily read record reads its ends (never, if nobody asks while the socket is open). */
 const UNREAD_LOCAL: LocalEnd = Object.freeze({ address: undefined, port: undefined })
 
@@ -328,7 +349,7 @@ export class ConnectionRecord {
     return PHASE_KINDS[(this._flags & PHASE_MASK) >> PHASE_SHIFT] ?? null
   }
   set phaseReason(kind: DeadlineKind | null) {
-    this._flags = (this._flags & ~PHASE_MASK) | (PHASE_KINDS.indexOf(kind) << PHASE_SHIFT)
+    this._flags = (this._flags & ~PHASE_MASK) | (phaseIndex(kind) << PHASE_SHIFT)
   }
 
   /** @internal Requests begun (first byte seen) and not yet answered. */
@@ -337,6 +358,16 @@ export class ConnectionRecord {
   }
   set inFlight(n: number) {
     this._flags = (this._flags & LOW_BITS) | (n << IN_FLIGHT_SHIFT)
+  }
+
+  /**
+   * @internal A request's first byte: its head is being read, the parser hook saw it, and one
+   * more request is in flight, in one write. Returns the requests in flight.
+   */
+  messageBegun(): number {
+    const flags = this._flags + (1 << IN_FLIGHT_SHIFT)
+    this._flags = flags | READING_HEAD | SAW_MESSAGE_BEGIN
+    return flags >>> IN_FLIGHT_SHIFT
   }
 
   /** @internal A request's head is being received. */
