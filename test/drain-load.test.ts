@@ -58,7 +58,7 @@ function h1Load(port: number): { stop: () => Promise<LoadResult> } {
  * that fails (REFUSED_STREAM, a reset, the session destroyed under it) is.
  */
 function h2Load(port: number): { stop: () => Promise<LoadResult> } {
-  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, connectRefused: {}, failures: {} }
   let stopped = false
   const sessions = new Set<http2.ClientHttp2Session>()
   const connect = (): http2.ClientHttp2Session => {
@@ -169,7 +169,13 @@ describe.each([
   { name: 'Express HTTP/1.1', start: expressH1, load: h1Load, refusable: false },
 ])('$name', ({ start, load, refusable }) => {
   it(`${DRAINS} drains under keep-alive load: no request fails on an open connection; each ends within the grace plus a margin`, async () => {
-    const totals: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+    const totals: LoadResult = {
+      ok: 0,
+      unavailable: 0,
+      refused: 0,
+      connectRefused: {},
+      failures: {},
+    }
     let handled = 0
     const durations: number[] = []
     for (let i = 0; i < DRAINS; i++) {
@@ -182,6 +188,8 @@ describe.each([
       const r = await client.stop()
       handled += served.handled()
       totals.refused += r.refused
+      for (const [code, n] of Object.entries(r.connectRefused))
+        totals.connectRefused[code] = (totals.connectRefused[code] ?? 0) + n
       totals.ok += r.ok
       totals.unavailable += r.unavailable
       for (const [code, n] of Object.entries(r.failures))

@@ -14,6 +14,12 @@ export interface LoadResult {
   unavailable: number
   /** HTTP/2 streams refused (REFUSED_STREAM): never processed by the server, safe to retry. */
   refused: number
+  /**
+   * New connections the closed listening socket refused: ECONNREFUSED, or ECONNRESET at
+   * connect (the kernel had completed the handshake, the server had not accepted it yet when
+   * its listening socket closed, and the kernel resets it). Not a failure. By error code.
+   */
+  connectRefused: Record<string, number>
   failures: Record<string, number>
 }
 
@@ -35,16 +41,17 @@ export interface LoadDispatcher {
 
 /**
  * `loops` client loops sending `GET /` through `dispatcher` until `stop()`, which waits for
- * them and destroys the dispatcher. A refused new connection (ECONNREFUSED: the listening
- * socket is closed) is not a failure, a load balancer sends it elsewhere; every other error
- * is, by its code, and is kept in `details` with `context()` at the time (e.g. the drain phase).
+ * them and destroys the dispatcher. A new connection refused (its `connect` failed: the
+ * listening socket is closed) is not a failure, a load balancer sends it elsewhere; every
+ * other error is, by its code, and is kept in `details` with `context()` at the time (e.g.
+ * the drain phase).
  */
 export function dispatcherLoad(
   dispatcher: LoadDispatcher,
   loops: number,
   { origin, context }: { origin?: string; context?: () => unknown } = {},
 ): { details: LoadFailure[]; stop: () => Promise<LoadResult> } {
-  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, connectRefused: {}, failures: {} }
   const details: LoadFailure[] = []
   let stopped = false
   const loop = async (): Promise<void> => {
@@ -60,7 +67,9 @@ export function dispatcherLoad(
         else result.ok++
       } catch (err) {
         const code = (err as { code?: string }).code ?? String(err)
-        if (code === 'ECONNREFUSED') {
+        // Node's connect error (`connect ECONNRESET 127.0.0.1:port`): the socket never opened.
+        if (code === 'ECONNREFUSED' || (err as { syscall?: string }).syscall === 'connect') {
+          result.connectRefused[code] = (result.connectRefused[code] ?? 0) + 1
           await delay(5)
           continue
         }
