@@ -107,6 +107,8 @@ describe.skipIf(skip !== null)(
             ms: Math.round(performance.now() - t0),
           }),
         })
+        // Stops the loops should an assertion or the close throw before `load.stop()` below.
+        cleanups.push(() => load.stop().catch(() => {}))
         await sleep(LOAD_MS)
         t0 = performance.now()
         await served.shutdown()
