@@ -22,6 +22,12 @@ import express from 'express'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Pool } from 'undici'
 import { afterEach, describe, expect, it } from 'vitest'
+import {
+  dispatcherLoad,
+  fastifyServedWith,
+  type LoadResult,
+  type Served,
+} from './helpers/drain-load.js'
 import { sleep } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 import { tlsOptions } from './helpers/tls.js'
@@ -40,42 +46,10 @@ afterEach(async () => {
 
 const tick = () => delay(1)
 
-interface LoadResult {
-  ok: number
-  unavailable: number
-  /** HTTP/2 streams refused (REFUSED_STREAM): never processed by the server, safe to retry. */
-  refused: number
-  failures: Record<string, number>
-}
-
 /** Client loops over an undici pool of keep-alive connections until `stop()`. */
 function h1Load(port: number): { stop: () => Promise<LoadResult> } {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections: CONNECTIONS, pipelining: 1 })
-  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
-  let stopped = false
-  const loop = async (): Promise<void> => {
-    while (!stopped) {
-      try {
-        const { statusCode, body } = await pool.request({ path: '/', method: 'GET' })
-        await body.text()
-        if (statusCode === 503) result.unavailable++
-        else result.ok++
-      } catch (err) {
-        const code = (err as { code?: string }).code ?? String(err)
-        if (code === 'ECONNREFUSED') await delay(5)
-        else result.failures[code] = (result.failures[code] ?? 0) + 1
-      }
-    }
-  }
-  const loops = Array.from({ length: LOOPS }, loop)
-  return {
-    stop: async () => {
-      stopped = true
-      await Promise.all(loops)
-      await pool.destroy()
-      return result
-    },
-  }
+  return dispatcherLoad(pool, LOOPS)
 }
 
 /**
@@ -84,7 +58,7 @@ function h1Load(port: number): { stop: () => Promise<LoadResult> } {
  * that fails (REFUSED_STREAM, a reset, the session destroyed under it) is.
  */
 function h2Load(port: number): { stop: () => Promise<LoadResult> } {
-  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+  const result: LoadResult = { ok: 0, unavailable: 0, refused: 0, connectRefused: {}, failures: {} }
   let stopped = false
   const sessions = new Set<http2.ClientHttp2Session>()
   const connect = (): http2.ClientHttp2Session => {
@@ -145,34 +119,8 @@ function h2Load(port: number): { stop: () => Promise<LoadResult> } {
   }
 }
 
-interface Served {
-  port: number
-  /** Requests the application's handler answered. */
-  handled(): number
-  /** The shutdown a user runs: `app.close()`, or `guard.drain()`. */
-  shutdown(): Promise<unknown>
-}
-
 /** Fastify with the plugin's defaults: over HTTP/1.1, or HTTP/2 over TLS. */
-async function fastifyServed(h2: boolean): Promise<Served> {
-  const app = (h2
-    ? Fastify({ http2: true, https: tlsOptions })
-    : Fastify()) as unknown as FastifyInstance
-  await app.register(fastifyGuard)
-  let handled = 0
-  app.get('/', async () => {
-    await tick()
-    handled++
-    return 'ok'
-  })
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  cleanups.push(() => app.close())
-  return {
-    port: (app.server.address() as { port: number }).port,
-    handled: () => handled,
-    shutdown: () => app.close(),
-  }
-}
+const fastifyServed = (h2: boolean): Promise<Served> => fastifyServedWith(h2, cleanups)
 
 async function expressH1(): Promise<Served> {
   const app = express()
@@ -221,7 +169,13 @@ describe.each([
   { name: 'Express HTTP/1.1', start: expressH1, load: h1Load, refusable: false },
 ])('$name', ({ start, load, refusable }) => {
   it(`${DRAINS} drains under keep-alive load: no request fails on an open connection; each ends within the grace plus a margin`, async () => {
-    const totals: LoadResult = { ok: 0, unavailable: 0, refused: 0, failures: {} }
+    const totals: LoadResult = {
+      ok: 0,
+      unavailable: 0,
+      refused: 0,
+      connectRefused: {},
+      failures: {},
+    }
     let handled = 0
     const durations: number[] = []
     for (let i = 0; i < DRAINS; i++) {
@@ -234,6 +188,8 @@ describe.each([
       const r = await client.stop()
       handled += served.handled()
       totals.refused += r.refused
+      for (const [code, n] of Object.entries(r.connectRefused))
+        totals.connectRefused[code] = (totals.connectRefused[code] ?? 0) + n
       totals.ok += r.ok
       totals.unavailable += r.unavailable
       for (const [code, n] of Object.entries(r.failures))
