@@ -11,19 +11,31 @@
  * Warnings keep the messages already said in a cross-copy registry (vocab/warnings.ts), and
  * `engineOf` reads a cross-copy key.
  */
-import type { Engine } from './engine/engine.js'
 import type { ConnectionTracker } from './engine/tracker.js'
+import type { ConnectionRecord } from './record/record.js'
 import { kEngine } from './vocab/symbols.js'
 
 /** Every process warning connguard emits, with its stable code (the packages emit through it). */
 export * as WARNINGS from './vocab/warnings.js'
 
 /**
- * The engine behind a tracker, for the benchmarks and tests that drive it without sockets (its
- * methods are the `BindingSink` and `Core` of engine/). Not an API.
+ * What the benchmarks and tests call on a tracker's engine, driving it without sockets. A
+ * narrow view on purpose: the published declarations must not carry the engine's own types
+ * (its heap of records names members `stripInternal` removes). Not an API.
  */
-export function engineOf(tracker: ConnectionTracker): Engine {
-  return (tracker as unknown as Record<symbol, Engine>)[kEngine] as Engine
+export interface EngineHandle {
+  /** One slice of a sweep (the sweeper's unit): -1 when more is due. */
+  sweepSlice(now: number, until: number, continued: boolean): number
+  /** What a binding reports, for the request-path benchmarks. */
+  open(rawSocket: unknown, secure: boolean, binding: unknown): ConnectionRecord
+  requestBegin(rec: ConnectionRecord): void
+  requestHead(rec: ConnectionRecord, req: unknown, res: unknown): void
+  responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void
+}
+
+/** The engine behind a tracker (a cross-copy, non-enumerable key on the tracker). */
+export function engineOf(tracker: ConnectionTracker): EngineHandle {
+  return (tracker as unknown as Record<symbol, EngineHandle>)[kEngine] as EngineHandle
 }
 
 export { resolveDrainOptions } from './engine/drain.js'

@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from '../../../test/helpers/clients.js'
 import { closeServer, listen } from '../../../test/helpers/server.js'
 import { tlsOptions } from '../../../test/helpers/tls.js'
+import type { Core } from '../src/engine/core.js'
 import { cutConnection } from '../src/engine/cut.js'
 import {
   type ConnectionRecord,
@@ -495,7 +496,7 @@ describe('fixes from the core review: HTTP/2', () => {
       reasons.push(reason)
       cut(r, reason)
     }
-    cutConnection(engineOf(tracker), rec, 'app_shutdown')
+    cutConnection(engineOf(tracker) as unknown as Core, rec, 'app_shutdown')
     // GOAWAY waits for the open stream; the grace then destroys the session.
     clock.t += 2 * 60_000
     expect(tracker.sweep()).toBe(1)
