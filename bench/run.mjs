@@ -39,6 +39,8 @@ const BENCHMARKS = {
   instructions: { nodeArgs: [], args: [] },
   // The tracker's request path alone (callgrind, no socket): about a minute a runtime.
   'tracker-path': { nodeArgs: [], args: [] },
+  // Node's connections list, read once a sweep: 1k/10k/50k parsers, this Node and 24/26.
+  'heads-list': { nodeArgs: [], args: [] },
 }
 const FULL = {
   overhead: ['--pairs', '5', '--duration', '5', '--wrk'],

@@ -43,6 +43,7 @@ function fakeBinding(tracker) {
     ping() {},
     goaway() {},
     detach() {},
+    expiredHeads() {},
     listenEnd() {
       return null
     },

@@ -110,20 +110,32 @@ describe('HTTP/1.1 fallback on an allowHTTP1 secure server', () => {
   })
 
   it('keeps HTTP/2 sessions on HTTP/2 deadlines when the tracker polls idle HTTP/1 connections', async () => {
-    // The parser-hook fallback (docs/ARCHITECTURE.md): once an HTTP/1 request head arrives
-    // without the message-begin hook having fired, the tracker polls the bytesRead of idle
-    // connections to spot new requests. An HTTP/2 session reads bytes when idle too (PING
-    // ACKs, SETTINGS, WINDOW_UPDATE) that are not the start of an HTTP/1 request.
+    // The parser-hook fallback (docs/ARCHITECTURE.md): once an HTTP/1 connection has no
+    // parser to hook, the tracker polls the bytesRead of idle connections to spot new
+    // requests. An HTTP/2 session reads bytes when idle too (PING ACKs, SETTINGS,
+    // WINDOW_UPDATE) that are not the start of an HTTP/1 request.
     const KEEP_ALIVE = 1_000
     const h2 = await startH2(
       { ...BASE, keepAliveTimeout: KEEP_ALIVE, headersTimeout: 400, pingInterval: 100 },
       { secure: true, allowHTTP1: true },
     )
-    // Simulate a Node whose parser never calls the hook (as packages/core/test does).
-    h2.server.on('request', (req) => {
-      const parser = (req.socket as unknown as { parser?: Record<number, unknown> }).parser
-      if (parser != null) parser[0] = null
-    })
+    // Simulate a Node whose HTTP/1 connections carry no parser where the binding looks (as
+    // packages/core/test does): hidden between Node's 'secureConnection' listener, which
+    // creates it, and the tracker's, then given back before any request byte is read.
+    const hide = (socket: unknown) => {
+      const s = socket as { parser?: unknown }
+      const parser = s.parser
+      if (parser == null) return
+      s.parser = null
+      setImmediate(() => {
+        s.parser = parser
+      })
+    }
+    const listeners = h2.server.listeners('secureConnection') as ((...a: unknown[]) => void)[]
+    h2.server.removeAllListeners('secureConnection')
+    h2.server.on('secureConnection', listeners[0] as (...a: unknown[]) => void)
+    h2.server.on('secureConnection', hide)
+    for (const l of listeners.slice(1)) h2.server.on('secureConnection', l)
     const agent = new https.Agent({ keepAlive: true, maxSockets: 1, ALPNProtocols: ['http/1.1'] })
     try {
       expect((await get11(h2.port, agent)).status).toBe(200)

@@ -84,6 +84,9 @@ async function start(
         res.setHeader('Connection', 'close')
         res.end('bye')
         return
+      case '/later':
+        setTimeout(() => res.end('later'), 150)
+        return
       default:
         res.end('ok')
     }
@@ -528,6 +531,52 @@ describe('keep-alive idle vs bytes that are not a request', () => {
       requests: 2,
       errorCode: null,
     })
+  })
+})
+
+describe('a request head that takes more than one read', () => {
+  it('after a response: active from its first read, request_headers_timeout counted from it (not the idle deadline), 408', async () => {
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: FAR })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    conn.send(getRequest('/'))
+    const first = await conn.waitFor((buf) => parseResponse(buf))
+    await sleep(100)
+    // The start of a head, and nothing more.
+    conn.send('GET / HTTP/1.1\r\n')
+    const sentAt = performance.now()
+    const close = await conn.closed
+    const record = await closes.next()
+    expect(summary(record)).toEqual({
+      closeReason: 'request_headers_timeout',
+      stateAtClose: 'active',
+      requests: 1,
+      errorCode: null,
+    })
+    expect(close.received.subarray(first.end).toString('latin1')).toMatch(/^HTTP\/1\.1 408 /)
+    expectDeadline(close.at - sentAt, D, 'client, from the first bytes of the second head')
+    // Idle until those bytes came, active from them (the 100 ms pause, then the deadline).
+    expect(record.stateDurations.idle).toBeGreaterThanOrEqual(90)
+    expect(record.stateDurations.active).toBeGreaterThanOrEqual(D - 5)
+    expectConsistent(record)
+  })
+
+  it('begun behind a response not yet sent (pipelined), then stalled: request_headers_timeout from its first byte', async () => {
+    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: FAR })
+    const conn = await openSocket(port)
+    cleanups.push(() => conn.destroy())
+    // The first request is answered 150 ms later; the second head starts in the same write
+    // and never ends. Only Node's list of parsers sees when it began: no read comes after it.
+    conn.send(`${getRequest('/later')}GET / HTTP/1.1\r\nHost: localhost\r\n`)
+    const sentAt = performance.now()
+    const first = await conn.waitFor((buf) => parseResponse(buf))
+    expect(first.status).toBe(200)
+    const close = await conn.closed
+    const record = await closes.next()
+    expect(record.closeReason).toBe('request_headers_timeout')
+    expect(record.requests).toBe(1)
+    expectDeadline(close.at - sentAt, D, 'client, from the stalled head')
+    expectConsistent(record)
   })
 })
 

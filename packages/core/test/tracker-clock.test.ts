@@ -50,6 +50,7 @@ async function setup(
   options: ConnectionTrackerOptions = {},
   handler: http.RequestListener = (_req, res) => res.end('ok'),
   secure = false,
+  beforeAttach?: (server: http.Server) => void,
 ): Promise<Setup> {
   const clock = new ManualClock()
   const tracker = new ConnectionTracker({
@@ -62,6 +63,7 @@ async function setup(
     ...options,
   })
   const server = secure ? https.createServer(tlsOptions, handler) : http.createServer(handler)
+  beforeAttach?.(server)
   tracker.attach(server)
   const closes: ConnectionRecord[] = []
   tracker.on('close', (rec) => closes.push(rec))
@@ -286,13 +288,22 @@ describe('deadlines under a manual clock', () => {
     expect(closes[0]).toMatchObject({ stateAtClose: 'upgraded', requests: 1 })
   })
 
-  it('falls back to polling when Node does not report a request first byte', async () => {
-    const { clock, tracker, port, serverSockets, closes } = await setup()
+  it('falls back to polling idle connections when a connection has no parser to hook', async () => {
+    // Simulates a Node whose HTTP/1 connections carry no parser where the binding looks: it
+    // is hidden from listeners after Node's own, and given back before any byte is read.
+    const hideParser = (server: http.Server) =>
+      server.on('connection', (socket: Socket) => {
+        const s = socket as unknown as { parser: unknown }
+        const parser = s.parser
+        s.parser = null
+        setImmediate(() => {
+          s.parser = parser
+        })
+      })
+    const { clock, tracker, port, closes } = await setup({}, undefined, false, hideParser)
     const conn = await openSocket(port)
-    await until(() => serverSockets.length === 1)
-    // Simulate a Node version whose parser never calls the message-begin hook.
-    const parser = (serverSockets[0] as unknown as { parser: Record<number, unknown> }).parser
-    parser[0] = null
+    await until(() => tracker.snapshot().new === 1, 'accepted')
+    await new Promise((r) => setImmediate(r))
     conn.send(getRequest('/'))
     await until(() => tracker.snapshot().idle === 1, 'idle')
     const rec = only(tracker)
@@ -301,13 +312,34 @@ describe('deadlines under a manual clock', () => {
     const readBefore = rec.bytesRead
     conn.send('GET / HTTP/1.1\r\n')
     await until(() => rec.bytesRead > readBefore, 'bytes of the second request')
-    tracker.sweep() // polls idle connections now: sees the byte
+    expect(rec.state, 'no hook: nothing reported the bytes').toBe('idle')
+    tracker.sweep() // polls idle connections: sees the bytes
     expect(rec.state).toBe('active')
     clock.t += HEADERS
     expect(tracker.sweep()).toBe(1)
     await conn.closed
     await until(() => closes.length === 1)
     expect(rec.closeReason).toBe('request_headers_timeout')
+  })
+
+  it('a head in more than one read: active from its first read (Node reports each read), header deadline from there', async () => {
+    const { clock, tracker, port, closes } = await setup()
+    const conn = await openSocket(port)
+    conn.send(getRequest('/'))
+    await until(() => tracker.snapshot().idle === 1, 'idle')
+    const rec = only(tracker)
+    clock.t += 100
+    conn.send('GET / HTTP/1.1\r\n')
+    await until(() => rec.state === 'active', 'the first read of the second head')
+    const began = clock.t
+    clock.t += HEADERS - 1
+    expect(tracker.sweep()).toBe(0)
+    clock.t = began + HEADERS
+    expect(tracker.sweep()).toBe(1)
+    await conn.closed
+    await until(() => closes.length === 1)
+    expect(rec.closeReason).toBe('request_headers_timeout')
+    expect(rec.requests).toBe(1)
   })
 })
 

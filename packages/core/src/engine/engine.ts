@@ -38,6 +38,7 @@ import {
   type DeadlineKind,
   type TlsInfo,
 } from '../record/record.js'
+import { monotonicClock } from '../time/clock.js'
 import { DeadlineQueue, earliest, NEVER } from '../time/deadline-queue.js'
 import { closeChannel, drainChannel, openChannel, transitionChannel } from '../vocab/channels.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
@@ -538,15 +539,9 @@ export class Engine implements BindingSink, Core {
   /** A request head was parsed. */
   requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void {
     if (rec.state === 'closed') return
-    if (!rec.sawMessageBegin) {
-      // Node's parser did not report the first byte: count the request from
-      // now and poll idle connections from here on (see ARCHITECTURE.md).
-      if (!this.pollIdle) {
-        this.pollIdle = true
-        for (const other of this.records) this.markIdleBytes(other)
-      }
-      this.requestBegin(rec)
-    }
+    // The head arrived whole in one read (the common case): it begins here. A head that took
+    // more than one read began at its first (`requestBegin`).
+    if (!rec.sawMessageBegin) this.#headBegins(rec)
     rec.sawMessageBegin = false
     rec.readingHead = false
     rec.requests++
@@ -573,6 +568,52 @@ export class Engine implements BindingSink, Core {
     const rotate = rec.rotateReason
     if (rotate === 'app_shutdown') closeAfterResponse(rec, res)
     else if (rotate !== null) res.shouldKeepAlive = false
+  }
+
+  /**
+   * `requestBegin` for a head that began and ended in one read: its header deadline would be
+   * cleared at once, so none is armed, and the heap key moves only for the request deadline.
+   */
+  #headBegins(rec: ConnectionRecord): void {
+    const now = this.now()
+    const inFlight = rec.messageBegun()
+    if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
+    if (inFlight === 1) {
+      rec.requestStartedAt = now
+      const t = this.options.requestTimeout
+      if (t !== 0) {
+        rec.requestDeadlineAt = now + t
+        this.#rescheduleFor(rec, rec.requestDeadlineAt)
+      } else rec.requestDeadlineAt = NEVER
+      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+      this.transition(rec, 'active', now)
+    }
+  }
+
+  /** A connection's parser could not be hooked: from now on idle connections are polled. */
+  unhooked(): void {
+    if (this.pollIdle) return
+    this.pollIdle = true
+    for (const other of this.records) this.markIdleBytes(other)
+  }
+
+  /**
+   * Cuts the HTTP/1 connections whose head has been arriving past `headersTimeout` (Node's
+   * list). Node's list runs on Node's clock: with a clock of the application's (tests) the
+   * heap's deadlines are the only ones, so both agree on what time it is.
+   */
+  cutExpiredHeads(): number {
+    const timeout = this.options.headersTimeout
+    if (timeout === 0 || this.#clock !== monotonicClock) return 0
+    let cut = 0
+    for (const binding of this.#bindings.values()) {
+      binding.expiredHeads(timeout, (rec) => {
+        if (rec.state === 'closed' || rec.state === 'upgraded' || rec.session !== null) return
+        cutConnection(this, rec, 'request_headers_timeout')
+        cut++
+      })
+    }
+    return cut
   }
 
   /**
@@ -644,6 +685,8 @@ export class Engine implements BindingSink, Core {
    */
   upgraded(rec: ConnectionRecord, req?: IncomingMessage): CloseReason | null {
     if (rec.state === 'closed') return null
+    // An upgrade's head gets no request-start message: it begins here if it came in one read.
+    if (rec.session === null && !rec.sawMessageBegin) this.#headBegins(rec)
     const now = this.now()
     const webSocket = isWebSocketUpgrade(req)
     const o = this.options

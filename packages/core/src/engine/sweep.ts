@@ -12,8 +12,8 @@ import { checkWebSocket } from './websocket.js'
 /**
  * The sweep: everything due in the engine's deadline heap, the polls that are
  * O(connections) by design (TLS connections with no byte yet; idle connections
- * when the parser hook is missing), and pressure's pass; and the sweeper that
- * runs it every `sweepInterval`.
+ * when the parser hook is missing; Node's list of HTTP/1 parsers reading a head),
+ * and pressure's pass; and the sweeper that runs it every `sweepInterval`.
  */
 
 const INFINITY = Number.POSITIVE_INFINITY
@@ -53,7 +53,9 @@ export function sweepDue(t: Core, now: number, until: number, continued: boolean
   if (t.pollIdle) pollRequests(t, now)
   const queue = t.queue
   const o = t.options
-  let cut = 0
+  // Heads whose first byte came while a request was in flight: Node's list knows when each
+  // began (O(active) in C++, once a sweep; no work per request).
+  let cut = continued ? 0 : t.cutExpiredHeads()
   let handled = 0
   for (let rec = queue.popExpired(now); rec !== undefined; rec = queue.popExpired(now)) {
     // The wall clock is read every 8 entries: reading it costs more than most steps.

@@ -16,16 +16,24 @@ import { sinkOf } from './sink.js'
  */
 
 /**
- * Index of the message-begin callback on Node's HTTP parser (`kOnMessageBegin`
- * in src/node_http_parser.cc, 0 since Node 12; `_http_common.js` resets it per
- * connection). The server leaves it unset; the C++ parser calls it with the
- * parser as `this` when a request's first byte is parsed. That is how the
- * tracker learns that a keep-alive connection started a request, in O(1) per
- * request and without a per-chunk listener. If a Node version stops calling
- * it, the tracker notices at the next request head and falls back to polling.
+ * Indexes of two callbacks on Node's HTTP parser (src/node_http_parser.cc; the same since
+ * Node 12): `kOnMessageBegin` (0), which Node leaves unset and the C++ parser calls when a
+ * request's first byte is parsed, and `kOnExecute` (5), Node's own callback after each read
+ * of a socket whose bytes the parser takes in C++ (`parser.consume`: every TCP and TLS socket
+ * of an http or https server). Both are called with the parser as `this`.
+ *
+ * A consumed socket's parser is hooked at `kOnExecute`: after Node's callback, a read that left
+ * an idle connection idle began a head that has not arrived whole (a slow one, or a trickle),
+ * and the engine is told its first byte came (`requestBegin`). A head that arrives whole in a
+ * read begins and completes there, and `requestHead` counts both. The message-begin hook did
+ * the same with one C++-to-JS callback a request (~900 instructions of Node's callback scope
+ * a keep-alive request, measured); wrapping a callback Node makes anyway costs a JS call a
+ * read. A parser fed from JS (a socket Node does not consume) keeps the message-begin hook.
  */
 const kOnMessageBegin = 0
-
+const kOnExecute = 5
+/** Node's own `kOnExecute` callback of a hooked parser (a bound function per connection). */
+const kNodeOnExecute = Symbol('connguard.nodeOnExecute')
 /** Node's own reply to a request that timed out before its response began. */
 const REQUEST_TIMEOUT_RESPONSE = Buffer.from(
   'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n',
@@ -46,11 +54,39 @@ const ANSWER_408: ReadonlySet<CloseReason> = new Set<CloseReason>([
 ])
 
 type Marked = { [kRecord]?: ConnectionRecord }
-type ParserLike = { socket: Socket | null; [kOnMessageBegin]?: unknown }
+type ParserLike = {
+  socket: Socket | null
+  _consumed?: boolean
+  [kOnMessageBegin]?: unknown
+  [kOnExecute]?: unknown
+  [kNodeOnExecute]?: (ret: unknown) => unknown
+}
 
 function onMessageBegin(this: ParserLike): void {
   const rec = (this.socket as (Socket & Marked) | null)?.[kRecord]
   if (rec !== undefined) sinkOf(rec)?.requestBegin(rec)
+}
+
+function onExecute(this: ParserLike, ret: unknown): unknown {
+  const result = (this[kNodeOnExecute] as (ret: unknown) => unknown)(ret)
+  const socket = this.socket as (Socket & Marked) | null
+  const rec = socket?.[kRecord]
+  // Bytes that left an idle connection idle: a head began and is still arriving. Not when
+  // the read was one or two bytes: a stray CRLF between requests, which the parser skips
+  // (RFC 9112 §2.2), is not a request; a head trickled a byte or two a read is still bounded,
+  // by Node's list (`expiredHeads`). (A parse error was handled by Node's callback: the
+  // socket is destroyed by then.)
+  if (
+    rec !== undefined &&
+    typeof ret === 'number' &&
+    ret > 2 &&
+    rec.inFlight === 0 &&
+    (rec.state === 'idle' || rec.state === 'new') &&
+    !(socket as Socket).destroyed
+  ) {
+    sinkOf(rec)?.requestBegin(rec)
+  }
+  return result
 }
 
 export function onRequestStart(message: HttpServerMessage): void {
@@ -82,16 +118,68 @@ function onBodyEndAfterResponse(this: http.IncomingMessage): void {
   if (rec !== undefined) sinkOf(rec)?.responseEnd(rec, null)
 }
 
-/** Hooks the parser of a new HTTP/1 connection (see `kOnMessageBegin`). */
-export function hookParser(socket: Socket): void {
+/**
+ * Hooks the parser of a new HTTP/1 connection (see `kOnExecute`); false when the socket has
+ * no parser to hook (the engine then polls idle connections for a request's first byte).
+ */
+export function hookParser(socket: Socket): boolean {
   const parser = (socket as unknown as { parser?: ParserLike | null }).parser
-  if (parser != null && parser[kOnMessageBegin] == null) parser[kOnMessageBegin] = onMessageBegin
+  if (parser == null) return false
+  const node = parser[kOnExecute]
+  if (parser._consumed === true && typeof node === 'function') {
+    if (node !== onExecute) {
+      parser[kNodeOnExecute] = node as (ret: unknown) => unknown
+      parser[kOnExecute] = onExecute
+    }
+  } else if (parser[kOnMessageBegin] == null) parser[kOnMessageBegin] = onMessageBegin
+  return true
 }
 
 /** Takes the hook off a connection the engine stops guarding. */
 export function unhookParser(socket: Socket): void {
   const parser = (socket as unknown as { parser?: ParserLike | null }).parser
-  if (parser != null && parser[kOnMessageBegin] === onMessageBegin) parser[kOnMessageBegin] = null
+  if (parser == null) return
+  if (parser[kOnExecute] === onExecute) parser[kOnExecute] = parser[kNodeOnExecute]
+  if (parser[kOnMessageBegin] === onMessageBegin) parser[kOnMessageBegin] = null
+}
+
+/**
+ * Node's list of a server's HTTP/1 parsers (`server[Symbol(http.server.connections)]`, since
+ * Node 18.14): each parser's message start is kept in C++, and `expired(headersTimeout,
+ * requestTimeout)` returns the parsers whose head or request ran past them, taking them off
+ * its list of active ones. Node's own check uses it every 30 s; with its timeouts at 0
+ * (aligned to the guard's) Node's check finds nothing.
+ */
+export interface ConnectionsList {
+  expired(headersTimeout: number, requestTimeout: number): ParserLike[]
+}
+
+/** The server's connections list, if this Node keeps one. */
+export function connectionsListOf(server: object): ConnectionsList | null {
+  for (const key of Object.getOwnPropertySymbols(server)) {
+    if (key.description !== 'http.server.connections') continue
+    const list = (server as Record<symbol, unknown>)[key] as ConnectionsList | undefined
+    return typeof list?.expired === 'function' ? list : null
+  }
+  return null
+}
+
+/**
+ * The records of `list` whose current head has been arriving for `headersTimeout` ms or
+ * more, by Node's own clock: a head that began while a request was in flight (its first
+ * byte came behind a response the client had not yet read) is seen here, and only here.
+ * C++ walks the active parsers (those reading a message): O(active), no JS per request.
+ */
+export function expiredHeads(
+  list: ConnectionsList,
+  headersTimeout: number,
+  found: (rec: ConnectionRecord) => void,
+): void {
+  const parsers = list.expired(headersTimeout, 0)
+  for (let i = 0; i < parsers.length; i++) {
+    const rec = ((parsers[i] as ParserLike).socket as (Socket & Marked) | null)?.[kRecord]
+    if (rec !== undefined) found(rec)
+  }
 }
 
 /** A WebSocket upgrade over `maxUpgradedConnections`: 503 before any handshake byte. */

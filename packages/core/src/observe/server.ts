@@ -18,8 +18,11 @@ import { kRecord, kTracker } from '../vocab/symbols.js'
 import { KEEP_ALIVE_BUFFER_REPLACED } from '../vocab/warnings.js'
 import { subscribeHttp, unsubscribeHttp } from './http-channels.js'
 import {
+  type ConnectionsList,
+  connectionsListOf,
   cutHttp1,
   endAfterResponse,
+  expiredHeads,
   hookParser,
   onRequestStart,
   onResponseFinish,
@@ -316,7 +319,7 @@ class HttpServerBinding implements ServerBinding {
     // and the peer's FIN are read from the socket when it closes (`_closed`). Each
     // listener added to a socket Node already listens on costs an array (~100–200 B).
     raw.emit = emitTracked
-    if (!this.#secure) hookParser(raw)
+    if (!this.#secure && !hookParser(raw)) this.sink.unhooked()
   }
 
   #secureConnection(socket: TLSSocket & Marked): void {
@@ -335,7 +338,7 @@ class HttpServerBinding implements ServerBinding {
       return
     }
     socket[kRecord] = rec
-    hookParser(socket)
+    if (!hookParser(socket)) this.sink.unhooked()
     this.sink.established(rec, socket, readTlsInfo(socket))
   }
 
@@ -422,6 +425,17 @@ class HttpServerBinding implements ServerBinding {
 
   endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void {
     endAfterResponse(rec, nodeCloses)
+  }
+
+  /**
+   * Node's connections list of this server, once it has one (Node creates it at 'listening';
+   * an HTTP/2 server has none: its HTTP/1.1 fallback connections get the engine's polls).
+   */
+  #connections: ConnectionsList | null = null
+
+  expiredHeads(headersTimeout: number, found: (rec: ConnectionRecord) => void): void {
+    this.#connections ??= connectionsListOf(this.#server)
+    if (this.#connections !== null) expiredHeads(this.#connections, headersTimeout, found)
   }
 
   release(rec: ConnectionRecord): void {

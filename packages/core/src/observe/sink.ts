@@ -22,8 +22,10 @@ export interface BindingSink {
   open(rawSocket: Socket, secure: boolean, binding: ConnectionBinding): ConnectionRecord
   /** The TLS handshake completed. */
   established(rec: ConnectionRecord, httpSocket: Socket, tls: TlsInfo): void
-  /** HTTP/1: the first byte of a request arrived (the parser's message-begin hook). */
+  /** HTTP/1: a request's first byte arrived and its head is still arriving (http1.ts, `kOnExecute`). */
   requestBegin(rec: ConnectionRecord): void
+  /** HTTP/1: a connection's parser could not be hooked: idle connections are polled for bytes. */
+  unhooked(): void
   /** HTTP/1: a request head was parsed. */
   requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void
   /** HTTP/1: a response finished while its request body is still arriving. */
@@ -59,6 +61,11 @@ export interface ServerBinding extends ConnectionBinding {
   drainStarted(): void
   /** The drain is over: `closeIdleConnections` is Node's again. */
   drainEnded(): void
+  /**
+   * HTTP/1: calls `found` with each connection whose current head has been arriving for
+   * `headersTimeout` ms or more (Node's connections list, read once a sweep).
+   */
+  expiredHeads(headersTimeout: number, found: (rec: ConnectionRecord) => void): void
   /** Removes every listener added to the server and restores its timers. */
   detach(): void
 }
