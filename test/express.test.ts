@@ -810,6 +810,50 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
     })
   })
 
+  it.each(VERSIONS)(
+    '$name: once req.connguard is in place the guard leaves the app router; every other layer still runs for every request',
+    async ({ createApp }) => {
+      const app = createApp()
+      const guard = connguard()
+      const server = guard.attach(http.createServer(app))
+      cleanups.push(async () => {
+        guard.tracker.close()
+        await closeServer(server)
+      })
+      let before = 0
+      let after = 0
+      app.use((_req, _res, next) => {
+        before++
+        next()
+      })
+      app.use(guard)
+      app.use((_req, _res, next) => {
+        after++
+        next()
+      })
+      app.get('/who', (req, res) => {
+        const record = (req as unknown as { connguard: { record?: ConnectionRecord } }).connguard
+          .record
+        res.end(String(record?.id ?? 'none'))
+      })
+      const app_ = app as unknown as {
+        router?: { stack: unknown[] }
+        _router?: { stack: unknown[] }
+      }
+      const stack = () => (app_._router ?? app_.router)?.stack as { handle?: unknown }[]
+      expect(stack().some((layer) => layer.handle === guard)).toBe(true)
+      const ids: string[] = []
+      guard.tracker.on('open', (rec) => ids.push(String(rec.id)))
+      const port = await listen(server)
+      const result = await keepAliveRequests(port, { count: 3, path: '/who' })
+      expect(result.statuses).toEqual([200, 200, 200])
+      // req.connguard answers on every request, the first (through the guard) and the later ones.
+      expect(result.responses.map((r) => r.body.toString())).toEqual([ids[0], ids[0], ids[0]])
+      expect(stack().some((layer) => layer.handle === guard)).toBe(false)
+      expect([before, after]).toEqual([3, 3])
+    },
+  )
+
   it("two guards on one app (two servers): req.connguard is the guard of the request's connection", async () => {
     const app = createApp()
     const guards = [connguard(), connguard()]
