@@ -18,7 +18,7 @@
  * heartbeat over connections, issue 19), and nothing at all per request.
  */
 import { spawnSync } from 'node:child_process'
-import { nodeBinary } from './instructions.mjs'
+import { runtimes } from './instructions.mjs'
 import { fmt, machine, parseArgs, table } from './lib/common.mjs'
 
 const SIZES = [1_000, 10_000, 50_000]
@@ -64,24 +64,16 @@ export async function main(argv) {
   const calls = Number(args.calls ?? 200)
   console.log(`\n## Node's connections list, once a sweep (${machine()})\n`)
   const rows = []
-  for (const spec of nodes) {
-    let bin
-    try {
-      bin = await nodeBinary(spec)
-    } catch (err) {
-      console.log(`Node ${spec}: skipped (${err.message})`)
-      continue
-    }
+  for await (const { bin, version } of runtimes(nodes)) {
     const r = spawnSync(
       bin,
       ['--expose-internals', '--no-warnings', '--no-deprecation', '-e', CHILD, String(calls)],
       { encoding: 'utf8' },
     )
     if (r.status !== 0) {
-      console.log(`Node ${spec}: failed (${r.stderr.split('\n').slice(-3).join(' ')})`)
+      console.log(`Node ${version}: failed (${r.stderr.split('\n').slice(-3).join(' ')})`)
       continue
     }
-    const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
     for (const { n, median, p99 } of JSON.parse(r.stdout)) {
       rows.push([
         version,

@@ -99,6 +99,23 @@ export async function nodeBinary(spec) {
   return bin
 }
 
+/**
+ * The runtimes `specs` names ('this' or a major version), each as `{ bin, version }`; one that
+ * cannot be had is skipped with a line saying why.
+ */
+export async function* runtimes(specs) {
+  for (const spec of specs) {
+    let bin
+    try {
+      bin = await nodeBinary(spec)
+    } catch (err) {
+      console.log(`Node ${spec}: skipped (${err.message})`)
+      continue
+    }
+    yield { bin, version: spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim() }
+  }
+}
+
 /** The total cost of a callgrind dump file (instructions executed since the previous dump). */
 function dumpTotal(file) {
   const text = readFileSync(file, 'utf8')
@@ -409,15 +426,7 @@ export async function main(argv) {
   const rows = []
   const results = []
   try {
-    for (const spec of nodes) {
-      let bin
-      try {
-        bin = await nodeBinary(spec)
-      } catch (err) {
-        console.log(`Node ${spec}: skipped (${err.message})`)
-        continue
-      }
-      const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
+    for await (const { bin, version } of runtimes(nodes)) {
       for (const name of cases) {
         console.error(`  Node ${version} ${name}`)
         const r = await runCase(bin, name, { repeat, counts, dir, variants, jobs, pairs })
