@@ -210,8 +210,9 @@ export async function main() {
   }
   {
     const { tracker, clock, binding } = idleTracker(50_000)
-    // A request head with no message-begin report switches the tracker to polling (fallback).
+    // A connection whose parser could not be hooked switches the tracker to polling (fallback).
     clock.t = 50_000
+    engineOf(tracker).unhooked()
     const rec = engineOf(tracker).open(fakeSocket(1), false, binding)
     engineOf(tracker).requestHead(rec, idleReq, idleRes)
     engineOf(tracker).responseEnd(rec, null)

@@ -31,6 +31,8 @@ export interface EngineHandle {
   requestBegin(rec: ConnectionRecord): void
   requestHead(rec: ConnectionRecord, req: unknown, res: unknown): void
   responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void
+  /** A connection's parser could not be hooked: idle connections are polled from now on. */
+  unhooked(): void
 }
 
 /** The engine behind a tracker (a cross-copy, non-enumerable key on the tracker). */

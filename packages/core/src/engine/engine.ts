@@ -509,7 +509,7 @@ export class Engine implements BindingSink, Core {
   /** The first byte of a request arrived. */
   requestBegin(rec: ConnectionRecord, now: number = this.now()): void {
     // Heads are parsed one at a time: while one is being read, a second report
-    // of a begin (the sweep's bytesRead check, then the parser hook) is the same request.
+    // of a begin (the sweep's bytesRead poll, then the per-read hook) is the same request.
     if (rec.state === 'closed' || rec.state === 'upgraded' || rec.readingHead) return
     const inFlight = rec.messageBegun()
     if (inFlight === 1) rec.requestStartedAt = now

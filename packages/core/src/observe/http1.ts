@@ -9,7 +9,8 @@ import { sinkOf } from './sink.js'
 
 /**
  * HTTP/1 on a guarded connection: Node's request cycle turned into sink calls (the parser's
- * message-begin hook, the request-start and response-finish channels), and the HTTP/1 ends
+ * per-read hook, the request-start and response-finish channels, Node's connections list),
+ * and the HTTP/1 ends
  * of a connection the engine closes (a 408 or a reset, the close after a last response, the
  * 503 to an upgrade over the cap). The server's own events are server.ts's; HTTP/2's are
  * http2.ts's, organised the same way.

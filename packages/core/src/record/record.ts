@@ -361,8 +361,9 @@ export class ConnectionRecord {
   }
 
   /**
-   * @internal A request's first byte: its head is being read, the parser hook saw it, and one
-   * more request is in flight, in one write. Returns the requests in flight.
+   * @internal A request began (its first read, or its head when that came in one read): its
+   * head is being read, its begin is counted, and one more request is in flight, in one
+   * write. Returns the requests in flight.
    */
   messageBegun(): number {
     const flags = this._flags + (1 << IN_FLIGHT_SHIFT)
@@ -378,7 +379,7 @@ export class ConnectionRecord {
     this._flags = value ? this._flags | READING_HEAD : this._flags & ~READING_HEAD
   }
 
-  /** @internal The parser hook saw the current request begin (checks the hook works). */
+  /** @internal The current request's begin was counted (by the per-read hook, or the sweep's poll). */
   get sawMessageBegin(): boolean {
     return (this._flags & SAW_MESSAGE_BEGIN) !== 0
   }
