@@ -197,13 +197,14 @@ async function startServer(nodeBin, framework, variant, dir) {
   let dumps = 0
   return {
     port: ready.port,
-    async dump() {
+    /** Dumps; returns the instructions since the last dump, split by `dumpSplit` if `split`. */
+    async dump(split = false) {
       await run('callgrind_control', ['--dump', String(pid)])
       dumps++
       const file = `${out.replace('%p', String(pid))}.${dumps}`
       // The dump is written before callgrind_control returns; wait for the file to be complete.
       for (let i = 0; i < 50 && !existsSync(file); i++) await sleep(100)
-      return dumpSplit(file)
+      return split ? dumpSplit(file) : { total: dumpTotal(file) }
     },
     async stop() {
       if (child.exitCode !== null) return
@@ -325,7 +326,7 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
       await server.dump()
       await client.send(n)
       await sleep(SETTLE_MS)
-      return server.dump()
+      return server.dump(true)
     }
     // One interval thrown away: the first after the warm-up paid for what the idle pauses
     // around the dumps bring (Node 26 Fastify bare: 138k a request in the first pair of two

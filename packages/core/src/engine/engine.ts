@@ -511,28 +511,37 @@ export class Engine implements BindingSink, Core {
     // Heads are parsed one at a time: while one is being read, a second report
     // of a begin (the sweep's bytesRead poll, then the per-read hook) is the same request.
     if (rec.state === 'closed' || rec.state === 'upgraded' || rec.readingHead) return
+    this.#begin(rec, now, true)
+  }
+
+  /**
+   * A request begins: counted in flight, its request deadline, → `active`. `headPending`: its
+   * head is still arriving, so the header deadline runs (the first request's from
+   * establishment, a later one's from now); a head that began and ended in one read arms none
+   * (`requestHead` would clear it at once), and the heap key moves only for the request
+   * deadline.
+   */
+  #begin(rec: ConnectionRecord, now: number, headPending: boolean): void {
     const inFlight = rec.messageBegun()
-    if (inFlight === 1) rec.requestStartedAt = now
+    const o = this.options
     if (rec.timeToFirstRequest === null) {
-      // The first request's head deadline runs from establishment, already set.
       rec.timeToFirstRequest = now - rec.establishedAtClock
-      if (rec.phaseReason !== 'request_headers_timeout') {
-        armPhase(
-          rec,
-          'request_headers_timeout',
-          this.options.headersTimeout,
-          rec.establishedAtClock,
-        )
+      // The first request's head deadline runs from establishment, already set.
+      if (headPending && rec.phaseReason !== 'request_headers_timeout') {
+        armPhase(rec, 'request_headers_timeout', o.headersTimeout, rec.establishedAtClock)
       }
-    } else {
-      armPhase(rec, 'request_headers_timeout', this.options.headersTimeout, now)
+    } else if (headPending) {
+      armPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
     }
+    let at = headPending ? rec.phaseDeadlineAt : NEVER
     if (inFlight === 1) {
-      const t = this.options.requestTimeout
+      rec.requestStartedAt = now
+      const t = o.requestTimeout
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
-      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+      at = earliest(at, rec.requestDeadlineAt)
+      if (o.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
     }
-    this.#rescheduleFor(rec, earliest(rec.phaseDeadlineAt, rec.requestDeadlineAt))
+    this.#rescheduleFor(rec, at)
     this.transition(rec, 'active', now)
   }
 
@@ -541,7 +550,7 @@ export class Engine implements BindingSink, Core {
     if (rec.state === 'closed') return
     // The head arrived whole in one read (the common case): it begins here. A head that took
     // more than one read began at its first (`requestBegin`).
-    if (!rec.sawMessageBegin) this.#headBegins(rec)
+    if (!rec.sawMessageBegin) this.#begin(rec, this.now(), false)
     rec.sawMessageBegin = false
     rec.readingHead = false
     rec.requests++
@@ -568,26 +577,6 @@ export class Engine implements BindingSink, Core {
     const rotate = rec.rotateReason
     if (rotate === 'app_shutdown') closeAfterResponse(rec, res)
     else if (rotate !== null) res.shouldKeepAlive = false
-  }
-
-  /**
-   * `requestBegin` for a head that began and ended in one read: its header deadline would be
-   * cleared at once, so none is armed, and the heap key moves only for the request deadline.
-   */
-  #headBegins(rec: ConnectionRecord): void {
-    const now = this.now()
-    const inFlight = rec.messageBegun()
-    if (rec.timeToFirstRequest === null) rec.timeToFirstRequest = now - rec.establishedAtClock
-    if (inFlight === 1) {
-      rec.requestStartedAt = now
-      const t = this.options.requestTimeout
-      if (t !== 0) {
-        rec.requestDeadlineAt = now + t
-        this.#rescheduleFor(rec, rec.requestDeadlineAt)
-      } else rec.requestDeadlineAt = NEVER
-      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
-      this.transition(rec, 'active', now)
-    }
   }
 
   /** A connection's parser could not be hooked: from now on idle connections are polled. */
@@ -685,9 +674,9 @@ export class Engine implements BindingSink, Core {
    */
   upgraded(rec: ConnectionRecord, req?: IncomingMessage): CloseReason | null {
     if (rec.state === 'closed') return null
-    // An upgrade's head gets no request-start message: it begins here if it came in one read.
-    if (rec.session === null && !rec.sawMessageBegin) this.#headBegins(rec)
     const now = this.now()
+    // An upgrade's head gets no request-start message: it begins here if it came in one read.
+    if (rec.session === null && !rec.sawMessageBegin) this.#begin(rec, now, false)
     const webSocket = isWebSocketUpgrade(req)
     const o = this.options
     if (webSocket && o.maxUpgradedConnections > 0 && this.webSockets >= o.maxUpgradedConnections) {

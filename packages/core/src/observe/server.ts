@@ -146,8 +146,15 @@ class HttpServerBinding implements ServerBinding {
   readonly #onConnection = (socket: Socket) => this.#accept(socket)
   /** The server's listening end (see `listenEnd`); undefined until read after each 'listening'. */
   #listenEnd: ListenEnd | null | undefined = undefined
+  /**
+   * Node's connections list of this server: read at attach and at 'listening' (Node creates
+   * it then, in a listener of its own that runs before ours), not per sweep. An HTTP/2 server
+   * has none: its HTTP/1.1 fallback connections get the engine's polls.
+   */
+  #connections: ConnectionsList | null = null
   readonly #onListening = () => {
     this.#listenEnd = undefined
+    this.#connections ??= connectionsListOf(this.#server)
   }
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
@@ -179,6 +186,7 @@ class HttpServerBinding implements ServerBinding {
     this.#server = server
     this.#secure = secure
     this.#h2 = h2
+    this.#connections = connectionsListOf(server)
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
     this.#handshakeKey = handshakeKeyOf(server)
@@ -427,14 +435,7 @@ class HttpServerBinding implements ServerBinding {
     endAfterResponse(rec, nodeCloses)
   }
 
-  /**
-   * Node's connections list of this server, once it has one (Node creates it at 'listening';
-   * an HTTP/2 server has none: its HTTP/1.1 fallback connections get the engine's polls).
-   */
-  #connections: ConnectionsList | null = null
-
   expiredHeads(headersTimeout: number, found: (rec: ConnectionRecord) => void): void {
-    this.#connections ??= connectionsListOf(this.#server)
     if (this.#connections !== null) expiredHeads(this.#connections, headersTimeout, found)
   }
 
