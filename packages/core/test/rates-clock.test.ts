@@ -397,6 +397,22 @@ describe('minResponseRate under a manual clock', () => {
     conn.destroy()
   })
 
+  it('a request without a body gets its windows from the first sweep that finds it in flight', async () => {
+    const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
+    const { conn } = await stalledResponse(s)
+    // The first sweep after the head, long before a window has passed: the response waits
+    // for its client, so its window opens here.
+    s.clock.t += 1
+    expect(s.tracker.sweep()).toBe(0)
+    s.clock.t += WINDOW - 1
+    expect(s.tracker.sweep()).toBe(0)
+    s.clock.t += 1
+    expect(s.tracker.sweep()).toBe(1)
+    await until(() => s.closes.length === 1, 'close')
+    expect(s.closes[0]).toMatchObject({ closeReason: 'min_response_data_rate' })
+    conn.destroy()
+  })
+
   it('overrideRequest({ minResponseRate: false }) spares a client that stopped reading', async () => {
     const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
     const { conn } = await stalledResponse(s, { minResponseRate: false })

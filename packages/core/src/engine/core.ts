@@ -38,6 +38,8 @@ export interface Core {
    * got its own from a route or an override (connguard's meaning).
    */
   readonly ownRequestTimeout: WeakSet<ConnectionRecord>
+  readonly pendingRates: ConnectionRecord[]
+  startPendingRates(now: number): void
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
   webSockets: number
   /** Pressure's way of closing: its own reason counts the connection out at once. */

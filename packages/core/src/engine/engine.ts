@@ -23,6 +23,7 @@ import {
   processConnections,
 } from '../policy/pressure.js'
 import {
+  checkRates,
   connectionProgress,
   rateCheckAt,
   scheduleRateCheck,
@@ -171,6 +172,8 @@ export class Engine implements BindingSink, Core {
    * which keeps connguard's meaning (to the response's end). Touched only in that mode.
    */
   readonly ownRequestTimeout = new WeakSet<ConnectionRecord>()
+  /** Requests without a body in flight since the last sweep (see `#follow`); duplicates are harmless. */
+  readonly pendingRates: ConnectionRecord[] = []
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
   webSockets = 0
   /** The WebSocket servers linked by `watchWebSockets`, each with its unlink. */
@@ -300,6 +303,16 @@ export class Engine implements BindingSink, Core {
     }
     if (rec.req === req) {
       const now = this.now()
+      // A request without a body whose windows wait for the next sweep gets them now.
+      if (rec.rates === null)
+        startRates(
+          rec,
+          connectionProgress,
+          false,
+          this.options.minBodyRate,
+          this.options.minResponseRate,
+          now,
+        )
       if (resolved.minBodyRate !== undefined)
         setBodyRate(rec, connectionProgress, resolved.minBodyRate, now)
       if (resolved.minResponseRate !== undefined) setResponseRate(rec, resolved.minResponseRate)
@@ -562,10 +575,9 @@ export class Engine implements BindingSink, Core {
     }
     if (rec.res === null) {
       // Rates and rotation follow the oldest request in flight (pipelined ones wait behind it).
-      this.#follow(rec, res, rec.stateSince)
-      // The head cleared the header deadline (a key left early is harmless): only the rate
+      // The head cleared the header deadline (a key left early is harmless): only a rate
       // check can be due sooner than the key.
-      this.#rescheduleFor(rec, rateCheckAt(rec))
+      this.#follow(rec, res)
     } else {
       // Pipelined: its turn comes when the responses before it have ended.
       const queue = pipelined.get(rec)
@@ -611,12 +623,37 @@ export class Engine implements BindingSink, Core {
    * check a little early (`from`: the request's first byte) only restarts it, a clock read
    * saved per request (~0.2 µs on a VM without a fast clock source).
    */
-  #follow(rec: ConnectionRecord, res: ServerResponse, from: number): void {
+  #follow(rec: ConnectionRecord, res: ServerResponse): void {
     rec.res = res
-    const hasBody = hasBodyHeaders(res.req.rawHeaders)
     const o = this.options
-    const now = hasBody ? this.now() : from
-    startRates(rec, connectionProgress, hasBody, o.minBodyRate, o.minResponseRate, now)
+    if (hasBodyHeaders(res.req.rawHeaders)) {
+      startRates(rec, connectionProgress, true, o.minBodyRate, o.minResponseRate, this.now())
+      this.#rescheduleFor(rec, rateCheckAt(rec))
+    } else if (o.minResponseRate.bytesPerSecond > 0) {
+      // No body: only the response rate can apply, and its window opens only once response
+      // bytes wait for the client, which no request that ends within a sweep ever does. The
+      // next sweep starts its windows if it is still in flight (`startPendingRates`).
+      this.pendingRates.push(rec)
+    }
+  }
+
+  /**
+   * The rate windows of requests without a body still in flight (see `#follow`), checked at
+   * once: a response already waiting for its client opens its window now. Entries whose
+   * request ended (or whose next request is the one in flight: it starts here too) are
+   * passed over.
+   */
+  startPendingRates(now: number): void {
+    const pending = this.pendingRates
+    const o = this.options
+    for (let i = 0; i < pending.length; i++) {
+      const rec = pending[i] as ConnectionRecord
+      if (rec.res === null || rec.rates !== null || rec.state === 'closed') continue
+      startRates(rec, connectionProgress, false, o.minBodyRate, o.minResponseRate, now)
+      checkRates(rec, now, o.sweepInterval)
+      this.#rescheduleFor(rec, rateCheckAt(rec))
+    }
+    pending.length = 0
   }
 
   /** A response finished while its request body is still arriving: `responseEnd` follows when it ends. */
@@ -644,7 +681,7 @@ export class Engine implements BindingSink, Core {
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
       if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
       const next = pipelined.get(rec)?.shift()
-      if (next !== undefined) this.#follow(rec, next, now)
+      if (next !== undefined) this.#follow(rec, next)
       this.reschedule(rec)
       return
     }
