@@ -10,6 +10,7 @@ import http from 'node:http'
 import https from 'node:https'
 import { performance } from 'node:perf_hooks'
 import { type ConnectionRecord, ConnectionTracker } from '@connguard/core'
+import { NODE_DEFAULTS } from '@connguard/core/internal'
 import { connguard as expressGuard } from '@connguard/express'
 import express from 'express'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -53,6 +54,23 @@ async function stalledHead(port: number) {
 }
 
 describe('adopted from the Node server', () => {
+  it("Node's defaults the guard compares with are the running Node's", () => {
+    // A setting equal to Node's default is not the application's choice: if a Node changes one
+    // (as it may), this fails and NODE_DEFAULTS follows it.
+    const plain = new http.Server()
+    const secure = new https.Server()
+    const handshake = Object.getOwnPropertySymbols(secure).find(
+      (s) => s.description === 'handshake-timeout',
+    ) as symbol
+    expect({
+      headersTimeout: plain.headersTimeout,
+      requestTimeout: plain.requestTimeout,
+      keepAliveTimeout: plain.keepAliveTimeout,
+      maxRequestsPerSocket: plain.maxRequestsPerSocket ?? 0,
+      handshakeTimeout: (secure as unknown as Record<symbol, number>)[handshake],
+    }).toEqual(NODE_DEFAULTS)
+  })
+
   it('nothing set: every option keeps its default and says so', async () => {
     const guard = new ConnectionTracker({ sweepInterval: SWEEP })
     await start(http.createServer(hello), guard)

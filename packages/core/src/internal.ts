@@ -45,6 +45,7 @@ export type {
   AdoptableOption,
   ServerSetting,
 } from './options/adopt.js'
+export { NODE_DEFAULTS } from './options/adopt.js'
 export {
   clock as validateClock,
   resolveDrainTimeout,
