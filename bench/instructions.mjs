@@ -25,8 +25,10 @@
  * functions' bytecode, and the next interval ran at 3–6× the cost while V8 compiled them
  * again.) V8 runs single-threaded (`--single-threaded`): compiling and collecting on the
  * main thread land at the same request in every run, where a background job under valgrind
- * (whose threads take turns) lands anywhere. The table shows the median of every slope of a
- * variant, and their range.
+ * (whose threads take turns) lands anywhere. The young generation has a fixed size (16 MB
+ * semi-spaces): left to grow, processes of one variant settled at different sizes and their
+ * work figures differed by ~0.5k. The table shows the median of every slope of a variant,
+ * and their range.
  *
  * Requests are identical bytes (`GET /`, same Host), so the server's work per request is the
  * same in every interval. Keep-alive: 4 sockets opened during the warm-up and kept; close:
@@ -174,6 +176,12 @@ async function startServer(nodeBin, framework, variant, dir) {
       // a process could run with its hot code unoptimised for thousands of them (measured:
       // 52k and 111k instructions a request in two processes of one Node 26 server).
       '--single-threaded',
+      // The young generation at a fixed size, the one a steadily allocating server grows it
+      // to: left to V8, a process settled at one of two sizes early on (collections ~0.3k or
+      // ~3.6k instructions a request, Node 26), and the work figure moved with it by ~0.5k,
+      // more than most differences measured here. Both variants get the same.
+      '--min-semi-space-size=16',
+      '--max-semi-space-size=16',
       serverScript,
       framework,
       'http',
