@@ -43,7 +43,8 @@ function fakeBinding(tracker) {
     ping() {},
     goaway() {},
     detach() {},
-    expiredHeads() {},
+    headsListed: false,
+    sweepHeads() {},
     listenEnd() {
       return null
     },

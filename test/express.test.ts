@@ -42,6 +42,7 @@ import {
 import {
   CloseLog,
   expectDeadline,
+  LATE_MARGIN,
   printTimings,
   SWEEP,
   sleep,
@@ -373,8 +374,12 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
         errorCode: null,
       })
       expect(record.stateDurations.idle).toBeGreaterThanOrEqual(pauseMs - 20)
-      // Server side: active = the first request (a few ms) + the slow head.
-      expectDeadline(record.stateDurations.active, D, 'record.stateDurations.active')
+      // Server side: active = the first request (a few ms) + the slow head from the sweep that
+      // found it in Node's list (up to a sweep after its first byte; its deadline runs from that
+      // byte): at least the deadline less a sweep.
+      // (100 ms more for a sweep that runs late on a busy machine).
+      expect(record.stateDurations.active).toBeGreaterThanOrEqual(D - SWEEP - 100)
+      expect(record.stateDurations.active).toBeLessThanOrEqual(D + SWEEP + LATE_MARGIN)
       expect(record.httpVersion).toBe('1.1')
       expectPlainOrTls(record, secure)
       row({

@@ -161,7 +161,10 @@ describe.each([
     const clientMs = result.at - result.slowStartedAt
     const serverMs = closes.closedAt(rec) - closes.lastEntered(rec, 'active')
     expectCutWithin(clientMs, headersTimeout, SWEEP, 'client')
-    expectCutWithin(serverMs, headersTimeout, SWEEP, 'server')
+    // A head after the first shows `active` from the sweep that finds it in Node's list (up to
+    // a sweep after its first byte); its deadline still runs from that byte.
+    // (100 ms more for a sweep that runs late on a busy machine).
+    expectCutWithin(serverMs, headersTimeout - SWEEP - 100, 2 * SWEEP + 100, 'server')
     expect(result.response?.status).toBe(408)
     expect(rec.closeReason).toBe('request_headers_timeout')
     expect(rec.stateAtClose).toBe('active')

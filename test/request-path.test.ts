@@ -86,7 +86,9 @@ describe('the per-request path', () => {
       const r = await rawHttp(port, `${head}Connection: close\r\n\r\n${bodiesSent[i]}`)
       expect(r.responses.map((x) => x.status)).toEqual([200])
     }
-    expect(bodies).toEqual([false, false, true, true, true])
+    // A request without a body takes no windows at its head: the next sweep gives them to it
+    // if it is still in flight (only the response rate can apply to it).
+    expect(bodies).toEqual([undefined, undefined, true, true, true])
   })
 
   it('a slow chunked body is still cut by its rate (lower-case Transfer-Encoding)', async () => {

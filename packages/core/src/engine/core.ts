@@ -58,7 +58,7 @@ export interface Core {
   /** The first byte of a request arrived (the polling fallback reports it from the sweep). */
   requestBegin(rec: ConnectionRecord, now?: number): void
   /** Cuts the HTTP/1 connections whose head has been arriving past `headersTimeout` (Node's list); the count. */
-  cutExpiredHeads(): number
+  sweepHeads(now: number): number
   /** The TLS handshake completed (HTTP/2 reports it with its session). */
   established(rec: ConnectionRecord, httpSocket: import('node:net').Socket, tls: TlsInfo): void
   /** Polling fallback: the HTTP socket's bytesRead when `rec` last became idle. */

@@ -598,23 +598,38 @@ export class Engine implements BindingSink, Core {
     for (const other of this.records) this.markIdleBytes(other)
   }
 
+  /** The engine runs on Node's monotonic clock (see `BindingSink.nodeClock`). */
+  get nodeClock(): boolean {
+    return this.#clock === monotonicClock
+  }
+
+  /** `sweepHeads`' time and count, read by its two callbacks (made once, not per sweep). */
+  #headsNow = 0
+  #headsCut = 0
+  readonly #headBegun = (rec: ConnectionRecord): void => this.requestBegin(rec, this.#headsNow)
+  readonly #headExpired = (rec: ConnectionRecord): void => {
+    if (rec.state === 'closed' || rec.state === 'upgraded' || rec.session !== null) return
+    cutConnection(this, rec, 'request_headers_timeout')
+    this.#headsCut++
+  }
+
   /**
-   * Cuts the HTTP/1 connections whose head has been arriving past `headersTimeout` (Node's
-   * list). Node's list runs on Node's clock: with a clock of the application's (tests) the
-   * heap's deadlines are the only ones, so both agree on what time it is.
+   * HTTP/1 heads after a connection's first, from Node's list once a sweep: a head begun on an
+   * idle connection makes it `active` (its header deadline is Node's, from its first byte, and
+   * the heap's from now stands behind it), and a head arriving past `headersTimeout` is cut.
+   * Before the heap's due records, so a keep-alive deadline never cuts a head on its way.
+   * Node's list runs on Node's clock: with a clock of the application's (tests) heads are seen
+   * by the parser hook and the heap alone, so both agree on what time it is.
    */
-  cutExpiredHeads(): number {
+  sweepHeads(now: number): number {
+    if (this.#clock !== monotonicClock) return 0
+    this.#headsNow = now
+    this.#headsCut = 0
     const timeout = this.options.headersTimeout
-    if (timeout === 0 || this.#clock !== monotonicClock) return 0
-    let cut = 0
     for (const binding of this.#bindings.values()) {
-      binding.expiredHeads(timeout, (rec) => {
-        if (rec.state === 'closed' || rec.state === 'upgraded' || rec.session !== null) return
-        cutConnection(this, rec, 'request_headers_timeout')
-        cut++
-      })
+      binding.sweepHeads(timeout, this.#headBegun, this.#headExpired)
     }
-    return cut
+    return this.#headsCut
   }
 
   /**

@@ -53,9 +53,9 @@ export function sweepDue(t: Core, now: number, until: number, continued: boolean
   if (t.pollIdle) pollRequests(t, now)
   const queue = t.queue
   const o = t.options
-  // Heads whose first byte came while a request was in flight: Node's list knows when each
-  // began (O(active) in C++, once a sweep; no work per request).
-  let cut = continued ? 0 : t.cutExpiredHeads()
+  // Heads after a connection's first: Node's list knows which began and when (O(active) in
+  // C++, once a sweep; no work per request).
+  let cut = continued ? 0 : t.sweepHeads(now)
   if (!continued && t.pendingRates.length > 0) t.startPendingRates(now)
   let handled = 0
   for (let rec = queue.popExpired(now); rec !== undefined; rec = queue.popExpired(now)) {

@@ -5,7 +5,7 @@ import type { ConnectionRecord } from '../record/record.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import { kRecord } from '../vocab/symbols.js'
 import type { HttpServerMessage } from './http-channels.js'
-import { sinkOf } from './sink.js'
+import { type ServerBinding, sinkOf } from './sink.js'
 
 /**
  * HTTP/1 on a guarded connection: Node's request cycle turned into sink calls (the parser's
@@ -23,13 +23,16 @@ import { sinkOf } from './sink.js'
  * of a socket whose bytes the parser takes in C++ (`parser.consume`: every TCP and TLS socket
  * of an http or https server). Both are called with the parser as `this`.
  *
- * A consumed socket's parser is hooked at `kOnExecute`: after Node's callback, a read that left
- * an idle connection idle began a head that has not arrived whole (a slow one, or a trickle),
- * and the engine is told its first byte came (`requestBegin`). A head that arrives whole in a
- * read begins and completes there, and `requestHead` counts both. The message-begin hook did
- * the same with one C++-to-JS callback a request (~900 instructions of Node's callback scope
- * a keep-alive request, measured); wrapping a callback Node makes anyway costs a JS call a
- * read. A parser fed from JS (a socket Node does not consume) keeps the message-begin hook.
+ * A consumed socket's parser is hooked at `kOnExecute` until its first request head: after
+ * Node's callback, a read that left an idle connection idle began a head that has not arrived
+ * whole (a slow one, or a trickle), and the engine is told its first byte came
+ * (`requestBegin`). A head that arrives whole in a read begins and completes there, and
+ * `requestHead` counts both. Once a request head has come, Node's own callback is put back
+ * where Node's connections list is read on Node's clock (`headsListed`): a later head is seen
+ * by the sweep (`sweepHeads`), so a keep-alive request pays no JS call a read (the wrapped
+ * callback cost ~450 instructions a request, measured on Node 26). The message-begin hook did
+ * the same with one C++-to-JS callback a request (~900 instructions of Node's callback scope).
+ * A parser fed from JS (a socket Node does not consume) keeps the message-begin hook.
  */
 const kOnMessageBegin = 0
 const kOnExecute = 5
@@ -72,10 +75,15 @@ function onExecute(this: ParserLike, ret: unknown): unknown {
   const result = (this[kNodeOnExecute] as (ret: unknown) => unknown)(ret)
   const socket = this.socket as (Socket & Marked) | null
   const rec = socket?.[kRecord]
+  if (rec !== undefined && rec.requests > 0 && (rec.binding as ServerBinding | null)?.headsListed) {
+    // A head came: the next ones are the sweep's (Node's list). Node's callback alone from now.
+    this[kOnExecute] = this[kNodeOnExecute]
+    return result
+  }
   // Bytes that left an idle connection idle: a head began and is still arriving. Not when
   // the read was one or two bytes: a stray CRLF between requests, which the parser skips
   // (RFC 9112 §2.2), is not a request; a head trickled a byte or two a read is still bounded,
-  // by Node's list (`expiredHeads`). (A parse error was handled by Node's callback: the
+  // by Node's list (`sweepHeads`). (A parse error was handled by Node's callback: the
   // socket is destroyed by then.)
   if (
     rec !== undefined &&
@@ -152,6 +160,7 @@ export function unhookParser(socket: Socket): void {
  * (aligned to the guard's) Node's check finds nothing.
  */
 export interface ConnectionsList {
+  active(): ParserLike[]
   expired(headersTimeout: number, requestTimeout: number): ParserLike[]
 }
 
@@ -160,26 +169,37 @@ export function connectionsListOf(server: object): ConnectionsList | null {
   for (const key of Object.getOwnPropertySymbols(server)) {
     if (key.description !== 'http.server.connections') continue
     const list = (server as Record<symbol, unknown>)[key] as ConnectionsList | undefined
-    return typeof list?.expired === 'function' ? list : null
+    return typeof list?.expired === 'function' && typeof list.active === 'function' ? list : null
   }
   return null
 }
 
 /**
- * The records of `list` whose current head has been arriving for `headersTimeout` ms or
- * more, by Node's own clock: a head that began while a request was in flight (its first
- * byte came behind a response the client had not yet read) is seen here, and only here.
- * C++ walks the active parsers (those reading a message): O(active), no JS per request.
+ * Node's list, once a sweep. First the connections idle after a response whose parser is
+ * reading a message again (`active()`): their next head has begun, and the engine is told
+ * (`begun`) up to one sweep after its first byte. Then the records whose current head has been
+ * arriving for `headersTimeout` ms or more (`expired()`), by Node's own clock from that first
+ * byte: a later head, or one begun behind a response the client had not yet read. C++ walks
+ * the parsers reading a message (or accepted and silent: their records have no request yet,
+ * and are left to the hook and the heap): O(active), no JS per request.
  */
-export function expiredHeads(
+export function sweepHeads(
   list: ConnectionsList,
   headersTimeout: number,
-  found: (rec: ConnectionRecord) => void,
+  begun: (rec: ConnectionRecord) => void,
+  expired: (rec: ConnectionRecord) => void,
 ): void {
+  const active = list.active()
+  for (let i = 0; i < active.length; i++) {
+    const rec = ((active[i] as ParserLike).socket as (Socket & Marked) | null)?.[kRecord]
+    if (rec !== undefined && rec.requests > 0 && rec.state === 'idle' && rec.session === null)
+      begun(rec)
+  }
+  if (headersTimeout === 0) return
   const parsers = list.expired(headersTimeout, 0)
   for (let i = 0; i < parsers.length; i++) {
     const rec = ((parsers[i] as ParserLike).socket as (Socket & Marked) | null)?.[kRecord]
-    if (rec !== undefined) found(rec)
+    if (rec !== undefined) expired(rec)
   }
 }
 

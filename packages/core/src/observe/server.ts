@@ -22,11 +22,11 @@ import {
   connectionsListOf,
   cutHttp1,
   endAfterResponse,
-  expiredHeads,
   hookParser,
   onRequestStart,
   onResponseFinish,
   refuseUpgrade,
+  sweepHeads,
   unhookParser,
 } from './http1.js'
 import {
@@ -435,8 +435,16 @@ class HttpServerBinding implements ServerBinding {
     endAfterResponse(rec, nodeCloses)
   }
 
-  expiredHeads(headersTimeout: number, found: (rec: ConnectionRecord) => void): void {
-    if (this.#connections !== null) expiredHeads(this.#connections, headersTimeout, found)
+  get headsListed(): boolean {
+    return this.#connections !== null && this.sink.nodeClock
+  }
+
+  sweepHeads(
+    headersTimeout: number,
+    begun: (rec: ConnectionRecord) => void,
+    expired: (rec: ConnectionRecord) => void,
+  ): void {
+    if (this.#connections !== null) sweepHeads(this.#connections, headersTimeout, begun, expired)
   }
 
   release(rec: ConnectionRecord): void {

@@ -16,6 +16,11 @@ import type { CloseReason } from '../vocab/close-reasons.js'
 export interface BindingSink {
   /** The options in force (resolved once; adopted from the first server at attach). */
   readonly options: ResolvedOptions
+  /**
+   * The engine runs on Node's monotonic clock, the one Node's connections list keeps its
+   * message starts on (false with a clock of the application's: tests).
+   */
+  readonly nodeClock: boolean
   /** Before a server's timers are aligned: its own settings become the defaults. */
   adopt(settings: readonly ServerSetting[]): void
   /** A connection was accepted. */
@@ -62,10 +67,20 @@ export interface ServerBinding extends ConnectionBinding {
   /** The drain is over: `closeIdleConnections` is Node's again. */
   drainEnded(): void
   /**
-   * HTTP/1: calls `found` with each connection whose current head has been arriving for
-   * `headersTimeout` ms or more (Node's connections list, read once a sweep).
+   * HTTP/1, Node's connections list is read and the engine's clock is Node's: a head after a
+   * connection's first is seen by `sweepHeads`, not by a call on every read (http1.ts).
    */
-  expiredHeads(headersTimeout: number, found: (rec: ConnectionRecord) => void): void
+  readonly headsListed: boolean
+  /**
+   * HTTP/1, once a sweep (Node's connections list): calls `begun` with each connection idle
+   * after a response whose next head has begun, then `expired` with each whose current head
+   * has been arriving for `headersTimeout` ms or more (none when it is 0).
+   */
+  sweepHeads(
+    headersTimeout: number,
+    begun: (rec: ConnectionRecord) => void,
+    expired: (rec: ConnectionRecord) => void,
+  ): void
   /** Removes every listener added to the server and restores its timers. */
   detach(): void
 }
