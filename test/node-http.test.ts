@@ -535,12 +535,21 @@ describe('keep-alive idle vs bytes that are not a request', () => {
 })
 
 describe('a request head that takes more than one read', () => {
-  it('after a response: active within a sweep of its first read, request_headers_timeout counted from that read (not the idle deadline), 408', async () => {
-    const { port, closes } = await start({ headersTimeout: D, keepAliveTimeout: FAR })
+  /** A guarded server and a connection whose first request has been answered. */
+  async function afterOneResponse(options: ConnectionTrackerOptions) {
+    const { port, closes } = await start(options)
     const conn = await openSocket(port)
     cleanups.push(() => conn.destroy())
     conn.send(getRequest('/'))
     const first = await conn.waitFor((buf) => parseResponse(buf))
+    return { conn, closes, first }
+  }
+
+  it('after a response: active within a sweep of its first read, request_headers_timeout counted from that read (not the idle deadline), 408', async () => {
+    const { conn, closes, first } = await afterOneResponse({
+      headersTimeout: D,
+      keepAliveTimeout: FAR,
+    })
     await sleep(100)
     // The start of a head, and nothing more.
     conn.send('GET / HTTP/1.1\r\n')
@@ -563,11 +572,10 @@ describe('a request head that takes more than one read', () => {
   })
 
   it('arriving when the keep-alive deadline falls: not cut as idle, served once it completes', async () => {
-    const { port, closes } = await start({ headersTimeout: FAR, keepAliveTimeout: 400 })
-    const conn = await openSocket(port)
-    cleanups.push(() => conn.destroy())
-    conn.send(getRequest('/'))
-    const first = await conn.waitFor((buf) => parseResponse(buf))
+    const { conn, closes, first } = await afterOneResponse({
+      headersTimeout: FAR,
+      keepAliveTimeout: 400,
+    })
     // The next head starts before the idle deadline and ends well after it.
     await sleep(200)
     conn.send('GET / HTTP/1.1\r\n')

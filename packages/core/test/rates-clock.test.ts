@@ -377,41 +377,33 @@ describe('minResponseRate under a manual clock', () => {
     return { conn, raw }
   }
 
-  it('cuts a client that stopped reading one window after the first check that sees it blocked', async () => {
-    const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
-    const { conn, raw } = await stalledResponse(s)
-    expect(handleOf(raw).writeQueueSize).toBeGreaterThan(0)
-    // First check (a window after the head): blocked, the window starts here.
-    s.clock.t += WINDOW
-    expect(s.tracker.sweep()).toBe(0)
-    s.clock.t += WINDOW - 1
-    expect(s.tracker.sweep()).toBe(0)
-    s.clock.t += 1
-    expect(s.tracker.sweep()).toBe(1)
-    await until(() => s.closes.length === 1, 'close')
-    expect(s.closes[0]).toMatchObject({
-      closeReason: 'min_response_data_rate',
-      stateAtClose: 'active',
-    })
-    // Neither a 408 nor anything else was appended to a response already under way.
-    conn.destroy()
-  })
-
-  it('a request without a body gets its windows from the first sweep that finds it in flight', async () => {
-    const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
-    const { conn } = await stalledResponse(s)
-    // The first sweep after the head, long before a window has passed: the response waits
-    // for its client, so its window opens here.
-    s.clock.t += 1
-    expect(s.tracker.sweep()).toBe(0)
-    s.clock.t += WINDOW - 1
-    expect(s.tracker.sweep()).toBe(0)
-    s.clock.t += 1
-    expect(s.tracker.sweep()).toBe(1)
-    await until(() => s.closes.length === 1, 'close')
-    expect(s.closes[0]).toMatchObject({ closeReason: 'min_response_data_rate' })
-    conn.destroy()
-  })
+  it.each([
+    ['a window after the head', WINDOW],
+    // A request without a body gets its windows from the first sweep that finds it in flight:
+    // the response already waits for its client, so its window opens there.
+    ['the first sweep after the head, long before a window', 1],
+  ])(
+    'cuts a client that stopped reading one window after the first check that sees it blocked (%s)',
+    async (_when, firstCheckAfter) => {
+      const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
+      const { conn, raw } = await stalledResponse(s)
+      expect(handleOf(raw).writeQueueSize).toBeGreaterThan(0)
+      // The first check: blocked, the window starts here.
+      s.clock.t += firstCheckAfter
+      expect(s.tracker.sweep()).toBe(0)
+      s.clock.t += WINDOW - 1
+      expect(s.tracker.sweep()).toBe(0)
+      s.clock.t += 1
+      expect(s.tracker.sweep()).toBe(1)
+      await until(() => s.closes.length === 1, 'close')
+      expect(s.closes[0]).toMatchObject({
+        closeReason: 'min_response_data_rate',
+        stateAtClose: 'active',
+      })
+      // Neither a 408 nor anything else was appended to a response already under way.
+      conn.destroy()
+    },
+  )
 
   it('overrideRequest({ minResponseRate: false }) spares a client that stopped reading', async () => {
     const s = await setup({ minResponseRate: { bytesPerSecond: 1_000, graceMs: WINDOW } })
