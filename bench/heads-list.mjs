@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * What the sweep's look at Node's connections list costs. Each sweep asks every guarded
- * HTTP/1 server's list (`server[Symbol(http.server.connections)]`) for the parsers whose head
- * has been arriving past `headersTimeout` (`expired(headersTimeout, 0)`): C++ walks the
+ * HTTP/1 server's list (`server[Symbol(http.server.connections)]`) for the parsers reading a
+ * message (`active()`: a head begun on a connection idle after a response) and for those whose
+ * head has been arriving past `headersTimeout` (`expired(headersTimeout, 0)`): C++ walks the
  * parsers reading a message, so the cost grows with the connections mid-request (and the ones
  * that have sent nothing yet), not with the idle ones. This measures one call with N parsers
  * in the list and none expired, the sweep's usual case, for N = 1k, 10k, 50k, on this Node and
@@ -45,14 +46,30 @@ for (const n of ${JSON.stringify(SIZES)}) {
   }
   for (let i = 0; i < 20; i++) list.expired(3600000, 0)
   const t = []
+  const both = []
+  let seen = 0
   for (let i = 0; i < calls; i++) {
-    const a = performance.now()
+    let a = performance.now()
     const r = list.expired(3600000, 0)
     t.push(performance.now() - a)
     if (r.length !== 0) throw new Error('a parser expired')
+    // The sweep's whole pass: active() and a look at each parser's socket, then expired().
+    a = performance.now()
+    const active = list.active()
+    for (let j = 0; j < active.length; j++) if (active[j].socket != null) seen++
+    list.expired(3600000, 0)
+    both.push(performance.now() - a)
   }
+  if (seen !== 0) throw new Error('a parser with a socket')
   t.sort((a, b) => a - b)
-  out.push({ n, median: t[calls >> 1], p99: t[Math.floor(calls * 0.99)] })
+  both.sort((a, b) => a - b)
+  out.push({
+    n,
+    median: t[calls >> 1],
+    p99: t[Math.floor(calls * 0.99)],
+    pass: both[calls >> 1],
+    passP99: both[Math.floor(calls * 0.99)],
+  })
   for (const p of parsers) p.remove?.()
 }
 console.log(JSON.stringify(out))
@@ -74,17 +91,30 @@ export async function main(argv) {
       console.log(`Node ${version}: failed (${r.stderr.split('\n').slice(-3).join(' ')})`)
       continue
     }
-    for (const { n, median, p99 } of JSON.parse(r.stdout)) {
+    for (const { n, median, p99, pass, passP99 } of JSON.parse(r.stdout)) {
       rows.push([
         version,
         n.toLocaleString('en'),
         fmt(median, 3),
         fmt(p99, 3),
-        n === 50_000 ? (median <= 2 ? '≤ 2 ms met' : '≤ 2 ms MISSED') : '',
+        fmt(pass, 3),
+        fmt(passP99, 3),
+        n === 50_000 ? (pass <= 2 ? '≤ 2 ms met' : '≤ 2 ms MISSED') : '',
       ])
     }
   }
-  table(['Node', 'parsers in the list', 'median ms a call', 'p99 ms', 'target'], rows)
+  table(
+    [
+      'Node',
+      'parsers in the list',
+      'expired(): median ms',
+      'p99 ms',
+      'sweep pass, active() + expired(): median ms',
+      'p99 ms',
+      'target (the pass)',
+    ],
+    rows,
+  )
   console.log(
     '\nNo parser expired: the usual sweep. A sweep runs every `sweepInterval` (250 ms by ' +
       'default); Node itself runs the same call every 30 s in a bare server.',
