@@ -38,7 +38,7 @@ export interface Core {
    * got its own from a route or an override (connguard's meaning).
    */
   readonly ownRequestTimeout: WeakSet<ConnectionRecord>
-  readonly pendingRates: ConnectionRecord[]
+  /** Rate windows for the requests without a body still in flight since the last sweep. */
   startPendingRates(now: number): void
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
   webSockets: number

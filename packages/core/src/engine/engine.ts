@@ -173,7 +173,7 @@ export class Engine implements BindingSink, Core {
    */
   readonly ownRequestTimeout = new WeakSet<ConnectionRecord>()
   /** Requests without a body in flight since the last sweep (see `#follow`); duplicates are harmless. */
-  readonly pendingRates: ConnectionRecord[] = []
+  readonly #pendingRates: ConnectionRecord[] = []
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */
   webSockets = 0
   /** The WebSocket servers linked by `watchWebSockets`, each with its unlink. */
@@ -304,15 +304,7 @@ export class Engine implements BindingSink, Core {
     if (rec.req === req) {
       const now = this.now()
       // A request without a body whose windows wait for the next sweep gets them now.
-      if (rec.rates === null)
-        startRates(
-          rec,
-          connectionProgress,
-          false,
-          this.options.minBodyRate,
-          this.options.minResponseRate,
-          now,
-        )
+      if (rec.rates === null) this.#takeWindows(rec, false, now)
       if (resolved.minBodyRate !== undefined)
         setBodyRate(rec, connectionProgress, resolved.minBodyRate, now)
       if (resolved.minResponseRate !== undefined) setResponseRate(rec, resolved.minResponseRate)
@@ -622,7 +614,7 @@ export class Engine implements BindingSink, Core {
    * by the parser hook and the heap alone, so both agree on what time it is.
    */
   sweepHeads(now: number): number {
-    if (this.#clock !== monotonicClock) return 0
+    if (!this.nodeClock) return 0
     this.#headsNow = now
     this.#headsCut = 0
     const timeout = this.options.headersTimeout
@@ -633,23 +625,26 @@ export class Engine implements BindingSink, Core {
   }
 
   /**
-   * `res` answers the oldest request in flight: rates and rotation follow it. A body
-   * window starts now; without a body only the response window is scheduled, and a first
-   * check a little early (`from`: the request's first byte) only restarts it, a clock read
-   * saved per request (~0.2 µs on a VM without a fast clock source).
+   * `res` answers the oldest request in flight: rates and rotation follow it. A request with
+   * a body takes its rate windows now (one clock read); one without waits for the next sweep.
    */
   #follow(rec: ConnectionRecord, res: ServerResponse): void {
     rec.res = res
-    const o = this.options
     if (hasBodyHeaders(res.req.rawHeaders)) {
-      startRates(rec, connectionProgress, true, o.minBodyRate, o.minResponseRate, this.now())
+      this.#takeWindows(rec, true, this.now())
       this.#rescheduleFor(rec, rateCheckAt(rec))
-    } else if (o.minResponseRate.bytesPerSecond > 0) {
+    } else if (this.options.minResponseRate.bytesPerSecond > 0) {
       // No body: only the response rate can apply, and its window opens only once response
       // bytes wait for the client, which no request that ends within a sweep ever does. The
       // next sweep starts its windows if it is still in flight (`startPendingRates`).
-      this.pendingRates.push(rec)
+      this.#pendingRates.push(rec)
     }
+  }
+
+  /** `rec`'s request in flight takes its rate windows (from the pool), starting at `now`. */
+  #takeWindows(rec: ConnectionRecord, hasBody: boolean, now: number): void {
+    const o = this.options
+    startRates(rec, connectionProgress, hasBody, o.minBodyRate, o.minResponseRate, now)
   }
 
   /**
@@ -659,13 +654,12 @@ export class Engine implements BindingSink, Core {
    * passed over.
    */
   startPendingRates(now: number): void {
-    const pending = this.pendingRates
-    const o = this.options
+    const pending = this.#pendingRates
     for (let i = 0; i < pending.length; i++) {
       const rec = pending[i] as ConnectionRecord
       if (rec.res === null || rec.rates !== null || rec.state === 'closed') continue
-      startRates(rec, connectionProgress, false, o.minBodyRate, o.minResponseRate, now)
-      checkRates(rec, now, o.sweepInterval)
+      this.#takeWindows(rec, false, now)
+      checkRates(rec, now, this.options.sweepInterval)
       this.#rescheduleFor(rec, rateCheckAt(rec))
     }
     pending.length = 0

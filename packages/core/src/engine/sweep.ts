@@ -56,7 +56,7 @@ export function sweepDue(t: Core, now: number, until: number, continued: boolean
   // Heads after a connection's first: Node's list knows which began and when (O(active) in
   // C++, once a sweep; no work per request).
   let cut = continued ? 0 : t.sweepHeads(now)
-  if (!continued && t.pendingRates.length > 0) t.startPendingRates(now)
+  if (!continued) t.startPendingRates(now)
   let handled = 0
   for (let rec = queue.popExpired(now); rec !== undefined; rec = queue.popExpired(now)) {
     // The wall clock is read every 8 entries: reading it costs more than most steps.
