@@ -1,11 +1,16 @@
 #!/usr/bin/env node
 /**
  * Instructions the tracker's own request path costs, without a socket: the engine's
- * `requestBegin`, `requestHead` and `responseEnd` of a keep-alive GET, called directly on four records of
- * one tracker (fake sockets, default options), counted by valgrind's callgrind. What the
- * parser hook and the two diagnostics channels cost to reach it is not in this count (see
- * instructions.mjs for the whole server); what is, is deterministic to a few instructions,
- * so a change of the path shows here even when a server's slope scatters by thousands.
+ * `requestHead` and `responseEnd` of a keep-alive GET whose head came in one read (what a
+ * keep-alive request after a connection's first runs), called directly on four records of one
+ * tracker (fake sockets, default options), with a sweep every 256 requests as a server's
+ * timer would run one (it empties the list of requests waiting for their rate windows),
+ * counted by valgrind's callgrind. What Node's two diagnostics channels cost to reach it is
+ * not in this count (see instructions.mjs for the whole server).
+ *
+ * The same path runs a second time on a clock that never moves (the tracker's `clock`
+ * option): the difference is what the two clock reads of a request cost (a monotonic
+ * `performance.now()` each), the rest is the engine's own bookkeeping.
  *
  *   node bench/tracker-path.mjs                    this Node, 3 runs
  *   node bench/tracker-path.mjs --nodes this,24,26 --repeat 3
@@ -25,10 +30,13 @@ const WARM = 50_000
 const N1 = 100_000
 const N2 = 300_000
 
-async function child(n) {
+/** A clock that never moves: the path without its clock reads. */
+const FIXED_CLOCK = { now: () => 1_000 }
+
+async function child(n, fixed) {
   const { ConnectionTracker } = await import('@connguard/core')
   const { engineOf } = await import('@connguard/core/internal')
-  const tracker = new ConnectionTracker()
+  const tracker = new ConnectionTracker(fixed ? { clock: FIXED_CLOCK } : {})
   // The engine, as the server bindings call it.
   const t = engineOf(tracker)
   const noop = () => {}
@@ -56,9 +64,9 @@ async function child(n) {
     const k = i & 3
     const rec = recs[k]
     const res = responses[k]
-    t.requestBegin(rec)
     t.requestHead(rec, res.req, res)
     t.responseEnd(rec, null)
+    if ((i & 255) === 255) t.sweep()
   }
   for (let i = 0; i < WARM; i++) one(i)
   for (let i = 0; i < n; i++) one(i)
@@ -66,7 +74,7 @@ async function child(n) {
   tracker.close()
 }
 
-function count(bin, n, dir) {
+function count(bin, n, dir, fixed) {
   const out = path.join(dir, `cg-${n}`)
   const r = spawnSync(
     'valgrind',
@@ -78,6 +86,7 @@ function count(bin, n, dir) {
       fileURLToPath(import.meta.url),
       '--child',
       String(n),
+      ...(fixed ? ['--fixed-clock'] : []),
     ],
     { encoding: 'utf8' },
   )
@@ -89,7 +98,7 @@ function count(bin, n, dir) {
 
 export async function main(argv) {
   const args = parseArgs(argv)
-  if (args.child !== undefined) return child(Number(args.child))
+  if (args.child !== undefined) return child(Number(args.child), args['fixed-clock'] === true)
   console.log('\n## Tracker request path (callgrind, no socket)\n')
   if (!hasValgrind()) {
     console.log('valgrind not found: skipped (Debian: apt-get install valgrind).')
@@ -104,21 +113,37 @@ export async function main(argv) {
       const bin = await nodeBinary(spec)
       const version = spawnSync(bin, ['--version'], { encoding: 'utf8' }).stdout.trim()
       const slopes = []
+      const fixed = []
       for (let i = 0; i < repeat; i++) {
-        slopes.push((count(bin, N2, dir) - count(bin, N1, dir)) / (N2 - N1))
+        slopes.push((count(bin, N2, dir, false) - count(bin, N1, dir, false)) / (N2 - N1))
+        fixed.push((count(bin, N2, dir, true) - count(bin, N1, dir, true)) / (N2 - N1))
       }
+      const range = (xs) => `${fmt(Math.min(...xs), 0)}–${fmt(Math.max(...xs), 0)}`
       rows.push([
         version,
         fmt(median(slopes), 0),
-        `${fmt(Math.min(...slopes), 0)}–${fmt(Math.max(...slopes), 0)}`,
+        range(slopes),
+        fmt(median(fixed), 0),
+        range(fixed),
+        fmt(median(slopes) - median(fixed), 0),
       ])
     }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }
-  table(['Node', 'instructions per request (median)', 'range'], rows)
+  table(
+    [
+      'Node',
+      'instructions per request (median)',
+      'range',
+      'on a fixed clock',
+      'range',
+      'the two clock reads',
+    ],
+    rows,
+  )
   console.log(
-    `\nbegin + head + end of a keep-alive GET on one of 4 records; slope between ${N1.toLocaleString('en')} and ${N2.toLocaleString('en')} requests after ${WARM.toLocaleString('en')}.`,
+    `\nhead + end of a keep-alive GET on one of 4 records, a sweep every 256 requests; slope between ${N1.toLocaleString('en')} and ${N2.toLocaleString('en')} requests after ${WARM.toLocaleString('en')}.`,
   )
 }
 
