@@ -336,10 +336,12 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
       await sleep(SETTLE_MS)
       return server.dump(true)
     }
-    // One interval thrown away: the first after the warm-up paid for what the idle pauses
-    // around the dumps bring (Node 26 Fastify bare: 138k a request in the first pair of two
-    // processes, 42.6k and 42.7k in the next ones).
+    // One pair of intervals thrown away: the first ones after the warm-up paid for what the
+    // idle pauses around the dumps bring (Node 26 Fastify bare: 138k a request in the first
+    // pair of two processes, 42.6k and 42.7k in the next ones; with one interval thrown away,
+    // the first pair's slope still came out at about -70k in every process, 2026-12).
     await interval(counts.n1)
+    await interval(counts.n2)
     const slopes = []
     const work = []
     const gc = []

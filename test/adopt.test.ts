@@ -194,7 +194,7 @@ describe('adopted from the Node server', () => {
       server.keepAliveTimeoutBuffer = 5_000
       const guard = new ConnectionTracker({ sweepInterval: SWEEP })
       await start(server, guard)
-      expect(server.keepAliveTimeoutBuffer).toBe(SWEEP + 1_000)
+      expect(server.keepAliveTimeoutBuffer).toBe(2 * SWEEP + 1_000)
       await warningsSettled()
       expect(warnings.map((w) => w.code)).toEqual(['CONNGUARD_WARN_KEEP_ALIVE_BUFFER_REPLACED'])
       guard.close()

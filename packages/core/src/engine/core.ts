@@ -38,6 +38,8 @@ export interface Core {
    * got its own from a route or an override (connguard's meaning).
    */
   readonly ownRequestTimeout: WeakSet<ConnectionRecord>
+  /** Settles the keep-alive requests that began or ended since the last settle (engine.ts). */
+  settleAll(now?: number): void
   /** Rate windows for the requests without a body still in flight since the last sweep. */
   startPendingRates(now: number): void
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */

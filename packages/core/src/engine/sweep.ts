@@ -49,6 +49,9 @@ export function startSweeper(t: Core): NodeJS.Timeout {
 export function sweepDue(t: Core, now: number, until: number, continued: boolean): number {
   const p = t.pressure
   if (p !== null && !continued) p.sweepCuts = 0
+  // First the keep-alive requests since the last settle (every slice: I/O ran in between), so
+  // nothing below reads a state or pops a deadline a request has since moved.
+  t.settleAll(now)
   if (t.awaitingBytes.size > 0) pollHandshakes(t, now)
   if (t.pollIdle) pollRequests(t, now)
   const queue = t.queue

@@ -34,6 +34,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
   readonly #onNewListener = (event: string | symbol): void => {
     if (event === 'transition' || event === 'close' || event === 'open')
       this.#engine.mayListen = true
+    if (event === 'transition') this.#engine.transitionListened = true
   }
 
   constructor(options?: ConnectionTrackerOptions) {

@@ -492,17 +492,19 @@ const NODE_KEEP_ALIVE_BUFFER = 1_000
  * Node's `keepAliveTimeout` (it also makes the `Keep-Alive: timeout=` header) and, where the
  * server has one, its `keepAliveTimeoutBuffer` while attached. Node arms its own idle timer at
  * keepAliveTimeout + buffer after each response; the guard closes an idle connection at
- * keepAliveTimeout, late by at most one sweep. Measured (Node 22.23, 24.21): a server made with
- * `keepAliveTimeoutBuffer: 0` closed at the keep-alive timeout before the sweep could, and the
- * record said `server_closed`. So the buffer becomes one sweep interval + Node's own 1 s.
- * Node 20 has no such property: its buffer is 1 s, enough for any sweepInterval below it.
+ * keepAliveTimeout, late by at most two sweeps (a keep-alive request's end is settled by the next
+ * sweep, engine.ts `settle`, and its deadline popped by a sweep). Measured (Node 22.23, 24.21): a
+ * server made with `keepAliveTimeoutBuffer: 0` closed at the keep-alive timeout before the sweep
+ * could, and the record said `server_closed`. So the buffer becomes two sweep intervals + Node's
+ * own 1 s. Node 20 has no such property: its buffer is 1 s, enough for the default sweepInterval
+ * (250 ms) and any below 500 ms.
  * Past 2^31 - 1 ms a timer overflows and Node warns on every response.
  */
 function nodeKeepAlive(
   o: ResolvedOptions,
   settable: boolean,
 ): { timeout: number; buffer: number | undefined } {
-  const buffer = settable ? o.sweepInterval + NODE_KEEP_ALIVE_BUFFER : undefined
+  const buffer = settable ? 2 * o.sweepInterval + NODE_KEEP_ALIVE_BUFFER : undefined
   return {
     timeout: Math.min(o.keepAliveTimeout, MAX_DURATION - (buffer ?? NODE_KEEP_ALIVE_BUFFER)),
     buffer,

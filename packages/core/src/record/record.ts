@@ -61,10 +61,15 @@ const READING_HEAD = 2
 const SAW_MESSAGE_BEGIN = 4
 const AGE_ARMED = 8
 const ENDS_READ = 16
-// Bits 5–7: the phase deadline's reason, as an index of PHASE_KINDS; bits 8 and up: requests in flight.
+// Bits 5–7: the phase deadline's reason, as an index of PHASE_KINDS.
 const PHASE_SHIFT = 5
 const PHASE_MASK = 7 << PHASE_SHIFT
-const IN_FLIGHT_SHIFT = 8
+// A keep-alive request began or ended since the engine last settled the record (engine.ts,
+// `settle`); and whether one of them was a request's begin.
+const UNSETTLED = 256
+const BEGUN_UNSETTLED = 512
+// Bits 10 and up: requests in flight.
+const IN_FLIGHT_SHIFT = 10
 const LOW_BITS = (1 << IN_FLIGHT_SHIFT) - 1
 const PHASE_KINDS: readonly (DeadlineKind | null)[] = [
   null,
@@ -369,6 +374,42 @@ export class ConnectionRecord {
     const flags = this._flags + (1 << IN_FLIGHT_SHIFT)
     this._flags = flags | READING_HEAD | SAW_MESSAGE_BEGIN
     return flags >>> IN_FLIGHT_SHIFT
+  }
+
+  /**
+   * @internal A keep-alive request began (its head came whole in one read) and is in flight,
+   * counted in one write; its state, time and deadlines wait for `settle`. True when the record
+   * was settled until now (the engine then lists it).
+   */
+  beginUnsettled(): boolean {
+    const flags = this._flags
+    this._flags = (flags + (1 << IN_FLIGHT_SHIFT)) | UNSETTLED | BEGUN_UNSETTLED
+    return (flags & UNSETTLED) === 0
+  }
+
+  /**
+   * @internal The one request in flight ended; its state, time and keep-alive deadline wait for
+   * `settle`. True when the record was settled until now (the engine then lists it).
+   */
+  endUnsettled(): boolean {
+    const flags = this._flags
+    this._flags = (flags & LOW_BITS) | UNSETTLED
+    return (flags & UNSETTLED) === 0
+  }
+
+  /** @internal A request began or ended since the engine last settled the record. */
+  get unsettled(): boolean {
+    return (this._flags & UNSETTLED) !== 0
+  }
+
+  /**
+   * @internal Clears both unsettled bits; true when a request began since the last settle (its
+   * clocks start at the settle).
+   */
+  takeUnsettled(): boolean {
+    const flags = this._flags
+    this._flags = flags & ~(UNSETTLED | BEGUN_UNSETTLED)
+    return (flags & BEGUN_UNSETTLED) !== 0
   }
 
   /** @internal A request's head is being received. */

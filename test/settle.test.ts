@@ -1,0 +1,131 @@
+/**
+ * Keep-alive requests settled by the sweep (engine.ts `settle`): with nothing listening to
+ * transitions, a later keep-alive request without a body is counted when its head comes and
+ * when its response ends, and its state, times and deadlines follow at the next sweep or read.
+ * What must not change: no deadline early (a request in flight is never cut by the previous
+ * response's keep-alive deadline), states right whenever they are read, counts exact, and a
+ * 'transition' listener still sees every transition as it happens.
+ * Real sockets on 127.0.0.1; bounds as in helpers/guard-timing.ts.
+ */
+import http from 'node:http'
+import { performance } from 'node:perf_hooks'
+import { ConnectionTracker } from '@connguard/core'
+import { afterEach, describe, expect, it } from 'vitest'
+import { getRequest, openSocket } from './helpers/clients.js'
+import { CloseLog, EARLY_MARGIN, expectDeadline, SWEEP, sleep } from './helpers/guard-timing.js'
+import { parseResponse } from './helpers/http-response.js'
+import { closeServer, listen } from './helpers/server.js'
+
+/** Keep-alive timeout of these servers, ms. */
+const KA = 300
+const FAR = 5_000
+
+const cleanups: (() => unknown)[] = []
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
+})
+
+async function start(): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog }> {
+  const server = http.createServer((req, res) => {
+    // /slow answers after twice the keep-alive timeout.
+    if (req.url === '/slow') setTimeout(() => res.end('slow'), 2 * KA)
+    else res.end('ok')
+  })
+  const tracker = new ConnectionTracker({
+    sweepInterval: SWEEP,
+    keepAliveTimeout: KA,
+    headersTimeout: FAR,
+    requestTimeout: FAR,
+  }).attach(server)
+  const port = await listen(server)
+  cleanups.push(
+    () => closeServer(server),
+    () => tracker.close(),
+  )
+  return { tracker, port, closes: new CloseLog(tracker) }
+}
+
+/** Sends a GET and waits for its response, the `n`-th on the connection; resolves at its end. */
+async function get(
+  conn: Awaited<ReturnType<typeof openSocket>>,
+  path: string,
+  offset: number,
+): Promise<{ end: number; at: number; body: string }> {
+  conn.send(getRequest(path))
+  const response = await conn.waitFor((buf) => parseResponse(buf, offset))
+  return { end: response.end, at: performance.now(), body: response.body.toString() }
+}
+
+describe('keep-alive requests settled by the sweep', () => {
+  it("a later request running past the previous response's keep-alive deadline is not cut", async () => {
+    const { port, closes } = await start()
+    const conn = await openSocket(port)
+    const first = await get(conn, '/', 0)
+    // The next request starts well inside the keep-alive window and runs past its end
+    // (nothing reads a state meanwhile: only the sweep settles it).
+    await sleep(KA / 3)
+    const slow = await get(conn, '/slow', first.end)
+    expect(slow.body).toBe('slow')
+    const rec = await closes.next(5_000)
+    expect(rec.closeReason, closes.describe()).toBe('keep_alive_timeout')
+    expect(rec.requests).toBe(2)
+    expect(rec.stateAtClose).toBe('idle')
+    // The idle deadline runs from the slow response's end (settled by the next sweep: one
+    // sweep more at most), never from the first's.
+    const closed = await conn.closed
+    expectDeadline(closed.at - slow.at - SWEEP, KA, 'client: idle after the slow response')
+  })
+
+  it('states read while a later request is in flight are settled first', async () => {
+    const { tracker, port, closes } = await start()
+    const conn = await openSocket(port)
+    const first = await get(conn, '/', 0)
+    expect(tracker.snapshot()).toMatchObject({ idle: 1, active: 0 })
+    const slow = get(conn, '/slow', first.end)
+    await sleep(KA / 2)
+    // Read before any sweep could settle it as well as after: active either way.
+    expect(tracker.snapshot()).toMatchObject({ idle: 0, active: 1 })
+    expect([...tracker.connections()].map((r) => r.state)).toEqual(['active'])
+    expect((await slow).body).toBe('slow')
+    expect(tracker.snapshot()).toMatchObject({ idle: 1, active: 0 })
+    conn.destroy()
+    const rec = await closes.next()
+    expect(rec).toMatchObject({ closeReason: 'client_closed', stateAtClose: 'idle', requests: 2 })
+  })
+
+  it('a client that hangs up during a later request closes it active, counted', async () => {
+    const { port, closes } = await start()
+    const conn = await openSocket(port)
+    let offset = (await get(conn, '/', 0)).end
+    offset = (await get(conn, '/', offset)).end
+    conn.send(getRequest('/slow'))
+    await sleep(KA / 3)
+    conn.destroy()
+    const rec = await closes.next()
+    expect(rec, closes.describe()).toMatchObject({
+      closeReason: 'client_closed',
+      stateAtClose: 'active',
+      requests: 3,
+    })
+    // Its time in flight counts as active from the sweep that settled it (one sweep at most
+    // after its head), and nothing as upgraded.
+    const d = rec.stateDurations
+    expect(d.active).toBeGreaterThanOrEqual(KA / 3 - SWEEP - EARLY_MARGIN)
+    expect(d.upgraded).toBe(0)
+  })
+
+  it("a 'transition' listener sees every request's transitions as they happen", async () => {
+    const { tracker, port } = await start()
+    const seen: string[] = []
+    tracker.on('transition', (_rec, from, to) => seen.push(`${from}>${to}`))
+    const conn = await openSocket(port)
+    let offset = 0
+    for (let i = 0; i < 3; i++) {
+      offset = (await get(conn, '/', offset)).end
+      // Right after each response, before any sweep: the end was applied at once.
+      expect(seen.at(-1)).toBe('active>idle')
+    }
+    expect(seen.filter((t) => t.endsWith('>active'))).toHaveLength(3)
+    conn.destroy()
+  })
+})
