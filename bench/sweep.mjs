@@ -40,6 +40,10 @@ function fakeBinding(tracker) {
     cut() {},
     release() {},
     endAfterResponse() {},
+    finishedResponse() {
+      return null
+    },
+    reportEnd() {},
     ping() {},
     goaway() {},
     detach() {},

@@ -29,6 +29,7 @@ async function start(): Promise<{ tracker: ConnectionTracker; port: number; clos
   const server = http.createServer((req, res) => {
     // /slow answers after twice the keep-alive timeout.
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2 * KA)
+    else if (req.url === '/close') res.setHeader('Connection', 'close').end('bye')
     else res.end('ok')
   })
   const tracker = new ConnectionTracker({
@@ -112,6 +113,43 @@ describe('keep-alive requests settled by the sweep', () => {
     const d = rec.stateDurations
     expect(d.active).toBeGreaterThanOrEqual(KA / 3 - SWEEP - EARLY_MARGIN)
     expect(d.upgraded).toBe(0)
+  })
+
+  for (const [who, headers, path, reason] of [
+    ['the client', { Connection: 'close' }, '/', 'client_closed'],
+    ['the application', {}, '/close', 'server_closed'],
+  ] as const) {
+    it(`a later request after which ${who} closes the connection: ends idle, counted, ${reason}`, async () => {
+      const { port, closes } = await start()
+      const conn = await openSocket(port)
+      let offset = (await get(conn, '/', 0)).end
+      offset = (await get(conn, '/', offset)).end
+      conn.send(getRequest(path, headers))
+      const last = await conn.waitFor((buf) => parseResponse(buf, offset))
+      expect(last.status).toBe(200)
+      const rec = await closes.next()
+      expect(rec, closes.describe()).toMatchObject({
+        closeReason: reason,
+        stateAtClose: 'idle',
+        requests: 3,
+      })
+      expect((await conn.closed).how).not.toBe('error')
+    })
+  }
+
+  it('a later request Node answers itself (417) is counted, and the connection goes on', async () => {
+    const { tracker, port, closes } = await start()
+    const conn = await openSocket(port)
+    let offset = (await get(conn, '/', 0)).end
+    conn.send(getRequest('/', { Expect: 'something-else' }))
+    const refused = await conn.waitFor((buf) => parseResponse(buf, offset))
+    expect(refused.status).toBe(417)
+    offset = refused.end
+    offset = (await get(conn, '/', offset)).end
+    expect(tracker.snapshot()).toMatchObject({ idle: 1, active: 0 })
+    conn.destroy()
+    const rec = await closes.next()
+    expect(rec).toMatchObject({ closeReason: 'client_closed', stateAtClose: 'idle', requests: 3 })
   })
 
   it("a 'transition' listener sees every request's transitions as they happen", async () => {

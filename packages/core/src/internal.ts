@@ -29,7 +29,8 @@ export interface EngineHandle {
   /** What a binding reports, for the request-path benchmarks. */
   open(rawSocket: unknown, secure: boolean, binding: unknown): ConnectionRecord
   requestBegin(rec: ConnectionRecord): void
-  requestHead(rec: ConnectionRecord, req: unknown, res: unknown): void
+  /** True when `responseEnd` is wanted for the request (see `BindingSink.requestHead`). */
+  requestHead(rec: ConnectionRecord, req: unknown, res: unknown): boolean
   responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void
   /** A connection's parser could not be hooked: idle connections are polled from now on. */
   unhooked(): void

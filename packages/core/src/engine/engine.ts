@@ -578,8 +578,10 @@ export class Engine implements BindingSink, Core {
   }
 
   /** A request head was parsed. */
-  requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void {
-    if (rec.state === 'closed') return
+  requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): boolean {
+    if (rec.state === 'closed') return false
+    // The request before it ended unreported: found here if its response finished.
+    if (rec.endUnreported) this.#findEnd(rec)
     const body = hasBodyHeaders(req.rawHeaders)
     const o = this.options
     if (
@@ -593,12 +595,13 @@ export class Engine implements BindingSink, Core {
       this.#settleLater()
     ) {
       // A keep-alive request without a body, its head whole in one read: counted and followed;
-      // its state, start and deadlines wait for the next settle (see `settle`).
+      // its state, start and deadlines wait for the next settle, and its end is found there or
+      // at the next head (see `settleAll`).
       if (rec.beginUnsettled()) this.#unsettled.push(rec)
       rec.requests++
       rec.httpVersion = httpVersionOf(req)
       rec.res = res
-      return
+      return false
     }
     const now = this.now()
     if (rec.unsettled) this.#settle(rec, now)
@@ -629,6 +632,25 @@ export class Engine implements BindingSink, Core {
     const rotate = rec.rotateReason
     if (rotate === 'app_shutdown') closeAfterResponse(rec, res)
     else if (rotate !== null) res.shouldKeepAlive = false
+    return true
+  }
+
+  /**
+   * The request in flight's end is unreported (see `requestHead`): if its response finished
+   * and the connection stays open, it ends here without a clock read, settled later; one
+   * that closes the connection, or a connection rotating, ends the exact way now.
+   */
+  #findEnd(rec: ConnectionRecord): void {
+    const res = rec.res
+    const last = res === null ? null : (rec.binding as ServerBinding).finishedResponse(res)
+    if (last === undefined) return
+    if (last === null && rec.rotateReason === null) {
+      rec.endUnsettled()
+      rec.res = null
+      stopRates(rec)
+      return
+    }
+    this.#settle(rec, this.now())
   }
 
   /** A connection's parser could not be hooked: from now on idle connections are polled. */
@@ -699,16 +721,21 @@ export class Engine implements BindingSink, Core {
 
   /**
    * Keep-alive requests settle in batches. A request without a body whose head came whole in
-   * one read, on a connection that stays open, is counted when its head comes and when its
-   * response ends, without a clock read or a transition: that is all a keep-alive request
-   * costs (two monotonic clock reads and the bookkeeping of two transitions measured ~1.3k
-   * instructions a Fastify request on Node 26, 3% of its whole cost). What they changed is
-   * settled here, at the start of every sweep and whenever something reads states
-   * (`snapshot()`, `connections()`, a drain, pressure, an override, the record's close): a
-   * request in flight makes the connection `active` with its request deadline from now, and a
-   * connection whose request ended is `idle` with its keep-alive deadline from now. So those
-   * transitions, their times and the deadlines they start are up to one sweep late, never
-   * early, and a request that began and ended between two settles counts as idle time.
+   * one read, on a connection with nothing pipelined or rotating, is counted when its head
+   * comes, without a clock read or a transition, and nothing reports its end: no 'finish'
+   * listener, no `http.server.response.finish` subscription (Node's publish of it alone cost
+   * ~0.45k instructions a Fastify request on Node 26; the two clock reads and two transitions
+   * of the exact path ~0.5k more, against a target of 3% of ~38k). Its end is found by reading
+   * the response (`finishedResponse`) at the next head on the connection or here. What they
+   * changed is settled here, at the start of every sweep slice and whenever something reads or
+   * decides on states (`snapshot()`, `connections()`, a drain, pressure, an override, the
+   * record's close, a request that takes the exact path): a request in flight makes the
+   * connection `active` with its request deadline from now (a response not finished by then
+   * gets a 'finish' listener: its end is reported from there, as on the exact path), and a
+   * finished one ends now, the exact way (`#end`: `idle`, its keep-alive deadline from now, or
+   * the close after it). So those transitions, their times and the deadlines they start are up
+   * to one sweep late, never early, and a request that began and ended between two settles
+   * counts as idle time; counts stay exact.
    */
   settleAll(now?: number): void {
     const list = this.#unsettled
@@ -724,11 +751,12 @@ export class Engine implements BindingSink, Core {
   #settle(rec: ConnectionRecord, now: number): void {
     const begun = rec.takeUnsettled()
     const state = rec.state
-    if (state === 'closed' || state === 'upgraded') return
+    if (state === 'closed' || state === 'upgraded') {
+      rec.endReported()
+      return
+    }
     const o = this.options
-    if (rec.inFlight > 0) {
-      // Only a begin leaves a request in flight unsettled (an end left none).
-      if (!begun) return
+    if (begun && rec.inFlight > 0) {
       rec.requestStartedAt = now
       const t = o.requestTimeout
       rec.requestDeadlineAt = t === 0 ? NEVER : now + t
@@ -743,8 +771,18 @@ export class Engine implements BindingSink, Core {
         checkRates(rec, now, o.sweepInterval)
         this.#rescheduleFor(rec, rateCheckAt(rec))
       }
+    }
+    if (rec.endUnreported) {
+      rec.endReported()
+      const res = rec.res
+      const binding = rec.binding as ServerBinding
+      const last = res === null ? null : binding.finishedResponse(res)
+      // Still in flight: from now on its end is reported, as the exact path's is.
+      if (last === undefined) binding.reportEnd(res as ServerResponse)
+      else this.#end(rec, last, now)
       return
     }
+    if (rec.inFlight > 0) return
     rec.requestDeadlineAt = NEVER
     armPhase(rec, 'keep_alive_timeout', o.keepAliveTimeout, now)
     this.#rescheduleFor(rec, rec.phaseDeadlineAt)
@@ -782,16 +820,13 @@ export class Engine implements BindingSink, Core {
   /** A request is done (response finished, body read); `last` says who ends the connection after it, if anyone. */
   responseEnd(rec: ConnectionRecord, last: 'client' | 'server' | null): void {
     if (rec.state === 'closed') return
-    if (last === null && rec.inFlight === 1 && rec.rotateReason === null && this.#settleLater()) {
-      // The connection stays open for the next request: idle from the next settle on, and
-      // its keep-alive deadline from then (see `settle`).
-      if (rec.endUnsettled()) this.#unsettled.push(rec)
-      rec.res = null
-      stopRates(rec)
-      return
-    }
     const now = this.now()
     if (rec.unsettled) this.#settle(rec, now)
+    this.#end(rec, last, now)
+  }
+
+  /** `responseEnd` at `now`; also a settled request's end (see `settleAll`). */
+  #end(rec: ConnectionRecord, last: 'client' | 'server' | null, now: number): void {
     if (rec.inFlight > 0) rec.inFlight--
     if (last !== null) rec.closeIntent = last
     // The connection closes after this response: the last moment its ends can be read.

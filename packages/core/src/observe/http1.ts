@@ -9,7 +9,8 @@ import { type ServerBinding, sinkOf } from './sink.js'
 
 /**
  * HTTP/1 on a guarded connection: Node's request cycle turned into sink calls (the parser's
- * per-read hook, the request-start and response-finish channels, Node's connections list),
+ * per-read hook, the request-start channel, a response's 'finish' where the engine wants it,
+ * Node's connections list),
  * and the HTTP/1 ends
  * of a connection the engine closes (a 408 or a reset, the close after a last response, the
  * 503 to an upgrade over the cap). The server's own events are server.ts's; HTTP/2's are
@@ -101,18 +102,43 @@ function onExecute(this: ParserLike, ret: unknown): unknown {
 
 export function onRequestStart(message: HttpServerMessage): void {
   const rec = (message.socket as Socket & Marked)[kRecord]
-  if (rec !== undefined) sinkOf(rec)?.requestHead(rec, message.request, message.response)
+  if (rec === undefined) return
+  const res = message.response
+  // Published before Node adds its own 'finish' listener: ours runs first, socket attached.
+  if (sinkOf(rec)?.requestHead(rec, message.request, res) === true) reportEnd(res)
 }
-export function onResponseFinish(message: HttpServerMessage): void {
-  const rec = (message.socket as Socket & Marked)[kRecord]
+
+type Response = http.ServerResponse & { _last?: boolean }
+
+/** Who ends the connection after `res`: `_last` is Node's "close after this response". */
+function lastOf(res: Response): 'client' | 'server' | null {
+  // `shouldKeepAlive` false means the client asked for it (Connection: close, HTTP/1.0).
+  return res._last === true ? (res.shouldKeepAlive ? 'server' : 'client') : null
+}
+
+/**
+ * Whether `res` finished with its request read whole (undefined while not), and who ends the
+ * connection after it: how the engine finds the end of a request whose end nothing reports.
+ */
+export function finishedResponse(res: Response): 'client' | 'server' | null | undefined {
+  return res.writableFinished && res.req.complete ? lastOf(res) : undefined
+}
+
+/** `responseEnd` for `res` when it finishes (a shared listener: nothing allocated per request). */
+export function reportEnd(res: http.ServerResponse): void {
+  res.on('finish', onResponseFinish)
+}
+
+function onResponseFinish(this: Response): void {
+  const req = this.req
+  // Node detaches the socket from the response in its own 'finish' listener, which runs
+  // before one added after the head: the request keeps it.
+  const socket = req.socket as (Socket & Marked) | null
+  const rec = socket?.[kRecord]
   // Node emits 'finish' even for a response whose socket we destroyed mid-write:
   // the record keeps the state it was cut in.
-  if (rec === undefined || rec.pendingReason !== null || message.socket.destroyed) return
-  const res = message.response as http.ServerResponse & { _last?: boolean }
-  // `_last` is Node's "close after this response"; `shouldKeepAlive` false
-  // means the client asked for it (Connection: close, HTTP/1.0).
-  const last = res._last === true ? (res.shouldKeepAlive ? 'server' : 'client') : null
-  const req = message.request
+  if (rec === undefined || rec.pendingReason !== null || (socket as Socket).destroyed) return
+  const last = lastOf(this)
   if (!req.complete && !req.destroyed) {
     // Answered before the body was read (an early 401, a 413): Node goes on
     // reading the body to keep the connection usable, so it is not idle

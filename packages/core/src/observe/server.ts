@@ -22,10 +22,11 @@ import {
   connectionsListOf,
   cutHttp1,
   endAfterResponse,
+  finishedResponse,
   hookParser,
   onRequestStart,
-  onResponseFinish,
   refuseUpgrade,
+  reportEnd,
   sweepHeads,
   unhookParser,
 } from './http1.js'
@@ -231,7 +232,7 @@ class HttpServerBinding implements ServerBinding {
     server.on('listening', this.#onListening)
     server.on('newListener', this.#onNewListener)
     server.on('removeListener', this.#onRemoveListener)
-    subscribeHttp(onRequestStart, onResponseFinish)
+    subscribeHttp(onRequestStart)
   }
 
   /**
@@ -433,6 +434,14 @@ class HttpServerBinding implements ServerBinding {
 
   endAfterResponse(rec: ConnectionRecord, nodeCloses: boolean): void {
     endAfterResponse(rec, nodeCloses)
+  }
+
+  finishedResponse(res: http.ServerResponse): 'client' | 'server' | null | undefined {
+    return finishedResponse(res)
+  }
+
+  reportEnd(res: http.ServerResponse): void {
+    reportEnd(res)
   }
 
   get headsListed(): boolean {

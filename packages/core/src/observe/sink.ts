@@ -31,8 +31,12 @@ export interface BindingSink {
   requestBegin(rec: ConnectionRecord): void
   /** HTTP/1: a connection's parser could not be hooked: idle connections are polled for bytes. */
   unhooked(): void
-  /** HTTP/1: a request head was parsed. */
-  requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): void
+  /**
+   * HTTP/1: a request head was parsed. True when the engine wants `responseEnd` for it; false
+   * when it finds the end itself (a keep-alive request settled by the sweep, see
+   * `ServerBinding.finishedResponse`) or ignores the request.
+   */
+  requestHead(rec: ConnectionRecord, req: IncomingMessage, res: ServerResponse): boolean
   /** HTTP/1: a response finished while its request body is still arriving. */
   responseSent(rec: ConnectionRecord, last: 'client' | 'server' | null): void
   /** HTTP/1: a request is done (response finished, body read). */
@@ -81,6 +85,13 @@ export interface ServerBinding extends ConnectionBinding {
     begun: (rec: ConnectionRecord) => void,
     expired: (rec: ConnectionRecord) => void,
   ): void
+  /**
+   * HTTP/1: whether `res` has finished, and if so who ends the connection after it
+   * (undefined: not finished).
+   */
+  finishedResponse(res: ServerResponse): 'client' | 'server' | null | undefined
+  /** HTTP/1: `responseEnd` for `res` when it finishes (a request the engine was to find ended). */
+  reportEnd(res: ServerResponse): void
   /** Removes every listener added to the server and restores its timers. */
   detach(): void
 }

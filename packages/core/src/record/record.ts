@@ -65,11 +65,13 @@ const ENDS_READ = 16
 const PHASE_SHIFT = 5
 const PHASE_MASK = 7 << PHASE_SHIFT
 // A keep-alive request began or ended since the engine last settled the record (engine.ts,
-// `settle`); and whether one of them was a request's begin.
+// `settle`); whether one of them was a request's begin; and whether the end of the request in
+// flight is left for the engine to find (nothing reports it).
 const UNSETTLED = 256
 const BEGUN_UNSETTLED = 512
-// Bits 10 and up: requests in flight.
-const IN_FLIGHT_SHIFT = 10
+const END_UNREPORTED = 1024
+// Bits 11 and up: requests in flight.
+const IN_FLIGHT_SHIFT = 11
 const LOW_BITS = (1 << IN_FLIGHT_SHIFT) - 1
 const PHASE_KINDS: readonly (DeadlineKind | null)[] = [
   null,
@@ -378,23 +380,31 @@ export class ConnectionRecord {
 
   /**
    * @internal A keep-alive request began (its head came whole in one read) and is in flight,
-   * counted in one write; its state, time and deadlines wait for `settle`. True when the record
-   * was settled until now (the engine then lists it).
+   * counted in one write, its end left for the engine to find; its state, time and deadlines
+   * wait for `settle`. True when the record was settled until now (the engine then lists it).
    */
   beginUnsettled(): boolean {
     const flags = this._flags
-    this._flags = (flags + (1 << IN_FLIGHT_SHIFT)) | UNSETTLED | BEGUN_UNSETTLED
+    this._flags = (flags + (1 << IN_FLIGHT_SHIFT)) | UNSETTLED | BEGUN_UNSETTLED | END_UNREPORTED
     return (flags & UNSETTLED) === 0
   }
 
   /**
-   * @internal The one request in flight ended; its state, time and keep-alive deadline wait for
-   * `settle`. True when the record was settled until now (the engine then lists it).
+   * @internal The one request in flight, whose end nothing reports, was found ended; its
+   * state, time and keep-alive deadline wait for `settle`.
    */
-  endUnsettled(): boolean {
-    const flags = this._flags
-    this._flags = (flags & LOW_BITS) | UNSETTLED
-    return (flags & UNSETTLED) === 0
+  endUnsettled(): void {
+    this._flags = (this._flags & LOW_BITS & ~END_UNREPORTED) | UNSETTLED
+  }
+
+  /** @internal The end of the request in flight is left for the engine to find. */
+  get endUnreported(): boolean {
+    return (this._flags & END_UNREPORTED) !== 0
+  }
+
+  /** @internal Its end is reported from now on (or it ended). */
+  endReported(): void {
+    this._flags &= ~END_UNREPORTED
   }
 
   /** @internal A request began or ended since the engine last settled the record. */
