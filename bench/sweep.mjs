@@ -240,6 +240,23 @@ export async function main() {
   )
   table(['connections', 'per request'], perRequest)
 
+  // 7. Keep-alive requests settled by the sweep: what a sweep pays for them.
+  const settled = []
+  for (const n of sizes) {
+    const done = median(Array.from({ length: 5 }, () => settleSweep(n, true)))
+    const going = median(Array.from({ length: 5 }, () => settleSweep(n, false)))
+    settled.push([
+      n.toLocaleString('en'),
+      `${ms(done)} ms (${fmt(done / n, 0)} ns each)`,
+      `${ms(going)} ms (${fmt(going / n, 0)} ns each)`,
+    ])
+  }
+  console.log(
+    '\nThe sweep after every one of N keep-alive connections served a later request since the ' +
+      "last (settled by the sweep: engine.ts `settleAll`; Node's clock; median of 5)",
+  )
+  table(['connections', 'requests ended: → idle', 'requests in flight: → active'], settled)
+
   // 6. Pressure: what it adds without pressure, and the pass it makes under pressure.
   console.log(
     '\nPressure at 50,000 idle keep-alive connections (mean per sweep; cuts capped at 100)',
@@ -295,6 +312,38 @@ function pressureSweeps(n) {
     ])
   }
   return rows
+}
+
+/**
+ * ns of the one sweep after each of `n` connections (tracker on Node's clock, where a later
+ * keep-alive request is settled by the sweep) took a request past its first: `ended`, its
+ * response has finished (→ idle, its keep-alive deadline), else still going (→ active, its
+ * end reported from then).
+ */
+function settleSweep(n, ended) {
+  const tracker = new ConnectionTracker({ pressure: false })
+  const binding = fakeBinding(tracker)
+  const finished = ended ? null : undefined
+  binding.finishedResponse = () => finished
+  const engine = engineOf(tracker)
+  const recs = []
+  for (let i = 0; i < n; i++) {
+    const rec = engine.open(fakeSocket(i), false, binding)
+    if (engine.requestHead(rec, idleReq, idleRes)) engine.responseEnd(rec, null)
+    recs.push(rec)
+  }
+  tracker.sweep()
+  for (const rec of recs) {
+    if (engine.requestHead(rec, idleReq, idleRes)) throw new Error('not settled by the sweep')
+  }
+  gc()
+  const t0 = process.hrtime.bigint()
+  tracker.sweep()
+  const ns = Number(process.hrtime.bigint() - t0)
+  const want = ended ? 'idle' : 'active'
+  if (tracker.snapshot()[want] !== n) throw new Error(`records did not settle ${want}`)
+  tracker.close()
+  return ns
 }
 
 /** ns per request of the engine's `requestBegin` + `requestHead` + `responseEnd`, as the binding calls them. */

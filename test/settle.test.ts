@@ -10,6 +10,7 @@
 import http from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { ConnectionTracker } from '@connguard/core'
+import { engineOf } from '@connguard/core/internal'
 import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from './helpers/clients.js'
 import { CloseLog, EARLY_MARGIN, expectDeadline, SWEEP, sleep } from './helpers/guard-timing.js'
@@ -25,7 +26,9 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
-async function start(): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog }> {
+async function start(
+  sweepInterval: number = SWEEP,
+): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog }> {
   const server = http.createServer((req, res) => {
     // /slow answers after twice the keep-alive timeout.
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2 * KA)
@@ -33,7 +36,7 @@ async function start(): Promise<{ tracker: ConnectionTracker; port: number; clos
     else res.end('ok')
   })
   const tracker = new ConnectionTracker({
-    sweepInterval: SWEEP,
+    sweepInterval,
     keepAliveTimeout: KA,
     headersTimeout: FAR,
     requestTimeout: FAR,
@@ -150,6 +153,27 @@ describe('keep-alive requests settled by the sweep', () => {
     conn.destroy()
     const rec = await closes.next()
     expect(rec).toMatchObject({ closeReason: 'client_closed', stateAtClose: 'idle', requests: 3 })
+  })
+
+  it('a sweep slice out of time stops while settling, before popping anything; the next finishes', async () => {
+    // The sweeper is kept out of the way (its longest interval): the test runs the slices.
+    const { tracker, port } = await start(60_000)
+    const N = 200
+    const conns = await Promise.all(Array.from({ length: N }, () => openSocket(port)))
+    // Two requests each; then, every connection accepted (pressure settles all at an accept),
+    // a third, left unsettled.
+    const offsets = await Promise.all(
+      conns.map(async (conn) => (await get(conn, '/', (await get(conn, '/', 0)).end)).end),
+    )
+    await Promise.all(conns.map((conn, i) => get(conn, '/', offsets[i] as number)))
+    const engine = engineOf(tracker)
+    const now = Math.floor(performance.now())
+    // A slice whose time is already up settles 64 records, then stops: -2, nothing cut.
+    expect(engine.sweepSlice(now, 0, false)).toBe(-2)
+    expect(engine.sweepSlice(now, Number.POSITIVE_INFINITY, false)).toBe(0)
+    expect(tracker.snapshot()).toMatchObject({ idle: N, active: 0 })
+    expect([...tracker.connections()].every((r) => r.requests === 3)).toBe(true)
+    for (const conn of conns) conn.destroy()
   })
 
   it("a 'transition' listener sees every request's transitions as they happen", async () => {

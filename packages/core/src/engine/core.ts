@@ -39,7 +39,7 @@ export interface Core {
    */
   readonly ownRequestTimeout: WeakSet<ConnectionRecord>
   /** Settles the keep-alive requests that began or ended since the last settle (engine.ts). */
-  settleAll(now?: number): void
+  settleAll(now?: number, until?: number): boolean
   /** Rate windows for the requests without a body still in flight since the last sweep. */
   startPendingRates(now: number): void
   /** Live WebSocket upgrades (what `maxUpgradedConnections` caps). */

@@ -17,6 +17,8 @@ import { checkWebSocket } from './websocket.js'
  */
 
 const INFINITY = Number.POSITIVE_INFINITY
+/** `sweepDue` stopped while settling keep-alive requests: the sweep proper has not begun. */
+const SETTLING = -2
 /** Longest stretch, in wall ms, one timed sweep runs before yielding to I/O. */
 const SWEEP_SLICE_MS = 4
 
@@ -30,11 +32,12 @@ const SWEEP_SLICE_MS = 4
 export function startSweeper(t: Core): NodeJS.Timeout {
   const slice = (continued: boolean): void => {
     if (t.stopped) return
-    if (t.sweepSlice(t.now(), performance.now() + SWEEP_SLICE_MS, continued) < 0) {
-      setImmediate(resume).unref()
-    }
+    const cut = t.sweepSlice(t.now(), performance.now() + SWEEP_SLICE_MS, continued)
+    if (cut === SETTLING) setImmediate(continued ? resume : restart).unref()
+    else if (cut < 0) setImmediate(resume).unref()
   }
   const resume = (): void => slice(true)
+  const restart = (): void => slice(false)
   const sweeper = setInterval(() => slice(false), t.options.sweepInterval)
   sweeper.unref()
   return sweeper
@@ -42,16 +45,18 @@ export function startSweeper(t: Core): NodeJS.Timeout {
 
 /**
  * Enforces what is due at `now`. Returns the count cut, or -1 when it stopped at
- * `until` (wall ms; `Infinity` does everything due at once) with more due.
+ * `until` (wall ms; `Infinity` does everything due at once) with more due (-2 while still
+ * settling keep-alive requests, before the sweep proper began).
  * `continued`: this call goes on with a sweep an earlier slice left unfinished
  * (pressure's per-sweep cap counts over all its slices).
  */
 export function sweepDue(t: Core, now: number, until: number, continued: boolean): number {
+  // First the keep-alive requests since the last settle (every slice: I/O ran in between), so
+  // nothing below reads a state or pops a deadline a request has since moved. Settling is
+  // sliced too: the sweep proper begins once it is done (`SETTLING`).
+  if (!t.settleAll(now, until)) return SETTLING
   const p = t.pressure
   if (p !== null && !continued) p.sweepCuts = 0
-  // First the keep-alive requests since the last settle (every slice: I/O ran in between), so
-  // nothing below reads a state or pops a deadline a request has since moved.
-  t.settleAll(now)
   if (t.awaitingBytes.size > 0) pollHandshakes(t, now)
   if (t.pollIdle) pollRequests(t, now)
   const queue = t.queue
