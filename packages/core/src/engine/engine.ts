@@ -744,7 +744,7 @@ export class Engine implements BindingSink, Core {
     const at = now ?? this.now()
     for (let i = 0; i < list.length; i++) {
       // A sweep slice stops at `until` (wall ms, read every 64 records): at 50,000 connections
-      // each with a request since the last sweep, settling them took 5–22 ms (bench/sweep.mjs).
+      // each with a request since the last sweep, settling them took 15–29 ms (bench/sweep.mjs).
       if ((i & 63) === 63 && until !== Number.POSITIVE_INFINITY && performance.now() >= until) {
         list.copyWithin(0, i)
         list.length -= i
