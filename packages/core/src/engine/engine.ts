@@ -460,6 +460,9 @@ export class Engine implements BindingSink, Core {
     this.records.clear()
     this.queue.clear()
     this.awaitingBytes.clear()
+    // No sweep runs any more: the lists it would have emptied must not keep records alive.
+    this.#unsettled.length = 0
+    this.#pendingRates.length = 0
     this.#counts.fill(0)
   }
 
