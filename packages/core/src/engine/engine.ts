@@ -571,11 +571,8 @@ export class Engine implements BindingSink, Core {
     }
     let at = headPending ? rec.phaseDeadlineAt : NEVER
     if (inFlight === 1) {
-      rec.requestStartedAt = now
-      const t = o.requestTimeout
-      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
+      this.#startRequest(rec, now)
       at = earliest(at, rec.requestDeadlineAt)
-      if (o.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
     }
     this.#rescheduleFor(rec, at)
     this.transition(rec, 'active', now)
@@ -769,20 +766,14 @@ export class Engine implements BindingSink, Core {
     }
     const o = this.options
     if (begun && rec.inFlight > 0) {
-      rec.requestStartedAt = now
-      const t = o.requestTimeout
-      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
-      if (o.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+      this.#startRequest(rec, now)
       armPhase(rec, null, 0, 0)
       this.#rescheduleFor(rec, rec.requestDeadlineAt)
       this.transition(rec, 'active', now)
       // Its response rate, as for a request without a body on the exact path (`#follow`,
       // `startPendingRates`): from the first sweep that finds it in flight.
-      if (rec.res !== null && rec.rates === null && o.minResponseRate.bytesPerSecond > 0) {
-        this.#takeWindows(rec, false, now)
-        checkRates(rec, now, o.sweepInterval)
-        this.#rescheduleFor(rec, rateCheckAt(rec))
-      }
+      if (rec.res !== null && rec.rates === null && o.minResponseRate.bytesPerSecond > 0)
+        this.#openResponseWindow(rec, now)
     }
     if (rec.endUnreported) {
       rec.endReported()
@@ -794,11 +785,23 @@ export class Engine implements BindingSink, Core {
       else this.#end(rec, last, now)
       return
     }
-    if (rec.inFlight > 0) return
-    rec.requestDeadlineAt = NEVER
-    armPhase(rec, 'keep_alive_timeout', o.keepAliveTimeout, now)
-    this.#rescheduleFor(rec, rec.phaseDeadlineAt)
-    this.transition(rec, 'idle', now)
+    // Its end was found at the next head (`#findEnd`): it ends here.
+    if (rec.inFlight === 0) this.#end(rec, null, now)
+  }
+
+  /** The oldest request in flight starts now: its absolute limit runs from here. */
+  #startRequest(rec: ConnectionRecord, now: number): void {
+    const o = this.options
+    rec.requestStartedAt = now
+    rec.requestDeadlineAt = o.requestTimeout === 0 ? NEVER : now + o.requestTimeout
+    if (o.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+  }
+
+  /** A request without a body still in flight at a sweep: its response rate window opens. */
+  #openResponseWindow(rec: ConnectionRecord, now: number): void {
+    this.#takeWindows(rec, false, now)
+    checkRates(rec, now, this.options.sweepInterval)
+    this.#rescheduleFor(rec, rateCheckAt(rec))
   }
 
   /** Whether keep-alive requests may wait for the next settle (see `#settleLaterClock`). */
@@ -817,9 +820,7 @@ export class Engine implements BindingSink, Core {
     for (let i = 0; i < pending.length; i++) {
       const rec = pending[i] as ConnectionRecord
       if (rec.res === null || rec.rates !== null || rec.state === 'closed') continue
-      this.#takeWindows(rec, false, now)
-      checkRates(rec, now, this.options.sweepInterval)
-      this.#rescheduleFor(rec, rateCheckAt(rec))
+      this.#openResponseWindow(rec, now)
     }
     pending.length = 0
   }
@@ -850,10 +851,7 @@ export class Engine implements BindingSink, Core {
     if (rec.inFlight > 0) {
       // Pipelined: the next request's absolute limit runs from now, and its response is the
       // one rates and rotation follow (unless its head is still arriving: `requestHead`).
-      const t = this.options.requestTimeout
-      rec.requestStartedAt = now
-      rec.requestDeadlineAt = t === 0 ? NEVER : now + t
-      if (this.options.requestTimeoutUntil === 'received') this.ownRequestTimeout.delete(rec)
+      this.#startRequest(rec, now)
       const next = pipelined.get(rec)?.shift()
       if (next !== undefined) this.#follow(rec, next, hasBodyHeaders(next.req.rawHeaders), now)
       this.reschedule(rec)
