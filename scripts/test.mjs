@@ -64,6 +64,14 @@ function finish(vitestCode) {
     if (counts.failed > 0 || counts.brokenFiles.length > 0) exitCode ||= 1
   }
   const { passed = 0, failed = 0, skipped = 0 } = counts ?? {}
+  // Name what failed just above the summary: a CI log is often read from its tail only.
+  const failures = counts
+    ? [
+        ...counts.failures,
+        ...counts.brokenFiles.map((f) => `${relative(root, f)}: failed outside any test`),
+      ]
+    : []
+  for (const line of failures) console.log(`failed: ${line}`)
   console.log(`${passed} passed, ${failed} failed${skipped > 0 ? `, ${skipped} skipped` : ''}`)
   // .ci/run runs the suite on several Node versions and adds the runs up.
   if (process.env.CONNGUARD_TALLY) {
@@ -71,6 +79,12 @@ function finish(vitestCode) {
       process.env.CONNGUARD_TALLY,
       `${process.version}${process.env.CONNGUARD_UNDICI ? `+undici${process.env.CONNGUARD_UNDICI}` : ''} ${passed} ${failed + (counts ? counts.brokenFiles.length : 1)} ${skipped}\n`,
     )
+    // .ci/run repeats these after the tally, so the end of its log says what failed where.
+    if (process.env.CONNGUARD_FAILURES) {
+      for (const line of failures) {
+        appendFileSync(process.env.CONNGUARD_FAILURES, `${process.version} ${line}\n`)
+      }
+    }
   }
   process.exit(exitCode)
 }
@@ -80,12 +94,16 @@ function readCounts() {
   if (!existsSync(resultsFile)) return undefined
   try {
     const report = JSON.parse(readFileSync(resultsFile, 'utf8'))
-    const counts = { passed: 0, failed: 0, skipped: 0, brokenFiles: [] }
+    const counts = { passed: 0, failed: 0, skipped: 0, brokenFiles: [], failures: [] }
     for (const file of report.testResults ?? []) {
       for (const test of file.assertionResults ?? []) {
         if (test.status === 'passed') counts.passed++
-        else if (test.status === 'failed') counts.failed++
-        else counts.skipped++ // 'skipped', 'pending', 'todo', 'disabled'
+        else if (test.status === 'failed') {
+          counts.failed++
+          counts.failures.push(
+            `${relative(root, file.name)} > ${test.fullName}: ${firstLine(test.failureMessages)}`,
+          )
+        } else counts.skipped++ // 'skipped', 'pending', 'todo', 'disabled'
       }
       // A file that failed to import or whose hooks threw has no failed test to count.
       const failedTests = (file.assertionResults ?? []).some((t) => t.status === 'failed')
@@ -96,4 +114,10 @@ function readCounts() {
     console.error(`unreadable ${relative(root, resultsFile)}: ${err.message}`)
     return undefined
   }
+}
+
+/** The first line of a test's first failure message, cut to a readable length. */
+function firstLine(messages) {
+  const line = String(messages?.[0] ?? '').split('\n', 1)[0]
+  return line.length > 300 ? `${line.slice(0, 300)}…` : line
 }
