@@ -1,7 +1,8 @@
 /**
- * Keep-alive requests settled by the sweep (engine.ts `settle`): with nothing listening to
- * transitions, a later keep-alive request without a body is counted when its head comes and
- * when its response ends, and its state, times and deadlines follow at the next sweep or read.
+ * Requests settled by the sweep (engine.ts `settle`): with nothing listening to transitions, a
+ * request without a body whose head comes whole is counted when its head comes and when its
+ * response ends, and its state, times and deadlines follow at the next sweep or read (a
+ * connection's first request reads the clock at its head: its time to first request, its start).
  * What must not change: no deadline early (a request in flight is never cut by the previous
  * response's keep-alive deadline), states right whenever they are read, counts exact, and a
  * 'transition' listener still sees every transition as it happens.
@@ -28,17 +29,19 @@ afterEach(async () => {
 
 async function start(
   sweepInterval: number = SWEEP,
+  headersTimeout: number = FAR,
 ): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog }> {
   const server = http.createServer((req, res) => {
-    // /slow answers after twice the keep-alive timeout.
+    // /slow answers after twice the keep-alive timeout, /slower after three times.
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2 * KA)
+    else if (req.url === '/slower') setTimeout(() => res.end('slower'), 3 * KA)
     else if (req.url === '/close') res.setHeader('Connection', 'close').end('bye')
     else res.end('ok')
   })
   const tracker = new ConnectionTracker({
     sweepInterval,
     keepAliveTimeout: KA,
-    headersTimeout: FAR,
+    headersTimeout,
     requestTimeout: FAR,
   }).attach(server)
   const port = await listen(server)
@@ -174,6 +177,47 @@ describe('keep-alive requests settled by the sweep', () => {
     expect(tracker.snapshot()).toMatchObject({ idle: N, active: 0 })
     expect([...tracker.connections()].every((r) => r.requests === 3)).toBe(true)
     for (const conn of conns) conn.destroy()
+  })
+
+  it("a connection's first request: its time to first request and its start are read at its head, its end settled", async () => {
+    // Sweeps far apart: a start or a time to first request taken at a settle instead of at
+    // the head would be late by the whole response (the close settles it).
+    const { port, closes } = await start(1_000)
+    const conn = await openSocket(port)
+    const WAIT = 200
+    await sleep(WAIT)
+    conn.send(getRequest('/slower', { Connection: 'close' }))
+    const response = await conn.waitFor((buf) => parseResponse(buf, 0))
+    expect(response.body.toString()).toBe('slower')
+    const rec = await closes.next(5_000)
+    expect(rec, closes.describe()).toMatchObject({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+    })
+    const ttfr = rec.timeToFirstRequest as number
+    expect(ttfr).toBeGreaterThanOrEqual(WAIT - EARLY_MARGIN)
+    // Read at the head: well under the response's 3 × KA after it (a busy machine's margin).
+    expect(ttfr).toBeLessThan(WAIT + 2 * KA)
+    const d = rec.stateDurations
+    expect(d.new).toBeLessThan(WAIT + 2 * KA)
+    expect(d.active).toBeGreaterThanOrEqual(3 * KA - EARLY_MARGIN)
+  })
+
+  it("a connection's first request outlasting the header deadline is not cut by it", async () => {
+    // The head comes whole at once; the answer takes three header deadlines.
+    const { port, closes } = await start(SWEEP, KA)
+    const conn = await openSocket(port)
+    conn.send(getRequest('/slower', { Connection: 'close' }))
+    const response = await conn.waitFor((buf) => parseResponse(buf, 0))
+    expect(response.status).toBe(200)
+    expect(response.body.toString()).toBe('slower')
+    const rec = await closes.next(5_000)
+    expect(rec, closes.describe()).toMatchObject({
+      closeReason: 'client_closed',
+      stateAtClose: 'idle',
+      requests: 1,
+    })
   })
 
   it("a 'transition' listener sees every request's transitions as they happen", async () => {

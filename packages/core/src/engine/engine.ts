@@ -587,7 +587,6 @@ export class Engine implements BindingSink, Core {
     const o = this.options
     if (
       !body &&
-      rec.requests > 0 &&
       rec.res === null &&
       rec.inFlight === 0 &&
       !rec.sawMessageBegin &&
@@ -595,9 +594,19 @@ export class Engine implements BindingSink, Core {
       (o.maxRequestsPerConnection === 0 || rec.requests + 1 < o.maxRequestsPerConnection) &&
       this.#settleLater()
     ) {
-      // A keep-alive request without a body, its head whole in one read: counted and followed;
-      // its state, start and deadlines wait for the next settle, and its end is found there or
-      // at the next head (see `settleAll`).
+      // A request without a body, its head whole in one read: counted and followed; its state
+      // and keep-alive deadline wait for the next settle, and its end is found there or at the
+      // next head (see `settleAll`). A connection's first request reads the clock (its time to
+      // first request, and its start: the request deadline and the state's time run from here);
+      // a later one starts at the settle.
+      if (rec.requests === 0) {
+        const now = this.now()
+        rec.timeToFirstRequest = now - rec.establishedAtClock
+        this.#startRequest(rec, now)
+        // Its head is complete: the header deadline is off (its heap key may stay, early).
+        armPhase(rec, null, 0, 0)
+        this.#rescheduleFor(rec, rec.requestDeadlineAt)
+      }
       if (rec.beginUnsettled()) this.#unsettled.push(rec)
       rec.requests++
       rec.httpVersion = httpVersionOf(req)
@@ -764,22 +773,32 @@ export class Engine implements BindingSink, Core {
       rec.endReported()
       return
     }
-    const o = this.options
+    const unreported = rec.endUnreported
+    const res = rec.res
+    const binding = rec.binding as ServerBinding
+    // Whether the request whose end nothing reports has finished (undefined: still in flight).
+    const last = !unreported || res === null ? null : binding.finishedResponse(res)
     if (begun && rec.inFlight > 0) {
-      this.#startRequest(rec, now)
-      armPhase(rec, null, 0, 0)
-      this.#rescheduleFor(rec, rec.requestDeadlineAt)
-      this.transition(rec, 'active', now)
+      // A connection's first request started at its head (`requestHead`); a later one now.
+      const first = rec.requests === 1
+      if (!first) {
+        this.#startRequest(rec, now)
+        armPhase(rec, null, 0, 0)
+        this.#rescheduleFor(rec, rec.requestDeadlineAt)
+      }
+      this.transition(rec, 'active', first ? rec.requestStartedAt : now)
       // Its response rate, as for a request without a body on the exact path (`#follow`,
       // `startPendingRates`): from the first sweep that finds it in flight.
-      if (rec.res !== null && rec.rates === null && o.minResponseRate.bytesPerSecond > 0)
+      if (
+        last === undefined &&
+        res !== null &&
+        rec.rates === null &&
+        this.options.minResponseRate.bytesPerSecond > 0
+      )
         this.#openResponseWindow(rec, now)
     }
-    if (rec.endUnreported) {
+    if (unreported) {
       rec.endReported()
-      const res = rec.res
-      const binding = rec.binding as ServerBinding
-      const last = res === null ? null : binding.finishedResponse(res)
       // Still in flight: from now on its end is reported, as the exact path's is.
       if (last === undefined) binding.reportEnd(res as ServerResponse)
       else this.#end(rec, last, now)
