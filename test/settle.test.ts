@@ -8,9 +8,10 @@
  * 'transition' listener still sees every transition as it happens.
  * Real sockets on 127.0.0.1; bounds as in helpers/guard-timing.ts.
  */
+import { once } from 'node:events'
 import http from 'node:http'
 import { performance } from 'node:perf_hooks'
-import { ConnectionTracker } from '@connguard/core'
+import { ConnectionTracker, type ConnectionTrackerOptions } from '@connguard/core'
 import { engineOf } from '@connguard/core/internal'
 import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from './helpers/clients.js'
@@ -30,7 +31,8 @@ afterEach(async () => {
 async function start(
   sweepInterval: number = SWEEP,
   headersTimeout: number = FAR,
-): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog }> {
+  extra: ConnectionTrackerOptions = {},
+): Promise<{ tracker: ConnectionTracker; port: number; closes: CloseLog; server: http.Server }> {
   const server = http.createServer((req, res) => {
     // /slow answers after twice the keep-alive timeout, /slower after three times.
     if (req.url === '/slow') setTimeout(() => res.end('slow'), 2 * KA)
@@ -43,13 +45,14 @@ async function start(
     keepAliveTimeout: KA,
     headersTimeout,
     requestTimeout: FAR,
+    ...extra,
   }).attach(server)
   const port = await listen(server)
   cleanups.push(
     () => closeServer(server),
     () => tracker.close(),
   )
-  return { tracker, port, closes: new CloseLog(tracker) }
+  return { tracker, port, closes: new CloseLog(tracker), server }
 }
 
 /** Sends a GET and waits for its response, the `n`-th on the connection; resolves at its end. */
@@ -163,8 +166,7 @@ describe('keep-alive requests settled by the sweep', () => {
     const { tracker, port } = await start(60_000)
     const N = 200
     const conns = await Promise.all(Array.from({ length: N }, () => openSocket(port)))
-    // Two requests each; then, every connection accepted (pressure settles all at an accept),
-    // a third, left unsettled.
+    // Three requests each, the last left unsettled (the sweeper is far away).
     const offsets = await Promise.all(
       conns.map(async (conn) => (await get(conn, '/', (await get(conn, '/', 0)).end)).end),
     )
@@ -218,6 +220,25 @@ describe('keep-alive requests settled by the sweep', () => {
       stateAtClose: 'idle',
       requests: 1,
     })
+  })
+
+  it('connections whose first request waits for its settle are not counted as handshaking by maxHandshakes', async () => {
+    // Sweeps far apart: only the accept's own settle moves them from `new` to `active`.
+    const { port, closes, server } = await start(1_000, FAR, { maxHandshakes: 2 })
+    const responses = []
+    for (let i = 0; i < 4; i++) {
+      const conn = await openSocket(port)
+      // Its head read (the guard counted it before Node's 'request') before the next accept.
+      const arrived = once(server, 'request')
+      conn.send(getRequest('/slower', { Connection: 'close' }))
+      responses.push(conn.waitFor((buf) => parseResponse(buf, 0)))
+      await arrived
+    }
+    for (const response of await Promise.all(responses)) expect(response.status).toBe(200)
+    for (let i = 0; i < 4; i++) {
+      const rec = await closes.next(5_000)
+      expect(rec, closes.describe()).toMatchObject({ closeReason: 'client_closed', requests: 1 })
+    }
   })
 
   it("a 'transition' listener sees every request's transitions as they happen", async () => {

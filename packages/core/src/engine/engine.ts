@@ -501,23 +501,34 @@ export class Engine implements BindingSink, Core {
     const p = this.pressure
     if (p !== null && p.perIp !== null) p.countAddress(rec, 1)
     const o = this.options
+    // A new record is in no queue and has no other due time yet (the age deadline follows):
+    // its first deadline goes straight into the queue.
+    let armed: boolean
     if (secure) {
-      this.setPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
+      armed = armPhase(rec, 'tls_handshake_timeout', o.handshakeTimeout, now)
       this.awaitingBytes.add(rec)
     } else {
       rec.establishedAtClock = now
       rec.httpSocket = rawSocket
-      this.setPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
+      armed = armPhase(rec, 'request_headers_timeout', o.headersTimeout, now)
     }
+    if (armed) this.queue.schedule(rec, rec.phaseDeadlineAt)
     // The record armed its age deadline from the clock base (accept + maxConnectionAge).
     if (o.maxConnectionAge > 0) this.reschedule(rec)
     this.#emit('open', rec, openChannel)
     const live = liveConnections(this)
-    const handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+    let handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+    // A first request left to the settle keeps its connection counted `new`: the caps that read
+    // states read them settled, when they may refuse or displace (not on every accept).
+    if (o.maxHandshakes > 0 && handshaking > o.maxHandshakes && this.#unsettled.length > 0) {
+      this.settleAll(now)
+      handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+    }
     let refused = this.admission.admit(rec, live, handshaking, p?.over(live) === true)
     if (p !== null) {
       // Pressure may displace an idle connection: states as they are now.
-      this.settleAll(now)
+      if (refused === 'max_concurrent_connections_exceeded' && p.options.displace)
+        this.settleAll(now)
       refused = pressureAdmit(this, p, rec, refused, handshaking, now)
     }
     if (refused !== null) this.victim(rec, refused)
@@ -766,7 +777,13 @@ export class Engine implements BindingSink, Core {
     return true
   }
 
-  #settle(rec: ConnectionRecord, now: number): void {
+  /**
+   * Applies what `rec`'s unreported requests changed, at `now`. `closing`: the record is about
+   * to close (`closed`): only what its close reports is applied (state, times, counts, how the
+   * last response ended), not what a live connection needs next (a deadline, a heap move, a
+   * rate window, a 'finish' listener).
+   */
+  #settle(rec: ConnectionRecord, now: number, closing = false): void {
     const begun = rec.takeUnsettled()
     const state = rec.state
     if (state === 'closed' || state === 'upgraded') {
@@ -784,12 +801,13 @@ export class Engine implements BindingSink, Core {
       if (!first) {
         this.#startRequest(rec, now)
         armPhase(rec, null, 0, 0)
-        this.#rescheduleFor(rec, rec.requestDeadlineAt)
+        if (!closing) this.#rescheduleFor(rec, rec.requestDeadlineAt)
       }
       this.transition(rec, 'active', first ? rec.requestStartedAt : now)
       // Its response rate, as for a request without a body on the exact path (`#follow`,
       // `startPendingRates`): from the first sweep that finds it in flight.
       if (
+        !closing &&
         last === undefined &&
         res !== null &&
         rec.rates === null &&
@@ -799,13 +817,38 @@ export class Engine implements BindingSink, Core {
     }
     if (unreported) {
       rec.endReported()
-      // Still in flight: from now on its end is reported, as the exact path's is.
-      if (last === undefined) binding.reportEnd(res as ServerResponse)
+      // Still in flight: from now on its end is reported, as the exact path's is (at a close,
+      // it closes active).
+      if (last === undefined) {
+        if (!closing) binding.reportEnd(res as ServerResponse)
+      } else if (closing) this.#endAtClose(rec, last, now)
       else this.#end(rec, last, now)
       return
     }
     // Its end was found at the next head (`#findEnd`): it ends here.
-    if (rec.inFlight === 0) this.#end(rec, null, now)
+    if (rec.inFlight === 0) {
+      if (closing) this.#endAtClose(rec, null, now)
+      else this.#end(rec, null, now)
+    }
+  }
+
+  /**
+   * `#end` for a record settled by its close: the request ends and the connection is idle
+   * until the close that follows at once; no keep-alive deadline or heap move for a
+   * connection that is gone. A rotating connection (its close reason comes from the
+   * rotation) or one with requests pipelined ends the whole way.
+   */
+  #endAtClose(rec: ConnectionRecord, last: 'client' | 'server' | null, now: number): void {
+    if (rec.rotateReason !== null || rec.inFlight > 1) {
+      this.#end(rec, last, now)
+      return
+    }
+    rec.inFlight = 0
+    if (last !== null) rec.closeIntent = last
+    rec.res = null
+    stopRates(rec)
+    rec.requestDeadlineAt = NEVER
+    this.transition(rec, 'idle', now)
   }
 
   /** The oldest request in flight starts now: its absolute limit runs from here. */
@@ -930,7 +973,7 @@ export class Engine implements BindingSink, Core {
   closed(rec: ConnectionRecord): void {
     if (rec.state === 'closed' || !this.records.has(rec)) return
     const now = this.now()
-    if (rec.unsettled) this.#settle(rec, now)
+    if (rec.unsettled) this.#settle(rec, now, true)
     this.queue.remove(rec)
     this.awaitingBytes.delete(rec)
     this.records.delete(rec)

@@ -101,19 +101,21 @@ export function readEndState(rec: ConnectionRecord): void {
  */
 export function settleClose(rec: ConnectionRecord, now: number, epochOffset: number): CloseReason {
   readEndState(rec)
-  const pending = rec.pendingReason
+  // Written straight into the close facts: one lookup, not a setter per fact.
+  const facts = rec.closeFacts()
+  const pending = facts.pendingReason
   const reason = pending ?? classifyClose(rec)
   // An error after our own cut is its echo (the peer sees a reset), not its cause.
-  const code = pending === null ? (rec.error as { code?: unknown } | null)?.code : undefined
-  rec.errorCode = typeof code === 'string' ? code : null
-  rec.stateAtClose = rec.state as LiveState
+  const code = pending === null ? (facts.error as { code?: unknown } | null)?.code : undefined
+  facts.errorCode = typeof code === 'string' ? code : null
+  facts.stateAtClose = rec.state as LiveState
   const raw = rec.rawSocket
   if (raw !== null) {
-    rec.finalBytesRead = raw.bytesRead
-    rec.finalBytesWritten = raw.bytesWritten ?? 0
+    facts.bytesRead = raw.bytesRead
+    facts.bytesWritten = raw.bytesWritten ?? 0
   }
-  rec.closeReason = reason
-  rec.closedAt = epochOffset + now
-  rec.duration = now - rec.openedAtClock
+  facts.closeReason = reason
+  facts.closedAt = epochOffset + now
+  facts.duration = now - rec.openedAtClock
   return reason
 }

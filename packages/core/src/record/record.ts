@@ -622,6 +622,11 @@ export class ConnectionRecord {
     this.#closing().bytesWritten = value
   }
 
+  /** @internal The close facts, created if none yet: for the close, which writes them all. */
+  closeFacts(): CloseFacts {
+    return this.#closing()
+  }
+
   #closing(): CloseFacts {
     this.closing ??= new CloseFacts()
     return this.closing
