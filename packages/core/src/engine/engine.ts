@@ -741,9 +741,10 @@ export class Engine implements BindingSink, Core {
   }
 
   /**
-   * Keep-alive requests settle in batches. A request without a body whose head came whole in
-   * one read, on a connection with nothing pipelined or rotating, is counted when its head
-   * comes, without a clock read or a transition, and nothing reports its end: no 'finish'
+   * Requests settle in batches. A request without a body whose head came whole in one read,
+   * on a connection with nothing pipelined or rotating, is counted when its head comes, without
+   * a transition (and without a clock read, but for a connection's first request: its time to
+   * first request and its start are read at its head), and nothing reports its end: no 'finish'
    * listener, no `http.server.response.finish` subscription (Node's publish of it alone cost
    * ~0.45k instructions a Fastify request on Node 26; the two clock reads and two transitions
    * of the exact path ~0.5k more, against a target of 3% of ~38k). Its end is found by reading
