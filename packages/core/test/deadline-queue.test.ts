@@ -73,4 +73,45 @@ describe('DeadlineQueue', () => {
       expect(q.size).toBe(live.size)
     }
   })
+
+  it('entries queued between two reads (staged) read as if they had been in the heap', () => {
+    const rand = lcg(7)
+    const q = new DeadlineQueue<Entry>()
+    const entries = Array.from({ length: 300 }, (_, i) => entry(i))
+    const live = new Map<number, number>()
+    for (let round = 0; round < 40; round++) {
+      // Many changes with no read between them: queued, moved, removed, queued again.
+      for (let step = 0; step < 200; step++) {
+        const e = entries[Math.floor(rand() * entries.length)] as Entry
+        if (rand() < 0.7) {
+          const at = Math.floor(rand() * 1000)
+          q.schedule(e, at)
+          live.set(e.id, at)
+        } else {
+          q.remove(e)
+          live.delete(e.id)
+          expect(e.queueIndex).toBe(-1)
+        }
+      }
+      const now = Math.floor(rand() * 1000)
+      const popped: number[] = []
+      for (let x = q.popExpired(now); x !== undefined; x = q.popExpired(now)) {
+        expect(live.get(x.id)).toBe(x.deadlineAt)
+        expect(x.deadlineAt).toBeLessThanOrEqual(now)
+        popped.push(x.deadlineAt)
+        live.delete(x.id)
+      }
+      expect(popped).toEqual([...popped].sort((m, n) => m - n))
+      for (const at of live.values()) expect(at).toBeGreaterThan(now)
+      expect(q.size).toBe(live.size)
+      const first = Math.min(...live.values())
+      if (live.size > 0) expect(q.peek()?.deadlineAt).toBe(first)
+      // Every entry still queued is in the heap now (a position), every other one is not.
+      for (const e of entries) expect(e.queueIndex >= 0).toBe(live.has(e.id))
+    }
+    q.schedule(entries[0] as Entry, 5)
+    q.clear()
+    expect(q.size).toBe(0)
+    for (const e of entries) expect(e.queueIndex).toBe(-1)
+  })
 })

@@ -1,6 +1,7 @@
 /**
  * The sweeper's one ordered collection: a binary min-heap of connections keyed
- * by their next deadline. A sweep pops only what has expired, so it costs
+ * by their next deadline (queued entries reach it at the next read, see `#staged`). A sweep
+ * pops only what has expired, so it costs
  * O(expired · log n) and O(1) when nothing is due, however many connections
  * are tracked. Each entry stores its own heap position so moving a deadline
  * (every request does) is O(log n) with no search and no allocation.
@@ -30,19 +31,32 @@ export function earliest(a: number, b: number): number {
 export interface Scheduled {
   /** When this entry is due, in clock ms; NEVER when it has no deadline. */
   deadlineAt: number
-  /** Position in the heap, -1 when not queued. Owned by the queue. */
+  /** Position in the heap, -1 when not queued, -2 while staged. Owned by the queue. */
   queueIndex: number
 }
 
+/** `queueIndex` of an entry queued but not yet in the heap (see `#staged`). */
+const STAGED = -2
+
 export class DeadlineQueue<T extends Scheduled> {
   readonly #heap: T[] = []
+  /**
+   * Entries queued since the heap was last read, not yet in it: most connections that close
+   * within a sweep of their accept (one request each, say) never enter the heap, and pay a
+   * push instead of a sift up and a sift down (O(log n) each). Every read (`peek`,
+   * `popExpired`, `dueBy`, `size`) moves them in first, so due times are read as if they had
+   * been in the heap all along. A removed entry stays here, marked, until then.
+   */
+  readonly #staged: T[] = []
 
   get size(): number {
+    this.#flush()
     return this.#heap.length
   }
 
   /** The entry due first, without removing it. */
   peek(): T | undefined {
+    this.#flush()
     return this.#heap[0]
   }
 
@@ -53,19 +67,23 @@ export class DeadlineQueue<T extends Scheduled> {
       this.remove(entry)
       return
     }
-    if (entry.queueIndex < 0) {
-      entry.queueIndex = this.#heap.length
-      this.#heap.push(entry)
-      this.#up(entry.queueIndex)
+    const i = entry.queueIndex
+    if (i === STAGED) return
+    if (i < 0) {
+      entry.queueIndex = STAGED
+      this.#staged.push(entry)
     } else {
-      this.#up(entry.queueIndex)
+      this.#up(i)
       this.#down(entry.queueIndex)
     }
   }
 
   remove(entry: T): void {
     const i = entry.queueIndex
-    if (i < 0) return
+    if (i < 0) {
+      if (i === STAGED) entry.queueIndex = -1
+      return
+    }
     entry.queueIndex = -1
     const last = this.#heap.pop() as T
     if (i === this.#heap.length) return
@@ -77,6 +95,7 @@ export class DeadlineQueue<T extends Scheduled> {
 
   /** Removes and returns the first entry due at or before `now`, if any. */
   popExpired(now: number): T | undefined {
+    this.#flush()
     const top = this.#heap[0]
     if (top === undefined || top.deadlineAt > now) return undefined
     this.remove(top)
@@ -89,6 +108,7 @@ export class DeadlineQueue<T extends Scheduled> {
    * where that stops (the heap property prunes the rest): O(entries due by `limit`).
    */
   dueBy(limit: number, max: number, match: (entry: T) => boolean): T[] {
+    this.#flush()
     const out: T[] = []
     const heap = this.#heap
     const stack = [0]
@@ -104,7 +124,25 @@ export class DeadlineQueue<T extends Scheduled> {
 
   clear(): void {
     for (const entry of this.#heap) entry.queueIndex = -1
+    for (const entry of this.#staged) entry.queueIndex = -1
     this.#heap.length = 0
+    this.#staged.length = 0
+  }
+
+  /** Moves the staged entries still queued into the heap. */
+  #flush(): void {
+    const staged = this.#staged
+    if (staged.length === 0) return
+    const heap = this.#heap
+    for (let k = 0; k < staged.length; k++) {
+      const entry = staged[k] as T
+      // Removed since, or staged twice (removed, then queued again): placed once.
+      if (entry.queueIndex !== STAGED) continue
+      entry.queueIndex = heap.length
+      heap.push(entry)
+      this.#up(entry.queueIndex)
+    }
+    staged.length = 0
   }
 
   #up(i: number): void {
