@@ -66,6 +66,26 @@ async function get(
   return { end: response.end, at: performance.now(), body: response.body.toString() }
 }
 
+/**
+ * A connection opened, silent for `wait` ms, then one GET /slower with `Connection: close`:
+ * answered 200, and closed by the client's close after it, idle. Returns its record.
+ */
+async function slowerOnly(port: number, closes: CloseLog, wait: number) {
+  const conn = await openSocket(port)
+  if (wait > 0) await sleep(wait)
+  conn.send(getRequest('/slower', { Connection: 'close' }))
+  const response = await conn.waitFor((buf) => parseResponse(buf, 0))
+  expect(response.status).toBe(200)
+  expect(response.body.toString()).toBe('slower')
+  const rec = await closes.next(5_000)
+  expect(rec, closes.describe()).toMatchObject({
+    closeReason: 'client_closed',
+    stateAtClose: 'idle',
+    requests: 1,
+  })
+  return rec
+}
+
 describe('keep-alive requests settled by the sweep', () => {
   it("a later request running past the previous response's keep-alive deadline is not cut", async () => {
     const { port, closes } = await start()
@@ -185,18 +205,8 @@ describe('keep-alive requests settled by the sweep', () => {
     // Sweeps far apart: a start or a time to first request taken at a settle instead of at
     // the head would be late by the whole response (the close settles it).
     const { port, closes } = await start(1_000)
-    const conn = await openSocket(port)
     const WAIT = 200
-    await sleep(WAIT)
-    conn.send(getRequest('/slower', { Connection: 'close' }))
-    const response = await conn.waitFor((buf) => parseResponse(buf, 0))
-    expect(response.body.toString()).toBe('slower')
-    const rec = await closes.next(5_000)
-    expect(rec, closes.describe()).toMatchObject({
-      closeReason: 'client_closed',
-      stateAtClose: 'idle',
-      requests: 1,
-    })
+    const rec = await slowerOnly(port, closes, WAIT)
     const ttfr = rec.timeToFirstRequest as number
     expect(ttfr).toBeGreaterThanOrEqual(WAIT - EARLY_MARGIN)
     // Read at the head: well under the response's 3 × KA after it (a busy machine's margin).
@@ -209,17 +219,7 @@ describe('keep-alive requests settled by the sweep', () => {
   it("a connection's first request outlasting the header deadline is not cut by it", async () => {
     // The head comes whole at once; the answer takes three header deadlines.
     const { port, closes } = await start(SWEEP, KA)
-    const conn = await openSocket(port)
-    conn.send(getRequest('/slower', { Connection: 'close' }))
-    const response = await conn.waitFor((buf) => parseResponse(buf, 0))
-    expect(response.status).toBe(200)
-    expect(response.body.toString()).toBe('slower')
-    const rec = await closes.next(5_000)
-    expect(rec, closes.describe()).toMatchObject({
-      closeReason: 'client_closed',
-      stateAtClose: 'idle',
-      requests: 1,
-    })
+    await slowerOnly(port, closes, 0)
   })
 
   it('connections whose first request waits for its settle are not counted as handshaking by maxHandshakes', async () => {

@@ -15,6 +15,22 @@ function lcg(seed: number): () => number {
   }
 }
 
+/**
+ * Pops everything due at `now`: each popped entry is one of `live` at its due time, in due
+ * order, and nothing left in `live` is due.
+ */
+function popAllDue(q: DeadlineQueue<Entry>, live: Map<number, number>, now: number): void {
+  const popped: number[] = []
+  for (let x = q.popExpired(now); x !== undefined; x = q.popExpired(now)) {
+    expect(live.get(x.id)).toBe(x.deadlineAt)
+    expect(x.deadlineAt).toBeLessThanOrEqual(now)
+    popped.push(x.deadlineAt)
+    live.delete(x.id)
+  }
+  expect(popped).toEqual([...popped].sort((m, n) => m - n))
+  for (const at of live.values()) expect(at).toBeGreaterThan(now)
+}
+
 describe('DeadlineQueue', () => {
   it('pops only what is due, earliest first', () => {
     const q = new DeadlineQueue<Entry>()
@@ -60,15 +76,7 @@ describe('DeadlineQueue', () => {
         q.remove(e)
         live.delete(e.id)
       } else {
-        const now = Math.floor(rand() * 1000)
-        const popped: number[] = []
-        for (let x = q.popExpired(now); x !== undefined; x = q.popExpired(now)) {
-          expect(x.deadlineAt).toBeLessThanOrEqual(now)
-          popped.push(x.deadlineAt)
-          live.delete(x.id)
-        }
-        expect(popped).toEqual([...popped].sort((m, n) => m - n))
-        for (const at of live.values()) expect(at).toBeGreaterThan(now)
+        popAllDue(q, live, Math.floor(rand() * 1000))
       }
       expect(q.size).toBe(live.size)
     }
@@ -93,16 +101,7 @@ describe('DeadlineQueue', () => {
           expect(e.queueIndex).toBe(-1)
         }
       }
-      const now = Math.floor(rand() * 1000)
-      const popped: number[] = []
-      for (let x = q.popExpired(now); x !== undefined; x = q.popExpired(now)) {
-        expect(live.get(x.id)).toBe(x.deadlineAt)
-        expect(x.deadlineAt).toBeLessThanOrEqual(now)
-        popped.push(x.deadlineAt)
-        live.delete(x.id)
-      }
-      expect(popped).toEqual([...popped].sort((m, n) => m - n))
-      for (const at of live.values()) expect(at).toBeGreaterThan(now)
+      popAllDue(q, live, Math.floor(rand() * 1000))
       expect(q.size).toBe(live.size)
       const first = Math.min(...live.values())
       if (live.size > 0) expect(q.peek()?.deadlineAt).toBe(first)
