@@ -7,6 +7,7 @@ import type { DeadlineQueue } from '../time/deadline-queue.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import type { ConnectionState } from '../vocab/states.js'
 import type { DrainPhase } from './drain.js'
+import type { RecordList } from './record-list.js'
 import type { TrackerFace } from './tracker-events.js'
 
 /**
@@ -23,7 +24,7 @@ export interface Core {
   /** Where a drain is (`delay`, `closing`, `done`), or null before one. */
   readonly drainPhase: DrainPhase | null
   /** The live connections, in accept order. */
-  readonly records: Set<ConnectionRecord>
+  readonly records: RecordList
   /** The sweeper's deadline heap. */
   readonly queue: DeadlineQueue<ConnectionRecord>
   /** TLS connections accepted with no byte yet: polled so `handshaking` shows when bytes flow. */

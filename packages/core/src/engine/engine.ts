@@ -58,6 +58,7 @@ import {
   resolveDrainOptions,
 } from './drain.js'
 import { liveConnections, pressureAdmit, shed } from './pressure-hooks.js'
+import { RecordList } from './record-list.js'
 import {
   cutStream,
   sessionPingAcked,
@@ -124,7 +125,7 @@ export class Engine implements BindingSink, Core {
   /** Clock ms → epoch ms. */
   readonly #clockBase: ClockBase
   /** The live connections, in accept order. */
-  readonly records = new Set<ConnectionRecord>()
+  readonly records = new RecordList()
   /** The sweeper's deadline heap. */
   readonly queue = new DeadlineQueue<ConnectionRecord>()
   /** TLS connections accepted with no byte yet: polled so `handshaking` shows when bytes flow. */

@@ -288,6 +288,10 @@ export class ConnectionRecord {
   rates: RateWindows | null = null
   /** @internal HTTP/2: what the session's PING checks and streams left; null for HTTP/1. */
   h2: SessionFacts | null = null
+  /** @internal The record before this one in its engine's list (engine/record-list.ts). */
+  _prev: ConnectionRecord | null = null
+  /** @internal The record after this one in its engine's list. */
+  _next: ConnectionRecord | null = null
 
   /** @internal */
   constructor(
