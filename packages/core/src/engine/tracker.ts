@@ -115,7 +115,7 @@ export class ConnectionTracker extends EventEmitter<ConnectionTrackerEvents> {
     return this.#engine.snapshot()
   }
 
-  /** The live connections' records. */
+  /** The live connections' records, in accept order: a copy, iterated at the caller's pace (records that close before it reaches them are passed over). */
   connections(): IterableIterator<ConnectionRecord> {
     return this.#engine.connections()
   }
