@@ -44,8 +44,16 @@ export interface CloseWatcher {
    * test instead of hanging it.
    */
   next(match?: (rec: ConnectionRecord) => boolean, timeoutMs?: number): Promise<ConnectionRecord>
-  /** The record of the connection whose client side has local port `clientPort`. */
-  forClientPort(clientPort: number | undefined, timeoutMs?: number): Promise<ConnectionRecord>
+  /**
+   * The record of the connection whose client side has local port `clientPort` (and local
+   * address `clientAddress`, where clients of one test connect from several: two source
+   * addresses may use the same port).
+   */
+  forClientPort(
+    clientPort: number | undefined,
+    timeoutMs?: number,
+    clientAddress?: string,
+  ): Promise<ConnectionRecord>
   /** Stop listening. */
   stop(): void
 }
@@ -100,9 +108,14 @@ export function watchCloses(tracker: ConnectionTracker): CloseWatcher {
       return Number.NaN
     },
     next,
-    forClientPort: (clientPort, timeoutMs) => {
+    forClientPort: (clientPort, timeoutMs, clientAddress) => {
       if (clientPort === undefined) throw new Error('client socket has no local port')
-      return next((rec) => rec.remotePort === clientPort, timeoutMs)
+      return next(
+        (rec) =>
+          rec.remotePort === clientPort &&
+          (clientAddress === undefined || rec.remoteAddress === clientAddress),
+        timeoutMs,
+      )
     },
     stop: () => {
       tracker.off('close', onClose)
