@@ -614,10 +614,7 @@ export class Engine implements BindingSink, Core {
       if (rec.requests === 0) {
         const now = this.now()
         rec.timeToFirstRequest = now - rec.establishedAtClock
-        this.#startRequest(rec, now)
-        // Its head is complete: the header deadline is off (its heap key may stay, early).
-        armPhase(rec, null, 0, 0)
-        this.#rescheduleFor(rec, rec.requestDeadlineAt)
+        this.#startHeadComplete(rec, now, true)
       }
       if (rec.beginUnsettled()) this.#unsettled.push(rec)
       rec.requests++
@@ -800,11 +797,7 @@ export class Engine implements BindingSink, Core {
     if (begun && rec.inFlight > 0) {
       // A connection's first request started at its head (`requestHead`); a later one now.
       const first = rec.requests === 1
-      if (!first) {
-        this.#startRequest(rec, now)
-        armPhase(rec, null, 0, 0)
-        if (!closing) this.#rescheduleFor(rec, rec.requestDeadlineAt)
-      }
+      if (!first) this.#startHeadComplete(rec, now, !closing)
       this.transition(rec, 'active', first ? rec.requestStartedAt : now)
       // Its response rate, as for a request without a body on the exact path (`#follow`,
       // `startPendingRates`): from the first sweep that finds it in flight.
@@ -823,34 +816,22 @@ export class Engine implements BindingSink, Core {
       // it closes active).
       if (last === undefined) {
         if (!closing) binding.reportEnd(res as ServerResponse)
-      } else if (closing) this.#endAtClose(rec, last, now)
-      else this.#end(rec, last, now)
+      } else this.#end(rec, last, now, closing)
       return
     }
     // Its end was found at the next head (`#findEnd`): it ends here.
-    if (rec.inFlight === 0) {
-      if (closing) this.#endAtClose(rec, null, now)
-      else this.#end(rec, null, now)
-    }
+    if (rec.inFlight === 0) this.#end(rec, null, now, closing)
   }
 
   /**
-   * `#end` for a record settled by its close: the request ends and the connection is idle
-   * until the close that follows at once; no keep-alive deadline or heap move for a
-   * connection that is gone. A rotating connection (its close reason comes from the
-   * rotation) or one with requests pipelined ends the whole way.
+   * A request whose head is complete starts at `now`: its absolute limit runs from here and the
+   * header deadline is off (a heap key left early is harmless); `reschedule`: the key moves
+   * up to the request deadline if that is sooner (not for a record about to close).
    */
-  #endAtClose(rec: ConnectionRecord, last: 'client' | 'server' | null, now: number): void {
-    if (rec.rotateReason !== null || rec.inFlight > 1) {
-      this.#end(rec, last, now)
-      return
-    }
-    rec.inFlight = 0
-    if (last !== null) rec.closeIntent = last
-    rec.res = null
-    stopRates(rec)
-    rec.requestDeadlineAt = NEVER
-    this.transition(rec, 'idle', now)
+  #startHeadComplete(rec: ConnectionRecord, now: number, reschedule: boolean): void {
+    this.#startRequest(rec, now)
+    armPhase(rec, null, 0, 0)
+    if (reschedule) this.#rescheduleFor(rec, rec.requestDeadlineAt)
   }
 
   /** The oldest request in flight starts now: its absolute limit runs from here. */
@@ -902,8 +883,17 @@ export class Engine implements BindingSink, Core {
     this.#end(rec, last, now)
   }
 
-  /** `responseEnd` at `now`; also a settled request's end (see `settleAll`). */
-  #end(rec: ConnectionRecord, last: 'client' | 'server' | null, now: number): void {
+  /**
+   * `responseEnd` at `now`; also a settled request's end (see `settleAll`). `closing`: settled
+   * by the record's close (`#settle`), so a connection that is gone gets no keep-alive deadline
+   * or heap move (a rotating one does: it ends the whole way, its reason from the rotation).
+   */
+  #end(
+    rec: ConnectionRecord,
+    last: 'client' | 'server' | null,
+    now: number,
+    closing = false,
+  ): void {
     if (rec.inFlight > 0) rec.inFlight--
     if (last !== null) rec.closeIntent = last
     // The connection closes after this response: the last moment its ends can be read.
@@ -922,11 +912,13 @@ export class Engine implements BindingSink, Core {
       return
     }
     rec.requestDeadlineAt = NEVER
-    // Only the polling fallback compares bytes read while idle.
-    if (this.pollIdle) this.markIdleBytes(rec)
-    // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
-    armPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
-    this.#rescheduleFor(rec, rec.phaseDeadlineAt)
+    if (!closing || rec.rotateReason !== null) {
+      // Only the polling fallback compares bytes read while idle.
+      if (this.pollIdle) this.markIdleBytes(rec)
+      // The keep-alive deadline also bounds a rotated connection whose client never takes the close.
+      armPhase(rec, 'keep_alive_timeout', this.options.keepAliveTimeout, now)
+      this.#rescheduleFor(rec, rec.phaseDeadlineAt)
+    }
     this.transition(rec, 'idle', now)
     if (rec.rotateReason !== null) {
       // A drain: a response that still promised keep-alive (pipelined ahead of the drain)
