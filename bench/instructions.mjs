@@ -14,13 +14,15 @@
  *            --jobs N (server processes at a time, default 2), --variants bare,guarded
  *
  * Only the server runs under callgrind; the load generator is this process. Each server
- * process: start, warm-up requests (then blocks of n1 more until one costs within 3% of the
- * block before: V8 may still be tiering up), then pairs of intervals of n1 and n2 requests,
+ * process: start, warm-up requests (then blocks of n1 more until one's work costs within 3% of
+ * the block before: V8 may still be tiering up), then pairs of intervals of n1 and n2 requests,
  * each opened and closed by `callgrind_control --dump` (its counters restart). Each pair
  * gives a slope (I(n2) − I(n1)) / (n2 − n1): what an interval costs besides its requests
  * (the dump itself, timers, the settle pause) cancels out, and start-up and JIT warm-up lie
- * before the first dump. Garbage collection stays in: it is part of what a request costs,
- * and the slope spreads it over thousands of requests. (Full GCs forced between intervals
+ * before the first dump. Each dump is split into compiles, collections and the rest, the work
+ * (lib/callgrind-split.mjs): the total keeps garbage collection, part of what a request
+ * costs, which the slope spreads over thousands of requests; the work is what the target is
+ * judged on, as collections and compiles land in one interval or the next. (Full GCs forced between intervals
  * made things worse: three back-to-back collections with nothing running aged the hot
  * functions' bytecode, and the next interval ran at 3–6× the cost while V8 compiled them
  * again.) V8 runs single-threaded (`--single-threaded`): compiling and collecting on the
@@ -42,26 +44,35 @@
  */
 import { execFile, spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
+import { splitDump } from './lib/callgrind-split.mjs'
 import { fmt, HOST, machine, median, parseArgs, sleep, table } from './lib/common.mjs'
 
 const run = promisify(execFile)
 let serverScript = fileURLToPath(new URL('./lib/hello-server.mjs', import.meta.url))
 
 const ALL_CASES = ['fastify-ka', 'express-ka', 'fastify-close', 'express-close']
-/** Requests per phase: warm-up, the short interval, the long one. */
+/**
+ * Requests per phase: warm-up, the short interval, the long one. One request per connection
+ * warms 12,000 requests before its blocks: V8 kept compiling Node's connection path with
+ * TurboFan until 14,000–17,000 connections (Node 26 Fastify, bare and guarded alike: ~0.7G
+ * instructions in one compile, after which the work per request fell from 101k to 85k bare,
+ * from 111k to 90k guarded, and stayed there through 44,000). With 14,000 requests of warm-up
+ * that step fell inside the measured intervals of some processes and not of others: slopes of
+ * one variant ranged over 93–163k.
+ */
 const COUNTS = {
   ka: { warm: 3_000, n1: 2_000, n2: 6_000 },
-  close: { warm: 1_500, n1: 600, n2: 1_800 },
+  close: { warm: 12_000, n1: 600, n2: 1_800 },
 }
 const FULL_COUNTS = {
   ka: { warm: 6_000, n1: 4_000, n2: 12_000 },
-  close: { warm: 2_000, n1: 1_000, n2: 3_000 },
+  close: { warm: 12_000, n1: 1_000, n2: 3_000 },
 }
 const SOCKETS = 4
 /** At most this many blocks of n1 requests are added to the warm-up while the cost still moves. */
@@ -125,46 +136,6 @@ export async function* runtimes(specs) {
   }
 }
 
-/** The total cost of a callgrind dump file (instructions executed since the previous dump). */
-function dumpTotal(file) {
-  const text = readFileSync(file, 'utf8')
-  const m = /^(?:totals|summary):\s*(\d+)/m.exec(text)
-  if (m === null) throw new Error(`no totals in ${file}`)
-  return Number(m[1])
-}
-
-/**
- * What V8 spent of a dump on itself rather than on running the program: optimising compiles
- * (Maglev and TurboFan; `--single-threaded` runs them on the main thread, at the call that
- * triggers them) and garbage collection (each collection's atomic pause). Both land in
- * whichever interval their trigger falls in: a TurboFan compile of one hot function costs
- * 10–500M instructions, 5–250k a request over a 2,000-request interval, and a scavenge 3–4M
- * (measured, Node 26). The slopes of the other instructions, the program's own work, move by
- * tens of instructions where the totals move by thousands. Inclusive costs from
- * `callgrind_annotate` (the call graph is in the dump): the two entry points do not nest.
- */
-const JIT_ROOT = 'v8::internal::Compiler::CompileOptimized('
-const GC_ROOT = 'v8::internal::Heap::PerformGarbageCollection('
-
-async function dumpSplit(file) {
-  const total = dumpTotal(file)
-  const { stdout } = await run(
-    'callgrind_annotate',
-    ['--inclusive=yes', '--threshold=100', '--context=0', file],
-    { maxBuffer: 256 * 1024 * 1024 },
-  )
-  let jit = 0
-  let gc = 0
-  for (const line of stdout.split('\n')) {
-    const m = /^\s*([\d,]+)\s.*?\?\?\?:(.*)$/.exec(line)
-    if (m === null) continue
-    const name = m[2]
-    if (name.startsWith(JIT_ROOT)) jit += Number(m[1].replaceAll(',', ''))
-    else if (name.startsWith(GC_ROOT)) gc += Number(m[1].replaceAll(',', ''))
-  }
-  return { total, jit, gc, work: total - jit - gc }
-}
-
 async function startServer(nodeBin, framework, variant, dir) {
   const out = path.join(dir, `cg-${framework}-${variant}-%p`)
   const child = spawn(
@@ -212,14 +183,14 @@ async function startServer(nodeBin, framework, variant, dir) {
   let dumps = 0
   return {
     port: ready.port,
-    /** Dumps; returns the instructions since the last dump, split by `dumpSplit` if `split`. */
-    async dump(split = false) {
+    /** Dumps; returns the instructions since the last dump, split (lib/callgrind-split.mjs). */
+    async dump() {
       await run('callgrind_control', ['--dump', String(pid)])
       dumps++
       const file = `${out.replace('%p', String(pid))}.${dumps}`
       // The dump is written before callgrind_control returns; wait for the file to be complete.
       for (let i = 0; i < 50 && !existsSync(file); i++) await sleep(100)
-      return split ? dumpSplit(file) : { total: dumpTotal(file) }
+      return splitDump(file)
     },
     async stop() {
       if (child.exitCode !== null) return
@@ -324,15 +295,15 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
   try {
     const client = mode === 'ka' ? await keepAliveClient(server.port) : closeClient(server.port)
     await client.send(counts.warm)
-    // Warm until steady: blocks of n1 requests until one costs within 3% of the one before
-    // (V8 may still be tiering up after thousands of requests under callgrind).
+    // Warm until steady: blocks of n1 requests until one's work costs within 3% of the one
+    // before (V8 may still be tiering up after thousands of requests under callgrind).
     let last = Number.POSITIVE_INFINITY
     let warmed = counts.warm
     for (let i = 0; i < MAX_WARM_BLOCKS; i++) {
       await server.dump()
       await client.send(counts.n1)
       warmed += counts.n1
-      const cost = (await server.dump()).total / counts.n1
+      const cost = (await server.dump()).work / counts.n1
       if (i + 1 >= MIN_WARM_BLOCKS[mode] && Math.abs(cost - last) < 0.03 * last) break
       last = cost
     }
@@ -341,7 +312,7 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
       await server.dump()
       await client.send(n)
       await sleep(SETTLE_MS)
-      return server.dump(true)
+      return server.dump()
     }
     // One pair of intervals thrown away: the first ones after the warm-up paid for what the
     // idle pauses around the dumps bring (Node 26 Fastify bare: 138k a request in the first
@@ -510,10 +481,11 @@ export async function main(argv) {
   console.log(
     '\nka = keep-alive (4 sockets); close = one request per connection (Connection: close, ' +
       '4 at a time). Counts are of the server process only (all threads: the JIT and GC ' +
-      'helper threads too). all = every instruction; work = all but optimising compiles and ' +
-      'garbage collection pauses (they land in whichever interval triggers them and move a ' +
-      'slope by thousands: see dumpSplit), the figure the target is judged on; GC = the ' +
-      "collections' share, per request, which allocation per request drives.",
+      'helper threads too). all = every instruction; work = all but compiles, deoptimisations ' +
+      'and garbage collection with its marking and sweeping steps (they land in whichever ' +
+      'interval triggers them and move a slope by thousands: see lib/callgrind-split.mjs), ' +
+      "the figure the target is judged on; GC = the collections' share, per request, which " +
+      'allocation per request drives.',
   )
   return results
 }
