@@ -216,6 +216,50 @@ describe('keep-alive requests settled by the sweep', () => {
     expect(d.active).toBeGreaterThanOrEqual(3 * KA - EARLY_MARGIN)
   })
 
+  it('one request per connection, settled by its close alone: its times, counts and end as the exact path leaves them', async () => {
+    // No sweep while it lives: its close settles the one request in one step.
+    const { tracker, port, closes } = await start(FAR)
+    const WAIT = 200
+    for (const [path, headers, reason, intent] of [
+      ['/slow', { Connection: 'close' }, 'client_closed', 'client'],
+      ['/close', {}, 'server_closed', 'server'],
+    ] as const) {
+      const conn = await openSocket(port)
+      await sleep(WAIT)
+      conn.send(getRequest(path, headers))
+      const response = await conn.waitFor((buf) => parseResponse(buf, 0))
+      expect(response.status).toBe(200)
+      const rec = await closes.next(5_000)
+      expect(rec, closes.describe()).toMatchObject({
+        closeReason: reason,
+        closeIntent: intent,
+        stateAtClose: 'idle',
+        requests: 1,
+      })
+      const ttfr = rec.timeToFirstRequest as number
+      expect(ttfr).toBeGreaterThanOrEqual(WAIT - EARLY_MARGIN)
+      const d = rec.stateDurations
+      // Before the head: `new`; from the head to the close: `active` (/slow answers after
+      // 2 × KA); nothing idle, nothing upgraded; together, the connection's whole life.
+      expect(d.new).toBeGreaterThanOrEqual(WAIT - EARLY_MARGIN)
+      expect(d.new).toBeLessThanOrEqual(ttfr + 1)
+      if (path === '/slow') expect(d.active).toBeGreaterThanOrEqual(2 * KA - EARLY_MARGIN)
+      expect(d.idle).toBe(0)
+      expect(d.upgraded).toBe(0)
+      expect(d.new + d.active).toBe(rec.duration)
+    }
+    // The live counts by state came back to zero (a count left in `new` or `idle` shows here).
+    expect(tracker.snapshot()).toMatchObject({
+      total: 0,
+      new: 0,
+      handshaking: 0,
+      idle: 0,
+      active: 0,
+      upgraded: 0,
+      closedByReason: { client_closed: 1, server_closed: 1 },
+    })
+  })
+
   it("a connection's first request outlasting the header deadline is not cut by it", async () => {
     // The head comes whole at once; the answer takes three header deadlines.
     const { port, closes } = await start(SWEEP, KA)

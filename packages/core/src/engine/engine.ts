@@ -967,9 +967,10 @@ export class Engine implements BindingSink, Core {
   closed(rec: ConnectionRecord): void {
     if (rec.state === 'closed' || !this.records.has(rec)) return
     const now = this.now()
-    if (rec.unsettled) this.#settle(rec, now, true)
+    if (rec.unsettled && !this.#settleOnlyRequest(rec, now)) this.#settle(rec, now, true)
     this.queue.remove(rec)
-    this.awaitingBytes.delete(rec)
+    // Only TLS connections wait for their first bytes (`open`).
+    if (rec.secure) this.awaitingBytes.delete(rec)
     this.records.delete(rec)
     if (rec.state === 'upgraded' && webSocketFacts(rec) !== undefined) {
       this.webSockets--
@@ -995,6 +996,47 @@ export class Engine implements BindingSink, Core {
     this.#drain?.closed(rec)
     this.#emit('close', rec, closeChannel)
     this.#settleDrain(this.records.size)
+  }
+
+  /**
+   * A closing connection whose one request was left to the settle and has finished (one
+   * request per connection, the common case), settled in one step: its time before the request
+   * and its `active` time, the request ended, how its response ended; what `#settle` and `#end`
+   * leave, without the two transitions between them (−0.3k instructions a connection, Node 26),
+   * so only while nothing watches transitions. False when it does not apply: `#settle` then.
+   */
+  #settleOnlyRequest(rec: ConnectionRecord, now: number): boolean {
+    const from = rec.state
+    const res = rec.res
+    if (
+      (from !== 'new' && from !== 'idle') ||
+      res === null ||
+      rec.requests !== 1 ||
+      rec.inFlight !== 1 ||
+      !rec.endUnreported ||
+      rec.rotateReason !== null ||
+      this.transitionListened ||
+      transitionChannel.hasSubscribers
+    )
+      return false
+    const last = (rec.binding as ServerBinding).finishedResponse(res)
+    if (last === undefined) return false
+    rec.takeUnsettled()
+    rec.endReported()
+    rec.inFlight = 0
+    // Its ends are kept by `closed`, which follows at once.
+    if (last !== null) rec.closeIntent = last
+    rec.res = null
+    rec.requestDeadlineAt = NEVER
+    const started = rec.requestStartedAt
+    const i = liveStateIndex(from)
+    rec.addDuration(i, started - rec.stateSince)
+    rec.msActive += now - started
+    ;(this.#counts[i] as number)--
+    ;(this.#counts[liveStateIndex('idle')] as number)++
+    rec.state = 'idle'
+    rec.stateSince = now
+    return true
   }
 
   /** HTTP/2 (session-lifecycle.ts): the session started. */

@@ -153,9 +153,15 @@ class HttpServerBinding implements ServerBinding {
    * has none: its HTTP/1.1 fallback connections get the engine's polls.
    */
   #connections: ConnectionsList | null = null
+  /**
+   * `#connections` read and the engine on Node's clock (see `BindingSink.headsListed`): a field
+   * set where either changes, not a getter, as the parser's per-read hook reads it.
+   */
+  headsListed = false
   readonly #onListening = () => {
     this.#listenEnd = undefined
     this.#connections ??= connectionsListOf(this.#server)
+    this.headsListed = this.#connections !== null && this.sink.nodeClock
   }
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
@@ -188,6 +194,7 @@ class HttpServerBinding implements ServerBinding {
     this.#secure = secure
     this.#h2 = h2
     this.#connections = connectionsListOf(server)
+    this.headsListed = this.#connections !== null && sink.nodeClock
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
     this.#handshakeKey = handshakeKeyOf(server)
@@ -442,10 +449,6 @@ class HttpServerBinding implements ServerBinding {
 
   reportEnd(res: http.ServerResponse): void {
     reportEnd(res)
-  }
-
-  get headsListed(): boolean {
-    return this.#connections !== null && this.sink.nodeClock
   }
 
   sweepHeads(

@@ -93,6 +93,21 @@ export function readEndState(rec: ConnectionRecord): void {
   if (!rec.peerEnded && http?._readableState?.ended === true) rec.peerEnded = true
 }
 
+type WriteCounts = Socket & { _bytesDispatched?: unknown; _pendingData?: unknown }
+
+/**
+ * The socket's `bytesWritten` as it closes. Node's getter copies the stream's write buffer on
+ * every read (`writableBuffer`, an array slice: ~0.1k instructions a connection, Node 26) to add
+ * what is still queued; with nothing queued or pending, which is how a connection normally
+ * ends, its count is `_bytesDispatched` alone, read directly. Anything else: the getter.
+ */
+function bytesWrittenAtClose(raw: WriteCounts): number {
+  const dispatched = raw._bytesDispatched
+  if (typeof dispatched === 'number' && raw.writableLength === 0 && raw._pendingData == null)
+    return dispatched
+  return raw.bytesWritten ?? 0
+}
+
 /**
  * Writes a closing connection's close facts on its record: its one reason (ours if we cut it,
  * else what the socket's end tells), the error code behind it, the state it closed in, its
@@ -112,7 +127,7 @@ export function settleClose(rec: ConnectionRecord, now: number, epochOffset: num
   const raw = rec.rawSocket
   if (raw !== null) {
     facts.bytesRead = raw.bytesRead
-    facts.bytesWritten = raw.bytesWritten ?? 0
+    facts.bytesWritten = bytesWrittenAtClose(raw)
   }
   facts.closeReason = reason
   facts.closedAt = epochOffset + now
