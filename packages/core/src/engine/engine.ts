@@ -516,18 +516,29 @@ export class Engine implements BindingSink, Core {
     if (armed) this.queue.schedule(rec, rec.phaseDeadlineAt)
     // The record armed its age deadline from the clock base (accept + maxConnectionAge).
     if (o.maxConnectionAge > 0) this.reschedule(rec)
-    this.#emit('open', rec, openChannel)
+    if (this.mayListen || openChannel.hasSubscribers) this.#emit('open', rec, openChannel)
+    // What follows calls out only where a cap or pressure has something to decide. Not for
+    // the calls' own cost: V8 inlines a function's callees up to a budget of bytecode (920
+    // bytes), smallest first, among the calls it has seen run; with the caps' and pressure's
+    // calls taken on every accept, the record's constructor (188 bytes, the largest) was left
+    // out, and each accept went through the generic construct stub (~0.3k instructions, Node 26).
     const live = liveConnections(this)
-    let handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
-    // A first request left to the settle keeps its connection counted `new`: the caps that read
-    // states read them settled, when they may refuse or displace (not on every accept).
-    if (o.maxHandshakes > 0 && handshaking > o.maxHandshakes && this.#unsettled.length > 0) {
-      this.settleAll(now)
+    const full = p?.over(live) === true
+    let refused: CloseReason | null = null
+    let handshaking = 0
+    if (full || this.admission.capped) {
       handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+      // A first request left to the settle keeps its connection counted `new`: the caps that
+      // read states read them settled, when they may refuse or displace (not on every accept).
+      if (o.maxHandshakes > 0 && handshaking > o.maxHandshakes && this.#unsettled.length > 0) {
+        this.settleAll(now)
+        handshaking = (this.#counts[0] as number) + (this.#counts[1] as number)
+      }
+      refused = this.admission.admit(rec, live, handshaking, full)
     }
-    let refused = this.admission.admit(rec, live, handshaking, p?.over(live) === true)
-    if (p !== null) {
-      // Pressure may displace an idle connection: states as they are now.
+    // Pressure decides on a connection refused for the connection cap (it may displace an idle
+    // one instead: states as they are now), and on every one while its per-address share is on.
+    if (p !== null && (refused !== null || (p.perIp !== null && p.fair))) {
       if (refused === 'max_concurrent_connections_exceeded' && p.options.displace)
         this.settleAll(now)
       refused = pressureAdmit(this, p, rec, refused, handshaking, now)
@@ -994,8 +1005,9 @@ export class Engine implements BindingSink, Core {
     rec.streams = null
     this.admission.release(rec)
     this.#drain?.closed(rec)
-    this.#emit('close', rec, closeChannel)
-    this.#settleDrain(this.records.size)
+    if (this.mayListen || closeChannel.hasSubscribers) this.#emit('close', rec, closeChannel)
+    // Only while draining; a call on every close took its share of the inlining budget (`open`).
+    if (this.#drain !== null) this.#settleDrain(this.records.size)
   }
 
   /**

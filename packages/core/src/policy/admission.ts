@@ -11,8 +11,16 @@ export class Admission {
   /** Live connections per remote address, kept only when maxConnectionsPerIp is set. */
   readonly #perIp = new Map<string, number>()
 
+  /**
+   * Whether any cap is set: without one, an accept needs no call here (see `Engine.open`; the
+   * options are resolved once, so this never changes).
+   */
+  readonly capped: boolean
+
   constructor(options: ResolvedOptions) {
     this.#options = options
+    this.capped =
+      options.maxConnectionsPerIp > 0 || options.maxConnections > 0 || options.maxHandshakes > 0
   }
 
   /**
