@@ -50,6 +50,7 @@ import {
   trackSockets,
 } from './helpers/guard-timing.js'
 import { type ParsedResponse, parseResponses } from './helpers/http-response.js'
+import { NO_LIVE_CONNECTIONS } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 import { tlsOptions } from './helpers/tls.js'
 
@@ -779,14 +780,7 @@ describe.each(VERSIONS)('$name', ({ name: version, createApp }) => {
       ])
       expect([...guard.tracker.connections()]).toEqual([])
       const snapshot = guard.tracker.snapshot()
-      expect(snapshot).toMatchObject({
-        total: 0,
-        new: 0,
-        handshaking: 0,
-        idle: 0,
-        active: 0,
-        upgraded: 0,
-      })
+      expect(snapshot).toMatchObject(NO_LIVE_CONNECTIONS)
       expect(Object.values(snapshot.closedByReason).reduce((a, b) => a + (b ?? 0), 0)).toBe(3)
 
       guard.tracker.close()

@@ -25,6 +25,7 @@ import { parseResponse, parseResponses } from './helpers/http-response.js'
 import {
   expectCutWithin,
   formatTimings,
+  NO_LIVE_CONNECTIONS,
   sleep,
   type TimingRow,
   waitUntil,
@@ -663,12 +664,7 @@ describe.each([
       })
       expect([...app.connguard.connections()]).toEqual([])
       expect(app.connguard.snapshot()).toEqual({
-        total: 0,
-        new: 0,
-        handshaking: 0,
-        idle: 0,
-        active: 0,
-        upgraded: 0,
+        ...NO_LIVE_CONNECTIONS,
         closedByReason: { client_closed: 1 },
         pressure: expect.objectContaining({ level: 0, shedding: false }),
       })

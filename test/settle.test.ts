@@ -17,6 +17,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { getRequest, openSocket } from './helpers/clients.js'
 import { CloseLog, EARLY_MARGIN, expectDeadline, SWEEP, sleep } from './helpers/guard-timing.js'
 import { parseResponse } from './helpers/http-response.js'
+import { NO_LIVE_CONNECTIONS } from './helpers/records.js'
 import { closeServer, listen } from './helpers/server.js'
 
 /** Keep-alive timeout of these servers, ms. */
@@ -250,12 +251,7 @@ describe('keep-alive requests settled by the sweep', () => {
     }
     // The live counts by state came back to zero (a count left in `new` or `idle` shows here).
     expect(tracker.snapshot()).toMatchObject({
-      total: 0,
-      new: 0,
-      handshaking: 0,
-      idle: 0,
-      active: 0,
-      upgraded: 0,
+      ...NO_LIVE_CONNECTIONS,
       closedByReason: { client_closed: 1, server_closed: 1 },
     })
   })

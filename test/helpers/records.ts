@@ -14,6 +14,16 @@ import { expect } from 'vitest'
 import { getRequest, openSocket } from './clients.js'
 import { parseResponse } from './http-response.js'
 
+/** A snapshot's live counts once every connection has closed (`toMatchObject` it). */
+export const NO_LIVE_CONNECTIONS = {
+  total: 0,
+  new: 0,
+  handshaking: 0,
+  idle: 0,
+  active: 0,
+  upgraded: 0,
+} as const
+
 /** How early a close may be seen: timer and clock granularity, never a real early cut. */
 export const EARLY_MS = 20
 /**
