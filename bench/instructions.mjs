@@ -10,6 +10,7 @@
  *   node bench/instructions.mjs --full          Node (this one), 24 and 26; fastify and express;
  *                                               ka and close; 3 processes, 3 pairs each
  *   node bench/instructions.mjs --nodes 26 --cases express-ka,express-close --repeat 5
+ *   node bench/instructions.mjs --nodes 26 --cases fastify-https-ka,express-https-ka   (TLS)
  *   options: --repeat N (processes per variant), --pairs N (interval pairs per process),
  *            --jobs N (server processes at a time, default 2), --variants bare,guarded
  *
@@ -48,6 +49,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
+import tls from 'node:tls'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { splitDump } from './lib/callgrind-split.mjs'
@@ -57,6 +59,8 @@ const run = promisify(execFile)
 let serverScript = fileURLToPath(new URL('./lib/hello-server.mjs', import.meta.url))
 
 const ALL_CASES = ['fastify-ka', 'express-ka', 'fastify-close', 'express-close']
+/** Cases beside them, on demand (`--cases`): keep-alive over TLS. */
+const TLS_CASES = ['fastify-https-ka', 'express-https-ka']
 /**
  * Requests per phase: warm-up, the short interval, the long one. One request per connection
  * warms 12,000 requests before its blocks: V8 kept compiling Node's connection path with
@@ -136,7 +140,7 @@ export async function* runtimes(specs) {
   }
 }
 
-async function startServer(nodeBin, framework, variant, dir) {
+async function startServer(nodeBin, framework, protocol, variant, dir) {
   const out = path.join(dir, `cg-${framework}-${variant}-%p`)
   const child = spawn(
     'nice',
@@ -162,7 +166,7 @@ async function startServer(nodeBin, framework, variant, dir) {
       '--max-semi-space-size=16',
       serverScript,
       framework,
-      'http',
+      protocol,
       variant,
     ],
     { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
@@ -206,15 +210,22 @@ async function startServer(nodeBin, framework, variant, dir) {
 const KA_REQUEST = Buffer.from(`GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`)
 const CLOSE_REQUEST = Buffer.from(`GET / HTTP/1.1\r\nHost: ${HOST}\r\nConnection: close\r\n\r\n`)
 
+/** A plain or TLS connection to the server (the bench's own throwaway certificate: not verified). */
+function dial(port, secure) {
+  return secure
+    ? tls.connect({ port, host: HOST, rejectUnauthorized: false })
+    : net.connect(port, HOST)
+}
+
 /** A keep-alive client of `SOCKETS` sockets, each sending one request after the other. */
-async function keepAliveClient(port) {
+async function keepAliveClient(port, secure) {
   const sockets = []
   /** The pending `send`'s reject: one 'error' listener per socket for the client's life. */
   let fail = null
   for (let i = 0; i < SOCKETS; i++) {
-    const s = net.connect(port, HOST)
+    const s = dial(port, secure)
     s.setNoDelay(true)
-    await once(s, 'connect')
+    await once(s, secure ? 'secureConnect' : 'connect')
     s.on('error', (err) => fail?.(err))
     sockets.push(s)
   }
@@ -258,7 +269,7 @@ async function keepAliveClient(port) {
 }
 
 /** One request per connection, `SOCKETS` connections at a time, each read to the server's close. */
-function closeClient(port) {
+function closeClient(port, secure) {
   const send = (n) =>
     new Promise((resolve, reject) => {
       let left = n
@@ -270,10 +281,10 @@ function closeClient(port) {
         }
         left--
         running++
-        const s = net.connect(port, HOST)
+        const s = dial(port, secure)
         s.setNoDelay(true)
         let head = ''
-        s.once('connect', () => s.write(CLOSE_REQUEST))
+        s.once(secure ? 'secureConnect' : 'connect', () => s.write(CLOSE_REQUEST))
         s.on('data', (c) => {
           if (head.length < 12) head += c.toString('latin1', 0, 12)
         })
@@ -290,10 +301,12 @@ function closeClient(port) {
 }
 
 /** One server process: warm-up, then `pairs` pairs of intervals. Returns one slope per pair. */
-async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs) {
-  const server = await startServer(nodeBin, framework, variant, dir)
+async function oneProcess(nodeBin, framework, protocol, mode, variant, counts, dir, pairs) {
+  const server = await startServer(nodeBin, framework, protocol, variant, dir)
   try {
-    const client = mode === 'ka' ? await keepAliveClient(server.port) : closeClient(server.port)
+    const secure = protocol === 'https'
+    const client =
+      mode === 'ka' ? await keepAliveClient(server.port, secure) : closeClient(server.port, secure)
     await client.send(counts.warm)
     // Warm until steady: blocks of n1 requests until one's work costs within 3% of the one
     // before (V8 may still be tiering up after thousands of requests under callgrind).
@@ -339,13 +352,17 @@ async function oneProcess(nodeBin, framework, mode, variant, counts, dir, pairs)
 }
 
 async function runCase(nodeBin, name, { repeat, counts, dir, variants, jobs, pairs }) {
-  const [framework, mode] = name.split('-')
+  // `framework-mode` over HTTP, `framework-https-mode` over TLS.
+  const parts = name.split('-')
+  const framework = parts[0]
+  const mode = parts.at(-1)
+  const protocol = parts.length === 3 ? parts[1] : 'http'
   const c = counts[mode]
   const runs = Object.fromEntries(variants.map((v) => [v, []]))
   const works = Object.fromEntries(variants.map((v) => [v, []]))
   const gcs = Object.fromEntries(variants.map((v) => [v, []]))
   const one = async (variant) => {
-    const r = await oneProcess(nodeBin, framework, mode, variant, c, dir, pairs)
+    const r = await oneProcess(nodeBin, framework, protocol, mode, variant, c, dir, pairs)
     runs[variant].push(...r.slopes)
     works[variant].push(...r.work)
     gcs[variant].push(...r.gc)
@@ -391,6 +408,12 @@ export async function main(argv) {
   const full = args.full === true
   const nodes = String(args.nodes ?? (full ? 'this,24,26' : 'this')).split(',')
   const cases = String(args.cases ?? (full ? ALL_CASES.join(',') : 'fastify-ka')).split(',')
+  const unknown = cases.filter((c) => !ALL_CASES.includes(c) && !TLS_CASES.includes(c))
+  if (unknown.length > 0) {
+    throw new Error(
+      `unknown case ${unknown.join(', ')}: one of ${[...ALL_CASES, ...TLS_CASES].join(', ')}`,
+    )
+  }
   const repeat = Number(args.repeat ?? (full ? 3 : 1))
   const jobs = Number(args.jobs ?? 2)
   const pairs = Number(args.pairs ?? 3)
