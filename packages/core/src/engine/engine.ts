@@ -45,7 +45,7 @@ import { DeadlineQueue, earliest, NEVER } from '../time/deadline-queue.js'
 import { closeChannel, drainChannel, openChannel, transitionChannel } from '../vocab/channels.js'
 import type { CloseReason } from '../vocab/close-reasons.js'
 import { TrackerClosedError } from '../vocab/errors.js'
-import { type ConnectionState, liveStateIndex } from '../vocab/states.js'
+import { type ConnectionState, type LiveState, liveStateIndex } from '../vocab/states.js'
 import { kRecord } from '../vocab/symbols.js'
 import { SETTING_NOT_ADOPTED, SETTING_REPLACED } from '../vocab/warnings.js'
 import type { Core } from './core.js'
@@ -1040,14 +1040,9 @@ export class Engine implements BindingSink, Core {
     if (last !== null) rec.closeIntent = last
     rec.res = null
     rec.requestDeadlineAt = NEVER
-    const started = rec.requestStartedAt
-    const i = liveStateIndex(from)
-    rec.addDuration(i, started - rec.stateSince)
-    rec.msActive += now - started
-    ;(this.#counts[i] as number)--
-    ;(this.#counts[liveStateIndex('idle')] as number)++
-    rec.state = 'idle'
-    rec.stateSince = now
+    // `active` from its head, `idle` from now: the two transitions' bookkeeping, no events.
+    this.#moveState(rec, from, 'active', rec.requestStartedAt)
+    this.#moveState(rec, 'active', 'idle', now)
     return true
   }
 
@@ -1135,16 +1130,21 @@ export class Engine implements BindingSink, Core {
   transition(rec: ConnectionRecord, to: ConnectionState, now: number): void {
     const from = rec.state
     if (from === to || from === 'closed') return
+    this.#moveState(rec, from, to, now)
+    if (this.mayListen && this.face.listenerCount('transition') > 0)
+      safeEmit(this.face, 'transition', rec, from, to)
+    if (transitionChannel.hasSubscribers)
+      transitionChannel.publish({ record: rec, from, to, tracker: this.face })
+  }
+
+  /** A transition's bookkeeping, without its events: `from`'s time up to `now`, the counts. */
+  #moveState(rec: ConnectionRecord, from: LiveState, to: ConnectionState, now: number): void {
     const i = liveStateIndex(from)
     rec.addDuration(i, now - rec.stateSince)
     ;(this.#counts[i] as number)--
     if (to !== 'closed') (this.#counts[liveStateIndex(to)] as number)++
     rec.stateSince = now
     rec.state = to
-    if (this.mayListen && this.face.listenerCount('transition') > 0)
-      safeEmit(this.face, 'transition', rec, from, to)
-    if (transitionChannel.hasSubscribers)
-      transitionChannel.publish({ record: rec, from, to, tracker: this.face })
   }
 
   /**
