@@ -516,12 +516,13 @@ export class Engine implements BindingSink, Core {
     if (armed) this.queue.schedule(rec, rec.phaseDeadlineAt)
     // The record armed its age deadline from the clock base (accept + maxConnectionAge).
     if (o.maxConnectionAge > 0) this.reschedule(rec)
+    // From here `open` calls out only where a listener, a cap or pressure has something to
+    // do. Not for the calls' own cost: V8 inlines a function's callees up to a budget of
+    // bytecode (920 bytes), smallest first, among the calls it has seen run; with the caps' and
+    // pressure's calls taken on every accept, the record's constructor (188 bytes, the largest)
+    // was left out, and each accept went through the generic construct stub (~0.3k
+    // instructions, Node 26).
     if (this.mayListen || openChannel.hasSubscribers) this.#emit('open', rec, openChannel)
-    // What follows calls out only where a cap or pressure has something to decide. Not for
-    // the calls' own cost: V8 inlines a function's callees up to a budget of bytecode (920
-    // bytes), smallest first, among the calls it has seen run; with the caps' and pressure's
-    // calls taken on every accept, the record's constructor (188 bytes, the largest) was left
-    // out, and each accept went through the generic construct stub (~0.3k instructions, Node 26).
     const live = liveConnections(this)
     const full = p?.over(live) === true
     let refused: CloseReason | null = null

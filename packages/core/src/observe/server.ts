@@ -160,8 +160,11 @@ class HttpServerBinding implements ServerBinding {
   headsListed = false
   readonly #onListening = () => {
     this.#listenEnd = undefined
-    this.#connections ??= connectionsListOf(this.#server)
-    this.headsListed = this.#connections !== null && this.sink.nodeClock
+    this.#setConnections(this.#connections ?? connectionsListOf(this.#server))
+  }
+  #setConnections(list: ConnectionsList | null): void {
+    this.#connections = list
+    this.headsListed = list !== null && this.sink.nodeClock
   }
   readonly #onSecure = (socket: TLSSocket) => this.#secureConnection(socket)
   readonly #onTlsClientError = (err: Error, socket: TLSSocket) => this.#tlsClientError(err, socket)
@@ -193,8 +196,7 @@ class HttpServerBinding implements ServerBinding {
     this.#server = server
     this.#secure = secure
     this.#h2 = h2
-    this.#connections = connectionsListOf(server)
-    this.headsListed = this.#connections !== null && sink.nodeClock
+    this.#setConnections(connectionsListOf(server))
     // tls.Server keeps its handshake timeout under a private symbol; the
     // TLSSocket of each connection reads it at accept.
     this.#handshakeKey = handshakeKeyOf(server)
